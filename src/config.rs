@@ -1,0 +1,516 @@
+//! Broker configuration: Kafka's `server.properties` keys, plus `ringtide.*` keys for what Kafka lacks.
+//!
+//! Read once at start-up on the main thread, then shared read-only with every core (`Arc<Config>`).
+//! An unknown key is a warning (operators bring their Kafka files along); an invalid value is an error that
+//! names the key and the accepted values, and the broker exits non-zero.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use crate::limits;
+
+/// Where a configuration value came from, for `--print-config` and DescribeConfigs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    Default,
+    File,
+    Override,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid value {value:?} for {key}: {expected}")]
+    Invalid {
+        key: String,
+        value: String,
+        expected: String,
+    },
+    #[error("--override expects key=value, got {0:?}")]
+    BadOverride(String),
+}
+
+/// One listener, `NAME://host:port`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Listener {
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+}
+
+/// The effective broker configuration. Owned by the main thread, shared read-only (`Arc`) by every core.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub node_id: i32,
+    pub listener: Listener,
+    pub advertised: Listener,
+    pub log_dirs: PathBuf,
+    pub num_partitions: i32,
+    pub default_replication_factor: i16,
+    pub auto_create_topics_enable: bool,
+    pub log_segment_bytes: u64,
+    pub log_roll_ms: i64,
+    pub log_retention_ms: i64,
+    pub log_retention_bytes: i64,
+    pub log_retention_check_interval_ms: u64,
+    pub log_index_interval_bytes: u64,
+    pub log_flush_interval_messages: Option<u64>,
+    pub log_flush_interval_ms: Option<u64>,
+    pub log_message_timestamp_type_log_append: bool,
+    pub message_max_bytes: usize,
+    pub socket_request_max_bytes: usize,
+    pub cores: usize,
+    pub io_memory_bytes: usize,
+    pub tail_cache_bytes: usize,
+    /// Every key with its effective value and source, for DescribeConfigs and `--print-config`.
+    pub entries: BTreeMap<String, (String, Source)>,
+}
+
+/// Keys Kafka brokers accept that Ringtide reads. Anything else warns.
+const KNOWN_KEYS: &[&str] = &[
+    "node.id",
+    "broker.id",
+    "listeners",
+    "advertised.listeners",
+    "log.dirs",
+    "log.dir",
+    "num.partitions",
+    "default.replication.factor",
+    "auto.create.topics.enable",
+    "log.segment.bytes",
+    "log.roll.ms",
+    "log.roll.hours",
+    "log.retention.ms",
+    "log.retention.minutes",
+    "log.retention.hours",
+    "log.retention.bytes",
+    "log.retention.check.interval.ms",
+    "log.index.interval.bytes",
+    "log.flush.interval.messages",
+    "log.flush.interval.ms",
+    "log.message.timestamp.type",
+    "message.max.bytes",
+    "socket.request.max.bytes",
+    "ringtide.cores",
+    "ringtide.io.memory.bytes",
+    "ringtide.tail.cache.bytes",
+];
+
+fn defaults() -> Vec<(&'static str, String)> {
+    vec![
+        ("node.id", "1".into()),
+        ("listeners", "PLAINTEXT://0.0.0.0:9092".into()),
+        ("advertised.listeners", "PLAINTEXT://localhost:9092".into()),
+        ("log.dirs", "ringtide-data".into()),
+        ("num.partitions", "1".into()),
+        ("default.replication.factor", "1".into()),
+        ("auto.create.topics.enable", "true".into()),
+        ("log.segment.bytes", "1073741824".into()),
+        ("log.roll.hours", "168".into()),
+        ("log.retention.hours", "168".into()),
+        ("log.retention.bytes", "-1".into()),
+        ("log.retention.check.interval.ms", "300000".into()),
+        ("log.index.interval.bytes", "4096".into()),
+        ("log.message.timestamp.type", "CreateTime".into()),
+        (
+            "message.max.bytes",
+            limits::MESSAGE_MAX_BYTES_DEFAULT.to_string(),
+        ),
+        (
+            "socket.request.max.bytes",
+            limits::SOCKET_REQUEST_MAX_BYTES_DEFAULT.to_string(),
+        ),
+        (
+            "ringtide.io.memory.bytes",
+            limits::IO_MEMORY_BYTES_DEFAULT.to_string(),
+        ),
+        ("ringtide.tail.cache.bytes", (8 * 1024 * 1024).to_string()),
+    ]
+}
+
+/// Parses Java-properties text: `key=value`, `key: value` or `key value`; `#` and `!` start comments;
+/// a trailing backslash continues the line.
+pub fn parse_properties(text: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut pending = String::new();
+    for raw in text.lines() {
+        let line = raw.trim_start();
+        if pending.is_empty() && (line.is_empty() || line.starts_with('#') || line.starts_with('!'))
+        {
+            continue;
+        }
+        if let Some(stripped) = line.strip_suffix('\\') {
+            pending.push_str(stripped);
+            continue;
+        }
+        pending.push_str(line);
+        let entry = std::mem::take(&mut pending);
+        let split = entry.find(['=', ':', ' ', '\t']);
+        let (key, value) = match split {
+            Some(i) => {
+                let value = entry[i + 1..].trim_start();
+                let value = value
+                    .strip_prefix('=')
+                    .or_else(|| value.strip_prefix(':'))
+                    .unwrap_or(value);
+                (entry[..i].trim(), value.trim())
+            }
+            None => (entry.trim(), ""),
+        };
+        if !key.is_empty() {
+            out.push((key.to_string(), value.to_string()));
+        }
+    }
+    out
+}
+
+fn invalid(key: &str, value: &str, expected: &str) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        value: value.into(),
+        expected: expected.into(),
+    }
+}
+
+fn parse_num<T: std::str::FromStr + PartialOrd + std::fmt::Display>(
+    key: &str,
+    value: &str,
+    min: T,
+    max: T,
+) -> Result<T, ConfigError> {
+    match value.trim().parse::<T>() {
+        Ok(v) if v >= min && v <= max => Ok(v),
+        _ => Err(invalid(
+            key,
+            value,
+            &format!("an integer from {min} to {max}"),
+        )),
+    }
+}
+
+fn parse_bool(key: &str, value: &str) -> Result<bool, ConfigError> {
+    match value.trim() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(invalid(key, value, "true or false")),
+    }
+}
+
+/// Parses `NAME://host:port` (the first of a comma-separated list; one listener for now).
+pub fn parse_listener(key: &str, value: &str) -> Result<Listener, ConfigError> {
+    let expected = "NAME://host:port, e.g. PLAINTEXT://0.0.0.0:9092 (one PLAINTEXT listener)";
+    let first = value.split(',').next().unwrap_or("").trim();
+    let (name, rest) = first
+        .split_once("://")
+        .ok_or_else(|| invalid(key, value, expected))?;
+    let (host, port) = rest
+        .rsplit_once(':')
+        .ok_or_else(|| invalid(key, value, expected))?;
+    let port: u16 = port.parse().map_err(|_| invalid(key, value, expected))?;
+    if name != "PLAINTEXT" {
+        return Err(invalid(key, value, expected));
+    }
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    Ok(Listener {
+        name: name.to_string(),
+        host,
+        port,
+    })
+}
+
+impl Config {
+    /// Builds the configuration: defaults, then the file (if any), then overrides in order.
+    pub fn load(file: Option<&Path>, overrides: &[String]) -> Result<Config, ConfigError> {
+        let mut entries: BTreeMap<String, (String, Source)> = defaults()
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), (v, Source::Default)))
+            .collect();
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            for (k, v) in parse_properties(&text) {
+                entries.insert(k, (v, Source::File));
+            }
+        }
+        for o in overrides {
+            let (k, v) = o
+                .split_once('=')
+                .ok_or_else(|| ConfigError::BadOverride(o.clone()))?;
+            entries.insert(
+                k.trim().to_string(),
+                (v.trim().to_string(), Source::Override),
+            );
+        }
+        Self::from_entries(entries)
+    }
+
+    fn from_entries(
+        mut entries: BTreeMap<String, (String, Source)>,
+    ) -> Result<Config, ConfigError> {
+        for key in entries.keys() {
+            if !KNOWN_KEYS.contains(&key.as_str()) {
+                tracing::warn!(key = %key, "unknown configuration key ignored");
+            }
+        }
+        // Aliases: the more specific key wins, as in Kafka.
+        let get = |entries: &BTreeMap<String, (String, Source)>, k: &str| -> Option<String> {
+            entries.get(k).map(|(v, _)| v.clone())
+        };
+        let explicit = |entries: &BTreeMap<String, (String, Source)>, k: &str| -> Option<String> {
+            entries
+                .get(k)
+                .filter(|(_, s)| *s != Source::Default)
+                .map(|(v, _)| v.clone())
+        };
+
+        let node_id =
+            match explicit(&entries, "node.id").or_else(|| explicit(&entries, "broker.id")) {
+                Some(v) => parse_num("node.id", &v, 0i32, i32::MAX)?,
+                None => 1,
+            };
+        let listener =
+            parse_listener("listeners", &get(&entries, "listeners").unwrap_or_default())?;
+        let advertised = match explicit(&entries, "advertised.listeners") {
+            Some(v) => parse_listener("advertised.listeners", &v)?,
+            None if explicit(&entries, "listeners").is_some() => {
+                // Kafka advertises the listener itself when advertised.listeners is not set.
+                let mut l = listener.clone();
+                if l.host.is_empty() || l.host == "0.0.0.0" || l.host == "::" {
+                    l.host = "localhost".into();
+                }
+                l
+            }
+            None => parse_listener(
+                "advertised.listeners",
+                &format!("PLAINTEXT://localhost:{}", listener.port),
+            )?,
+        };
+        let log_dirs = explicit(&entries, "log.dirs")
+            .or_else(|| explicit(&entries, "log.dir"))
+            .or_else(|| get(&entries, "log.dirs"))
+            .unwrap_or_default();
+        if log_dirs.contains(',') {
+            return Err(invalid(
+                "log.dirs",
+                &log_dirs,
+                "a single directory (JBOD is not supported yet)",
+            ));
+        }
+        let num_partitions = parse_num(
+            "num.partitions",
+            &get(&entries, "num.partitions").unwrap_or_default(),
+            1,
+            limits::TOPIC_PARTITIONS_MAX,
+        )?;
+        let default_replication_factor = parse_num(
+            "default.replication.factor",
+            &get(&entries, "default.replication.factor").unwrap_or_default(),
+            1i16,
+            1,
+        )
+        .map_err(|_| {
+            invalid(
+                "default.replication.factor",
+                &get(&entries, "default.replication.factor").unwrap_or_default(),
+                "1 (Ringtide runs one broker until replication exists)",
+            )
+        })?;
+        let auto_create_topics_enable = parse_bool(
+            "auto.create.topics.enable",
+            &get(&entries, "auto.create.topics.enable").unwrap_or_default(),
+        )?;
+        let log_segment_bytes = parse_num(
+            "log.segment.bytes",
+            &get(&entries, "log.segment.bytes").unwrap_or_default(),
+            14u64,
+            i32::MAX as u64,
+        )?;
+        let hours_ms = 3_600_000i64;
+        let log_roll_ms = match explicit(&entries, "log.roll.ms") {
+            Some(v) => parse_num("log.roll.ms", &v, 1i64, i64::MAX)?,
+            None => {
+                parse_num(
+                    "log.roll.hours",
+                    &get(&entries, "log.roll.hours").unwrap_or_default(),
+                    1i64,
+                    i64::MAX / hours_ms,
+                )? * hours_ms
+            }
+        };
+        let log_retention_ms = if let Some(v) = explicit(&entries, "log.retention.ms") {
+            parse_num("log.retention.ms", &v, -1i64, i64::MAX)?
+        } else if let Some(v) = explicit(&entries, "log.retention.minutes") {
+            let m = parse_num("log.retention.minutes", &v, -1i64, i64::MAX / 60_000)?;
+            if m < 0 {
+                -1
+            } else {
+                m * 60_000
+            }
+        } else {
+            let h = parse_num(
+                "log.retention.hours",
+                &get(&entries, "log.retention.hours").unwrap_or_default(),
+                -1i64,
+                i64::MAX / hours_ms,
+            )?;
+            if h < 0 {
+                -1
+            } else {
+                h * hours_ms
+            }
+        };
+        let log_retention_bytes = parse_num(
+            "log.retention.bytes",
+            &get(&entries, "log.retention.bytes").unwrap_or_default(),
+            -1i64,
+            i64::MAX,
+        )?;
+        let log_retention_check_interval_ms = parse_num(
+            "log.retention.check.interval.ms",
+            &get(&entries, "log.retention.check.interval.ms").unwrap_or_default(),
+            1u64,
+            u64::MAX,
+        )?;
+        let log_index_interval_bytes = parse_num(
+            "log.index.interval.bytes",
+            &get(&entries, "log.index.interval.bytes").unwrap_or_default(),
+            0u64,
+            i32::MAX as u64,
+        )?;
+        let log_flush_interval_messages = explicit(&entries, "log.flush.interval.messages")
+            .map(|v| parse_num("log.flush.interval.messages", &v, 1u64, u64::MAX))
+            .transpose()?
+            .filter(|v| *v != i64::MAX as u64);
+        let log_flush_interval_ms = explicit(&entries, "log.flush.interval.ms")
+            .map(|v| parse_num("log.flush.interval.ms", &v, 0u64, u64::MAX))
+            .transpose()?
+            .filter(|v| *v != i64::MAX as u64);
+        let ts_type = get(&entries, "log.message.timestamp.type").unwrap_or_default();
+        let log_message_timestamp_type_log_append = match ts_type.as_str() {
+            "CreateTime" => false,
+            "LogAppendTime" => true,
+            _ => {
+                return Err(invalid(
+                    "log.message.timestamp.type",
+                    &ts_type,
+                    "CreateTime or LogAppendTime",
+                ))
+            }
+        };
+        let socket_request_max_bytes = parse_num(
+            "socket.request.max.bytes",
+            &get(&entries, "socket.request.max.bytes").unwrap_or_default(),
+            limits::REQUEST_HEADER_BYTES_MIN,
+            i32::MAX as usize,
+        )?;
+        let message_max_bytes = parse_num(
+            "message.max.bytes",
+            &get(&entries, "message.max.bytes").unwrap_or_default(),
+            0usize,
+            socket_request_max_bytes,
+        )?;
+        let available = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
+        let cores = match explicit(&entries, "ringtide.cores") {
+            Some(v) => parse_num("ringtide.cores", &v, 1usize, available)?,
+            None => available,
+        };
+        entries.insert(
+            "ringtide.cores".into(),
+            (cores.to_string(), Source::Default),
+        );
+        let io_memory_bytes = parse_num(
+            "ringtide.io.memory.bytes",
+            &get(&entries, "ringtide.io.memory.bytes").unwrap_or_default(),
+            64 * 1024usize,
+            1 << 30,
+        )?;
+        let tail_cache_bytes = parse_num(
+            "ringtide.tail.cache.bytes",
+            &get(&entries, "ringtide.tail.cache.bytes").unwrap_or_default(),
+            0usize,
+            1 << 34,
+        )?;
+        Ok(Config {
+            node_id,
+            listener,
+            advertised,
+            log_dirs: PathBuf::from(log_dirs),
+            num_partitions,
+            default_replication_factor,
+            auto_create_topics_enable,
+            log_segment_bytes,
+            log_roll_ms,
+            log_retention_ms,
+            log_retention_bytes,
+            log_retention_check_interval_ms,
+            log_index_interval_bytes,
+            log_flush_interval_messages,
+            log_flush_interval_ms,
+            log_message_timestamp_type_log_append,
+            message_max_bytes,
+            socket_request_max_bytes,
+            cores,
+            io_memory_bytes,
+            tail_cache_bytes,
+            entries,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn properties_forms() {
+        let p = parse_properties("# c\n a=1\nb: 2\nc 3\nd=x\\\n  y\n!x\n");
+        assert_eq!(
+            p,
+            vec![
+                ("a".into(), "1".into()),
+                ("b".into(), "2".into()),
+                ("c".into(), "3".into()),
+                ("d".into(), "xy".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = Config::load(None, &[]).unwrap();
+        assert_eq!(c.listener.port, 9092);
+        assert_eq!(c.advertised.host, "localhost");
+        assert_eq!(c.log_retention_ms, 168 * 3_600_000);
+        assert!(c.log_flush_interval_messages.is_none());
+    }
+
+    #[test]
+    fn invalid_value_names_key() {
+        let err = Config::load(None, &["num.partitions=zero".into()]).unwrap_err();
+        assert!(err.to_string().contains("num.partitions"), "{err}");
+        let err = Config::load(None, &["default.replication.factor=3".into()]).unwrap_err();
+        assert!(
+            err.to_string().contains("default.replication.factor"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn listener_override_advertises_itself() {
+        let c = Config::load(None, &["listeners=PLAINTEXT://127.0.0.1:19092".into()]).unwrap();
+        assert_eq!(c.advertised.host, "127.0.0.1");
+        assert_eq!(c.advertised.port, 19092);
+    }
+}

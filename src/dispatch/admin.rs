@@ -1,0 +1,376 @@
+//! Topic administration (CreateTopics, DeleteTopics, CreatePartitions) and InitProducerId.
+//!
+//! All of these change the cluster metadata, whose single writer is core 0: each handler validates what
+//! it can locally, then hops to core 0 (`invoke_on(0, ...)`), which applies, persists and broadcasts.
+
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
+use kafka_protocol::messages::create_topics_response::{
+    CreatableTopicConfigs, CreatableTopicResult,
+};
+use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::StrBytes;
+
+use super::configs;
+use crate::limits;
+use crate::metadata::{validate_topic_name, TopicMeta};
+use crate::protocol::errors;
+use crate::shard::Shard;
+
+/// A topic to create, already resolved against broker defaults.
+#[derive(Clone, Debug)]
+pub struct NewTopic {
+    pub name: String,
+    pub partitions: i32,
+    pub configs: BTreeMap<String, String>,
+}
+
+type AdminResult<T> = Result<T, (i16, String)>;
+
+/// Creates topics on core 0; one result per input, in order.
+pub async fn create_topics(
+    shard: &Rc<Shard>,
+    topics: Vec<NewTopic>,
+    validate_only: bool,
+) -> Vec<AdminResult<Arc<TopicMeta>>> {
+    // Cross-core hop: core 0 is the single writer of the metadata.
+    shard
+        .invoke_on(0, move |s| async move {
+            let outcome = s
+                .controller_mutate(|meta| {
+                    let mut changed = false;
+                    let results: Vec<AdminResult<Arc<TopicMeta>>> = topics
+                        .into_iter()
+                        .map(|t| {
+                            validate_topic_name(&t.name)
+                                .map_err(|m| (errors::INVALID_TOPIC_EXCEPTION, m))?;
+                            if meta.topics.contains_key(&t.name) {
+                                return Err((
+                                    errors::TOPIC_ALREADY_EXISTS,
+                                    format!("Topic '{}' already exists.", t.name),
+                                ));
+                            }
+                            if t.partitions < 1 || t.partitions > limits::TOPIC_PARTITIONS_MAX {
+                                return Err((
+                                    errors::INVALID_PARTITIONS,
+                                    format!(
+                                        "Number of partitions must be between 1 and {}.",
+                                        limits::TOPIC_PARTITIONS_MAX
+                                    ),
+                                ));
+                            }
+                            configs::validate_topic_configs(&t.configs)
+                                .map_err(|m| (errors::INVALID_CONFIG, m))?;
+                            let topic = Arc::new(TopicMeta {
+                                name: t.name.clone(),
+                                id: uuid::Uuid::new_v4(),
+                                partitions: t.partitions,
+                                configs: t.configs,
+                                leader_epoch: 0,
+                                internal: t.name.starts_with("__"),
+                            });
+                            if !validate_only {
+                                meta.topics.insert(t.name, topic.clone());
+                                changed = true;
+                            }
+                            Ok(topic)
+                        })
+                        .collect();
+                    (changed, results)
+                })
+                .await;
+            match outcome {
+                Ok(results) => results,
+                Err(e) => {
+                    tracing::error!(error = %e, "persisting metadata failed");
+                    vec![Err((errors::KAFKA_STORAGE_ERROR, e.to_string()))]
+                }
+            }
+        })
+        .await
+}
+
+pub async fn handle_create_topics(
+    shard: &Rc<Shard>,
+    _header: &RequestHeader,
+    req: CreateTopicsRequest,
+    version: i16,
+) -> Option<CreateTopicsResponse> {
+    let mut resp = CreateTopicsResponse::default();
+    let mut to_create = Vec::new();
+    let mut slots: Vec<Option<CreatableTopicResult>> = Vec::new();
+    for t in req.topics {
+        let name = t.name.0.to_string();
+        let mut result = CreatableTopicResult::default();
+        result.name = t.name.clone();
+        let rf = if t.replication_factor == -1 {
+            shard.config.default_replication_factor
+        } else {
+            t.replication_factor
+        };
+        if rf != 1 {
+            result.error_code = errors::INVALID_REPLICATION_FACTOR;
+            result.error_message = Some(StrBytes::from_string(format!(
+                "Replication factor: {rf} larger than available brokers: 1."
+            )));
+            slots.push(Some(result));
+            continue;
+        }
+        if !t.assignments.is_empty()
+            && t.assignments
+                .iter()
+                .any(|a| a.broker_ids.len() != 1 || a.broker_ids[0].0 != shard.config.node_id)
+        {
+            result.error_code = errors::INVALID_REPLICA_ASSIGNMENT;
+            result.error_message = Some(StrBytes::from_static_str(
+                "Replicas can only be on this broker.",
+            ));
+            slots.push(Some(result));
+            continue;
+        }
+        let partitions = if !t.assignments.is_empty() {
+            t.assignments.len() as i32
+        } else if t.num_partitions == -1 {
+            shard.config.num_partitions
+        } else {
+            t.num_partitions
+        };
+        let mut cfg = BTreeMap::new();
+        for c in t.configs {
+            if let Some(v) = c.value {
+                cfg.insert(c.name.to_string(), v.to_string());
+            }
+        }
+        to_create.push(NewTopic {
+            name,
+            partitions,
+            configs: cfg,
+        });
+        slots.push(None);
+    }
+    let mut results = create_topics(shard, to_create, req.validate_only)
+        .await
+        .into_iter();
+    for slot in slots {
+        let r = match slot {
+            Some(r) => r,
+            None => {
+                let mut r = CreatableTopicResult::default();
+                match results
+                    .next()
+                    .unwrap_or(Err((errors::UNKNOWN_SERVER_ERROR, "no result".into())))
+                {
+                    Ok(topic) => {
+                        r.name = TopicName(StrBytes::from_string(topic.name.clone()));
+                        if version >= 7 {
+                            r.topic_id = topic.id;
+                        }
+                        if version >= 5 {
+                            r.num_partitions = topic.partitions;
+                            r.replication_factor = 1;
+                        }
+                        if version >= 5 {
+                            r.configs = Some(
+                                configs::topic_entries(&shard.config, &topic)
+                                    .into_iter()
+                                    .map(|e| {
+                                        let mut c = CreatableTopicConfigs::default();
+                                        c.name = StrBytes::from_string(e.name);
+                                        c.value = Some(StrBytes::from_string(e.value));
+                                        c.config_source = e.source;
+                                        c.read_only = false;
+                                        c
+                                    })
+                                    .collect(),
+                            );
+                        }
+                    }
+                    Err((code, msg)) => {
+                        r.error_code = code;
+                        r.error_message = Some(StrBytes::from_string(msg));
+                    }
+                }
+                r
+            }
+        };
+        resp.topics.push(r);
+    }
+    // Names of results that failed validation before reaching core 0 were set above; fill the others.
+    Some(resp)
+}
+
+pub async fn handle_delete_topics(
+    shard: &Rc<Shard>,
+    _header: &RequestHeader,
+    req: DeleteTopicsRequest,
+    version: i16,
+) -> Option<DeleteTopicsResponse> {
+    // v0-5 name topics in `topic_names`; v6 in `topics` (by name or id).
+    let mut wanted: Vec<(Option<String>, uuid::Uuid)> = req
+        .topic_names
+        .iter()
+        .map(|n| (Some(n.0.to_string()), uuid::Uuid::nil()))
+        .collect();
+    wanted.extend(
+        req.topics
+            .iter()
+            .map(|t| (t.name.as_ref().map(|n| n.0.to_string()), t.topic_id)),
+    );
+    let answers = shard
+        .invoke_on(0, move |s| async move {
+            s.controller_mutate(|meta| {
+                let mut changed = false;
+                let answers: Vec<(Option<String>, uuid::Uuid, i16)> = wanted
+                    .into_iter()
+                    .map(|(name, id)| {
+                        let found = match &name {
+                            Some(n) => meta.topics.get(n).cloned(),
+                            None => meta.topic_by_id(&id).cloned(),
+                        };
+                        match found {
+                            Some(t) => {
+                                meta.topics.remove(&t.name);
+                                changed = true;
+                                (Some(t.name.clone()), t.id, errors::NONE)
+                            }
+                            None if name.is_some() => {
+                                (name, id, errors::UNKNOWN_TOPIC_OR_PARTITION)
+                            }
+                            None => (name, id, errors::UNKNOWN_TOPIC_ID),
+                        }
+                    })
+                    .collect();
+                (changed, answers)
+            })
+            .await
+            .unwrap_or_else(|e| {
+                tracing::error!(error = %e, "persisting metadata failed");
+                Vec::new()
+            })
+        })
+        .await;
+    let mut resp = DeleteTopicsResponse::default();
+    resp.responses = answers
+        .into_iter()
+        .map(|(name, id, code)| {
+            let mut r = DeletableTopicResult::default();
+            r.name = name.map(|n| TopicName(StrBytes::from_string(n)));
+            if version >= 6 {
+                r.topic_id = id;
+            }
+            r.error_code = code;
+            r
+        })
+        .collect();
+    Some(resp)
+}
+
+pub async fn handle_create_partitions(
+    shard: &Rc<Shard>,
+    _header: &RequestHeader,
+    req: CreatePartitionsRequest,
+    _version: i16,
+) -> Option<CreatePartitionsResponse> {
+    let validate_only = req.validate_only;
+    let wanted: Vec<(String, i32)> = req
+        .topics
+        .iter()
+        .map(|t| (t.name.0.to_string(), t.count))
+        .collect();
+    let answers = shard
+        .invoke_on(0, move |s| async move {
+            s.controller_mutate(|meta| {
+                let mut changed = false;
+                let answers: Vec<(String, i16, Option<String>)> = wanted
+                    .into_iter()
+                    .map(|(name, count)| {
+                        let Some(t) = meta.topics.get(&name).cloned() else {
+                            return (name, errors::UNKNOWN_TOPIC_OR_PARTITION, None);
+                        };
+                        if count <= t.partitions {
+                            let msg = format!(
+                                "Topic currently has {} partitions, {count} would not be an increase.",
+                                t.partitions
+                            );
+                            return (name, errors::INVALID_PARTITIONS, Some(msg));
+                        }
+                        if count > limits::TOPIC_PARTITIONS_MAX {
+                            let msg = format!("At most {} partitions.", limits::TOPIC_PARTITIONS_MAX);
+                            return (name, errors::INVALID_PARTITIONS, Some(msg));
+                        }
+                        if !validate_only {
+                            let mut nt = (*t).clone();
+                            nt.partitions = count;
+                            meta.topics.insert(name.clone(), Arc::new(nt));
+                            changed = true;
+                        }
+                        (name, errors::NONE, None)
+                    })
+                    .collect();
+                (changed, answers)
+            })
+            .await
+            .unwrap_or_else(|e| {
+                tracing::error!(error = %e, "persisting metadata failed");
+                Vec::new()
+            })
+        })
+        .await;
+    let mut resp = CreatePartitionsResponse::default();
+    resp.results = answers
+        .into_iter()
+        .map(|(name, code, msg)| {
+            let mut r = CreatePartitionsTopicResult::default();
+            r.name = TopicName(StrBytes::from_string(name));
+            r.error_code = code;
+            r.error_message = msg.map(StrBytes::from_string);
+            r
+        })
+        .collect();
+    Some(resp)
+}
+
+pub async fn handle_init_producer_id(
+    shard: &Rc<Shard>,
+    _header: &RequestHeader,
+    req: InitProducerIdRequest,
+    _version: i16,
+) -> Option<InitProducerIdResponse> {
+    let mut resp = InitProducerIdResponse::default();
+    resp.producer_id = ProducerId(-1);
+    resp.producer_epoch = -1;
+    if req.transactional_id.is_some() {
+        // Transactions are a later milestone; refuse clearly rather than pretend.
+        resp.error_code = errors::TRANSACTIONAL_ID_AUTHORIZATION_FAILED;
+        return Some(resp);
+    }
+    // KIP-360: an idempotent producer may ask to bump its epoch after an error.
+    if req.producer_id.0 >= 0 && req.producer_epoch >= 0 && req.producer_epoch < i16::MAX - 1 {
+        resp.producer_id = req.producer_id;
+        resp.producer_epoch = req.producer_epoch + 1;
+        return Some(resp);
+    }
+    // Cross-core hop: producer ids are allocated by core 0.
+    let id = shard
+        .invoke_on(0, |s| async move {
+            s.controller_allocate_producer_id()
+                .await
+                .map_err(|e| e.to_string())
+        })
+        .await;
+    match id {
+        Ok(id) => {
+            resp.producer_id = ProducerId(id);
+            resp.producer_epoch = 0;
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "allocating a producer id failed");
+            resp.error_code = errors::KAFKA_STORAGE_ERROR;
+        }
+    }
+    Some(resp)
+}

@@ -1,0 +1,159 @@
+//! Dispatch: one handler per Kafka API, declared once in [`handlers!`] with its version range.
+//!
+//! The ApiVersions answer is derived from this registry, never written by hand: a handler is advertised
+//! with the intersection of the range Apache Kafka 4.4 serves and the range the codec can decode.
+
+pub mod admin;
+pub mod api_versions;
+pub mod configs;
+pub mod fetch;
+pub mod metadata;
+pub mod produce;
+
+use std::rc::Rc;
+
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::{Decodable, Encodable, Message, VersionRange};
+
+use crate::net::Reply;
+use crate::protocol::{self, HeaderPrefix};
+use crate::shard::Shard;
+
+/// One entry of the registry: an API and the versions Ringtide serves.
+#[derive(Clone, Copy, Debug)]
+pub struct Served {
+    pub key: ApiKey,
+    pub versions: VersionRange,
+}
+
+macro_rules! handlers {
+    ($( $key:ident : $req:ty => $handler:path, kafka $min:literal ..= $max:literal; )*) => {
+        /// Every API Ringtide serves, with its version range. The source of the ApiVersions answer.
+        pub fn registry() -> Vec<Served> {
+            vec![$(
+                Served {
+                    key: ApiKey::$key,
+                    versions: VersionRange { min: $min, max: $max }.intersect(&<$req as Message>::VERSIONS),
+                },
+            )*]
+        }
+
+        async fn route(shard: &Rc<Shard>, key: ApiKey, prefix: HeaderPrefix, frame: bytes::Bytes) -> Reply {
+            match key {
+                $(ApiKey::$key => {
+                    let (header, mut body) = match protocol::decode_header(key, prefix.api_version, frame) {
+                        Ok(x) => x,
+                        Err(e) => return Reply::Close(e.to_string()),
+                    };
+                    let req = match <$req as Decodable>::decode(&mut body, prefix.api_version) {
+                        Ok(r) => r,
+                        Err(e) => return Reply::Close(format!("malformed {:?} v{} request: {e}", key, prefix.api_version)),
+                    };
+                    let resp = $handler(shard, &header, req, prefix.api_version).await;
+                    match resp {
+                        Some(resp) => encode(prefix, key, &resp),
+                        None => Reply::Nothing,
+                    }
+                })*
+                _ => Reply::Close(format!("API {:?} is not served", key)),
+            }
+        }
+    };
+}
+
+handlers! {
+    Produce: ProduceRequest => produce::handle, kafka 3..=13;
+    Fetch: FetchRequest => fetch::handle, kafka 4..=18;
+    ListOffsets: ListOffsetsRequest => fetch::handle_list_offsets, kafka 1..=10;
+    Metadata: MetadataRequest => metadata::handle, kafka 0..=13;
+    ApiVersions: ApiVersionsRequest => api_versions::handle, kafka 0..=4;
+    CreateTopics: CreateTopicsRequest => admin::handle_create_topics, kafka 2..=7;
+    DeleteTopics: DeleteTopicsRequest => admin::handle_delete_topics, kafka 1..=6;
+    InitProducerId: InitProducerIdRequest => admin::handle_init_producer_id, kafka 0..=5;
+    DescribeConfigs: DescribeConfigsRequest => configs::handle_describe, kafka 1..=4;
+    AlterConfigs: AlterConfigsRequest => configs::handle_alter, kafka 0..=2;
+    CreatePartitions: CreatePartitionsRequest => admin::handle_create_partitions, kafka 0..=3;
+    IncrementalAlterConfigs: IncrementalAlterConfigsRequest => configs::handle_incremental_alter, kafka 0..=1;
+    DescribeCluster: DescribeClusterRequest => metadata::handle_describe_cluster, kafka 0..=2;
+}
+
+/// The range advertised in ApiVersions. Produce is advertised from v0 as Kafka 4 does, because librdkafka
+/// checks for it; versions below what the codec decodes are refused when they arrive.
+pub fn advertised() -> Vec<Served> {
+    registry()
+        .into_iter()
+        .map(|mut s| {
+            if s.key == ApiKey::Produce {
+                s.versions.min = 0;
+            }
+            s
+        })
+        .collect()
+}
+
+fn encode<R: Encodable>(prefix: HeaderPrefix, key: ApiKey, resp: &R) -> Reply {
+    // ApiVersions responses always use header v0, so a client that sent a version we do not know can
+    // still read the answer.
+    let header_version = if key == ApiKey::ApiVersions {
+        0
+    } else {
+        key.response_header_version(prefix.api_version)
+    };
+    match protocol::encode_response(
+        prefix.correlation_id,
+        header_version,
+        resp,
+        prefix.api_version,
+    ) {
+        Ok(frame) => Reply::Frame(frame),
+        Err(e) => Reply::Close(format!(
+            "cannot encode {key:?} v{} response: {e}",
+            prefix.api_version
+        )),
+    }
+}
+
+/// Handles one request frame and returns what to send back.
+pub async fn handle(shard: &Rc<Shard>, prefix: HeaderPrefix, frame: bytes::Bytes) -> Reply {
+    let Ok(key) = ApiKey::try_from(prefix.api_key) else {
+        return Reply::Close(format!("unknown API key {}", prefix.api_key));
+    };
+    let served = registry().into_iter().find(|s| s.key == key);
+    let supported = served.is_some_and(|s| {
+        prefix.api_version >= s.versions.min && prefix.api_version <= s.versions.max
+    });
+    if !supported {
+        if key == ApiKey::ApiVersions {
+            // Kafka answers an unknown ApiVersions version with a v0 response carrying
+            // UNSUPPORTED_VERSION and the list, so the client can pick a version and retry.
+            let mut resp = api_versions::response();
+            resp.error_code = protocol::errors::UNSUPPORTED_VERSION;
+            let v0 = HeaderPrefix {
+                api_version: 0,
+                ..prefix
+            };
+            return encode(v0, key, &resp);
+        }
+        return Reply::Close(format!("{key:?} v{} is not supported", prefix.api_version));
+    }
+    route(shard, key, prefix, frame).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registry_is_sane() {
+        let r = registry();
+        for s in &r {
+            assert!(!s.versions.is_empty(), "{:?} has no versions", s.key);
+        }
+        let produce = advertised()
+            .into_iter()
+            .find(|s| s.key == ApiKey::Produce)
+            .unwrap();
+        assert_eq!(produce.versions.min, 0);
+        assert!(r.iter().any(|s| s.key == ApiKey::ApiVersions));
+    }
+}

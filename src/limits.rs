@@ -1,0 +1,32 @@
+//! Every limit of the broker, declared once.
+//!
+//! Limits that an operator may change are Kafka configuration keys; their defaults live here and
+//! `config.rs` enforces the allowed range. Limits that are not configurable are plain constants.
+//! Relations between limits are asserted at compile time so that a change to one cannot silently
+//! break another.
+
+/// Default `socket.request.max.bytes`: the largest request frame accepted (Kafka's default, 100 MiB).
+pub const SOCKET_REQUEST_MAX_BYTES_DEFAULT: usize = 100 * 1024 * 1024;
+/// Smallest frame a request can be: api key, api version and correlation id.
+pub const REQUEST_HEADER_BYTES_MIN: usize = 8;
+/// Default `message.max.bytes`: the largest record batch accepted (Kafka's default).
+pub const MESSAGE_MAX_BYTES_DEFAULT: usize = 1_048_588;
+/// Requests one connection may have in flight before the broker stops reading from it.
+/// Clients keep at most 5 in flight for produce; admin and fetch clients fewer.
+pub const CONNECTION_IN_FLIGHT_MAX: usize = 16;
+/// Read buffer a connection starts with; grows to the frame size of a large request.
+pub const CONNECTION_READ_BUFFER_BYTES: usize = 64 * 1024;
+/// Messages that may wait in one cross-core channel before the sender waits.
+pub const MESH_CHANNEL_CAPACITY: usize = 1024;
+/// Default glommio io_memory per core (registered buffers for direct IO).
+pub const IO_MEMORY_BYTES_DEFAULT: usize = 10 * 1024 * 1024;
+/// Longest a Fetch may wait (Kafka clients send up to 500 ms by default; we cap hostile values).
+pub const FETCH_MAX_WAIT_MS_MAX: i64 = 60_000;
+/// Partitions one CreateTopics/CreatePartitions may ask for per topic.
+pub const TOPIC_PARTITIONS_MAX: i32 = 10_000;
+/// Longest topic name Kafka allows.
+pub const TOPIC_NAME_BYTES_MAX: usize = 249;
+
+const _: () = assert!(REQUEST_HEADER_BYTES_MIN < CONNECTION_READ_BUFFER_BYTES);
+const _: () = assert!(MESSAGE_MAX_BYTES_DEFAULT < SOCKET_REQUEST_MAX_BYTES_DEFAULT);
+const _: () = assert!(CONNECTION_IN_FLIGHT_MAX >= 5);

@@ -1,0 +1,48 @@
+//! `ringtide [--config FILE] [--override key=value]...` — a drop-in Apache Kafka broker.
+//!
+//! With no arguments it starts with the embedded defaults: PLAINTEXT on port 9092, data in ./ringtide-data.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "ringtide",
+    version,
+    about = "A drop-in Apache Kafka broker, thread-per-core on io_uring"
+)]
+struct Cli {
+    /// A Kafka server.properties file (Kafka's key names).
+    #[arg(long = "config", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// The config file given as a positional argument, as kafka-server-start takes it.
+    #[arg(value_name = "FILE", conflicts_with = "config")]
+    config_positional: Option<PathBuf>,
+    /// Override one property: key=value. May be repeated; later ones win.
+    #[arg(long = "override", value_name = "KEY=VALUE")]
+    overrides: Vec<String>,
+}
+
+fn main() -> ExitCode {
+    ringtide::logging::init();
+    let cli = Cli::parse();
+    let file = cli.config.or(cli.config_positional);
+    let config = match ringtide::config::Config::load(file.as_deref(), &cli.overrides) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("ringtide: {e}");
+            tracing::error!("invalid configuration: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match ringtide::server::run(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ringtide: {e}");
+            tracing::error!("{e}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,441 @@
+//! One topic-partition as its owning core sees it: the log plus the idempotent-producer state.
+//!
+//! The produce path is two-phase: [`Partition::append`] is synchronous (validate, check sequences, assign
+//! offsets: the order is fixed) and [`Partition::wait_durable`] resolves when the ack may go out. Errors
+//! leave here as Kafka error codes ([`PartitionError`]), never as panics.
+
+pub mod producer_state;
+
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::path::Path;
+use std::rc::Rc;
+
+use bytes::Bytes;
+use uuid::Uuid;
+
+use crate::records::{self, RecordError};
+use crate::storage::{LogConfig, PartitionLog, StorageError};
+use producer_state::{BatchMetadata, ProducerStateManager, SequenceCheck};
+
+/// INVALID_RECORD: clients may not write control batches.
+const INVALID_RECORD: i16 = 87;
+
+/// A per-partition failure as the Kafka response carries it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionError {
+    pub code: i16,
+    pub message: Option<String>,
+}
+
+impl PartitionError {
+    pub fn new(code: i16, message: impl Into<String>) -> Self {
+        PartitionError {
+            code,
+            message: Some(message.into()),
+        }
+    }
+}
+
+impl std::fmt::Display for PartitionError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.message {
+            Some(m) => write!(f, "kafka error {}: {m}", self.code),
+            None => write!(f, "kafka error {}", self.code),
+        }
+    }
+}
+
+impl std::error::Error for PartitionError {}
+
+impl From<StorageError> for PartitionError {
+    fn from(e: StorageError) -> Self {
+        PartitionError::new(e.kafka_error_code(), e.to_string())
+    }
+}
+
+impl From<RecordError> for PartitionError {
+    fn from(e: RecordError) -> Self {
+        PartitionError::new(e.kafka_error_code(), e.to_string())
+    }
+}
+
+/// What a produce to this partition got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendResult {
+    pub base_offset: i64,
+    pub last_offset: i64,
+    /// LogAppendTime stamped on the batches, -1 with CreateTime (and for duplicates).
+    pub log_append_time_ms: i64,
+    pub log_start_offset: i64,
+    /// True if this was a retry of an already appended batch: nothing was appended and the offsets are the
+    /// original ones.
+    pub duplicate: bool,
+}
+
+/// One topic-partition.
+///
+/// Owned by the core that owns the partition.
+pub struct Partition {
+    topic: Rc<str>,
+    partition: i32,
+    topic_id: Uuid,
+    node_id: i32,
+    leader_epoch: Cell<i32>,
+    log: PartitionLog,
+    producers: RefCell<ProducerStateManager>,
+}
+
+impl Partition {
+    /// Opens (creating or recovering) the partition's log under `log_dir` and rebuilds the producer state
+    /// from it.
+    pub async fn open(
+        log_dir: &Path,
+        topic: &str,
+        partition: i32,
+        topic_id: Uuid,
+        node_id: i32,
+        leader_epoch: i32,
+        config: LogConfig,
+    ) -> Result<Rc<Partition>, StorageError> {
+        let mut producers = ProducerStateManager::new();
+        let log = PartitionLog::open(log_dir, topic, partition, config, &mut |h| {
+            if h.has_producer_id() && !h.is_control() {
+                producers.replay(
+                    h.producer_id,
+                    h.producer_epoch,
+                    BatchMetadata {
+                        first_seq: h.base_sequence,
+                        last_seq: h.last_sequence(),
+                        base_offset: h.base_offset,
+                        last_offset_delta: h.last_offset_delta,
+                    },
+                );
+            }
+        })
+        .await?;
+        Ok(Rc::new(Partition {
+            topic: Rc::from(topic),
+            partition,
+            topic_id,
+            node_id,
+            leader_epoch: Cell::new(leader_epoch),
+            log,
+            producers: RefCell::new(producers),
+        }))
+    }
+
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    pub fn partition(&self) -> i32 {
+        self.partition
+    }
+
+    pub fn topic_id(&self) -> Uuid {
+        self.topic_id
+    }
+
+    pub fn node_id(&self) -> i32 {
+        self.node_id
+    }
+
+    pub fn leader_epoch(&self) -> i32 {
+        self.leader_epoch.get()
+    }
+
+    pub fn set_leader_epoch(&self, epoch: i32) {
+        self.leader_epoch.set(epoch);
+    }
+
+    pub fn log(&self) -> &PartitionLog {
+        &self.log
+    }
+
+    pub fn log_config(&self) -> LogConfig {
+        self.log.config()
+    }
+
+    /// Applies a topic config change.
+    pub fn set_log_config(&self, config: LogConfig) {
+        self.log.set_config(config);
+    }
+
+    pub fn high_watermark(&self) -> i64 {
+        self.log.high_watermark()
+    }
+
+    pub fn log_start_offset(&self) -> i64 {
+        self.log.log_start_offset()
+    }
+
+    pub fn log_end_offset(&self) -> i64 {
+        self.log.log_end_offset()
+    }
+
+    /// Validates and appends a produce request's records. Synchronous; follow with
+    /// [`Partition::wait_durable`] of `last_offset` before acking.
+    pub fn append(&self, records: Bytes) -> Result<AppendResult, PartitionError> {
+        let config = self.log.config();
+        let headers = records::validate_batches(&records, config.max_message_bytes)?;
+        if headers.iter().any(|h| h.is_control()) {
+            return Err(PartitionError::new(
+                INVALID_RECORD,
+                "Clients are not allowed to write control records",
+            ));
+        }
+        let log_start_offset = self.log.log_start_offset();
+        let base = self.log.log_end_offset();
+        let mut overlay = {
+            let producers = self.producers.borrow();
+            producers.subset(
+                headers
+                    .iter()
+                    .filter(|h| h.has_producer_id())
+                    .map(|h| h.producer_id),
+            )
+        };
+        let mut next = base;
+        for h in &headers {
+            if h.has_producer_id() {
+                let (first_seq, last_seq) = (h.base_sequence, h.last_sequence());
+                match overlay.check(h.producer_id, h.producer_epoch, first_seq, last_seq) {
+                    Err(code) => {
+                        return Err(PartitionError::new(
+                            code,
+                            format!(
+                                "producer {} epoch {} sequence {first_seq}..{last_seq} refused",
+                                h.producer_id, h.producer_epoch
+                            ),
+                        ))
+                    }
+                    Ok(SequenceCheck::Duplicate(meta)) => {
+                        return Ok(AppendResult {
+                            base_offset: meta.base_offset,
+                            last_offset: meta.last_offset(),
+                            log_append_time_ms: -1,
+                            log_start_offset,
+                            duplicate: true,
+                        })
+                    }
+                    Ok(SequenceCheck::Append) => overlay.record(
+                        h.producer_id,
+                        h.producer_epoch,
+                        BatchMetadata {
+                            first_seq,
+                            last_seq,
+                            base_offset: next,
+                            last_offset_delta: h.last_offset_delta,
+                        },
+                    ),
+                }
+            }
+            next += h.last_offset_delta as i64 + 1;
+        }
+        let info = self
+            .log
+            .append(&records, &headers, self.leader_epoch.get())?;
+        assert_eq!(info.base_offset, base, "offsets assigned as predicted");
+        assert_eq!(info.last_offset, next - 1, "offsets assigned as predicted");
+        self.producers.borrow_mut().merge_from(overlay);
+        Ok(AppendResult {
+            base_offset: info.base_offset,
+            last_offset: info.last_offset,
+            log_append_time_ms: info.log_append_time_ms,
+            log_start_offset: self.log.log_start_offset(),
+            duplicate: false,
+        })
+    }
+
+    /// Resolves when `last_offset` may be acknowledged (see [`PartitionLog::wait_durable`]).
+    pub async fn wait_durable(&self, last_offset: i64) -> Result<(), PartitionError> {
+        Ok(self.log.wait_durable(last_offset).await?)
+    }
+
+    /// Whole batches from `offset`, up to `max_bytes` (at least one batch), below the high watermark.
+    pub async fn read(&self, offset: i64, max_bytes: usize) -> Result<Bytes, PartitionError> {
+        let hw = self.log.high_watermark();
+        Ok(self.log.read(offset, max_bytes, hw).await?)
+    }
+
+    /// Like [`Partition::read`] with an explicit exclusive upper offset.
+    pub async fn read_up_to(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        max_offset: i64,
+    ) -> Result<Bytes, PartitionError> {
+        Ok(self.log.read(offset, max_bytes, max_offset).await?)
+    }
+
+    /// Resolves when the high watermark passes `offset` (Fetch long-poll). Cancel-safe.
+    pub fn wait_for_data(&self, offset: i64) -> impl Future<Output = ()> + 'static {
+        self.log.wait_for_data(offset)
+    }
+
+    /// ListOffsets by timestamp: `(offset, timestamp)` of the first batch with max timestamp >= `ts`.
+    pub async fn offset_for_timestamp(
+        &self,
+        ts: i64,
+    ) -> Result<Option<(i64, i64)>, PartitionError> {
+        Ok(self.log.offset_for_timestamp(ts).await?)
+    }
+
+    /// ListOffsets MAX_TIMESTAMP: `(offset, timestamp)`.
+    pub async fn max_timestamp_offset(&self) -> Result<Option<(i64, i64)>, PartitionError> {
+        Ok(self.log.max_timestamp_offset())
+    }
+
+    /// Deletes expired segments; returns how many.
+    pub async fn enforce_retention(&self, now_ms: i64) -> Result<usize, PartitionError> {
+        Ok(self.log.enforce_retention(now_ms).await?)
+    }
+
+    pub async fn close(&self) -> Result<(), PartitionError> {
+        Ok(self.log.close().await?)
+    }
+
+    /// Closes the log and removes the partition's directory.
+    pub async fn delete(&self) -> Result<(), PartitionError> {
+        Ok(self.log.delete().await?)
+    }
+
+    /// Number of producer ids with state (for tests and metrics).
+    pub fn producer_count(&self) -> usize {
+        self.producers.borrow().len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::producer_state::{INVALID_PRODUCER_EPOCH, OUT_OF_ORDER_SEQUENCE_NUMBER};
+    use super::*;
+    use crate::records::test_util::{build, simple, BatchSpec};
+    use glommio::{LocalExecutorBuilder, Placement};
+
+    fn run<Fut: Future<Output = ()> + 'static>(f: impl FnOnce() -> Fut + Send + 'static) {
+        LocalExecutorBuilder::new(Placement::Unbound)
+            .io_memory(2 << 20)
+            .spawn(f)
+            .expect("executor starts")
+            .join()
+            .expect("test body completes");
+    }
+
+    fn idem(seq: i32, records: usize, epoch: i16) -> Bytes {
+        Bytes::from(build(&BatchSpec {
+            records,
+            producer_id: 42,
+            producer_epoch: epoch,
+            base_sequence: seq,
+            ..Default::default()
+        }))
+    }
+
+    async fn open(dir: &Path) -> Rc<Partition> {
+        Partition::open(dir, "topic", 3, Uuid::nil(), 1, 0, LogConfig::default())
+            .await
+            .expect("partition opens")
+    }
+
+    #[test]
+    fn idempotent_produce_duplicates_and_fencing_survive_restart() {
+        run(|| async {
+            let tmp = tempfile::tempdir().unwrap();
+            let p = open(tmp.path()).await;
+            let a = p.append(idem(0, 3, 0)).unwrap();
+            assert_eq!((a.base_offset, a.last_offset, a.duplicate), (0, 2, false));
+            let b = p.append(idem(3, 2, 0)).unwrap();
+            assert_eq!((b.base_offset, b.last_offset), (3, 4));
+            p.wait_durable(b.last_offset).await.unwrap();
+
+            // Retry of the first batch: original offsets, nothing appended.
+            let dup = p.append(idem(0, 3, 0)).unwrap();
+            assert_eq!(
+                (dup.base_offset, dup.last_offset, dup.duplicate),
+                (0, 2, true)
+            );
+            assert_eq!(p.log_end_offset(), 5);
+            p.wait_durable(dup.last_offset).await.unwrap();
+
+            assert_eq!(
+                p.append(idem(7, 1, 0)).unwrap_err().code,
+                OUT_OF_ORDER_SEQUENCE_NUMBER
+            );
+            assert_eq!(
+                p.append(idem(5, 1, 1)).unwrap_err().code,
+                OUT_OF_ORDER_SEQUENCE_NUMBER
+            );
+            p.close().await.unwrap();
+
+            // After a restart the state is rebuilt from the log.
+            let p = open(tmp.path()).await;
+            assert_eq!(p.producer_count(), 1);
+            let dup = p.append(idem(3, 2, 0)).unwrap();
+            assert_eq!((dup.base_offset, dup.duplicate), (3, true));
+            let c = p.append(idem(5, 1, 0)).unwrap();
+            assert_eq!(c.base_offset, 5);
+            // Epoch bump from 0 restarts the sequence; then the old epoch is fenced.
+            let d = p.append(idem(0, 1, 1)).unwrap();
+            assert_eq!(d.base_offset, 6);
+            assert_eq!(
+                p.append(idem(6, 1, 0)).unwrap_err().code,
+                INVALID_PRODUCER_EPOCH
+            );
+            p.wait_durable(d.last_offset).await.unwrap();
+            let bytes = p.read(0, 1 << 20).await.unwrap();
+            assert_eq!(
+                records::validate_batches(&bytes, usize::MAX).unwrap().len(),
+                4
+            );
+            p.close().await.unwrap();
+        });
+    }
+
+    #[test]
+    fn multi_batch_produce_is_checked_in_order() {
+        run(|| async {
+            let tmp = tempfile::tempdir().unwrap();
+            let p = open(tmp.path()).await;
+            let mut two = idem(0, 2, 0).to_vec();
+            two.extend_from_slice(&idem(2, 2, 0));
+            let r = p.append(Bytes::from(two)).unwrap();
+            assert_eq!((r.base_offset, r.last_offset), (0, 3));
+            let mut gap = idem(4, 1, 0).to_vec();
+            gap.extend_from_slice(&idem(9, 1, 0));
+            assert_eq!(
+                p.append(Bytes::from(gap)).unwrap_err().code,
+                OUT_OF_ORDER_SEQUENCE_NUMBER
+            );
+            assert_eq!(p.log_end_offset(), 4, "a refused produce appends nothing");
+            assert_eq!(p.append(idem(4, 1, 0)).unwrap().base_offset, 4);
+            p.close().await.unwrap();
+        });
+    }
+
+    #[test]
+    fn bad_records_map_to_kafka_codes() {
+        run(|| async {
+            let tmp = tempfile::tempdir().unwrap();
+            let p = open(tmp.path()).await;
+            let mut bad = simple(2);
+            let n = bad.len();
+            bad[n - 1] ^= 1;
+            assert_eq!(p.append(Bytes::from(bad)).unwrap_err().code, 2);
+            assert_eq!(p.append(Bytes::new()).unwrap_err().code, 87);
+            let mut control = simple(1);
+            control[22] |= 0x20;
+            let crc = records::compute_crc(&control);
+            control[17..21].copy_from_slice(&crc.to_be_bytes());
+            assert_eq!(p.append(Bytes::from(control)).unwrap_err().code, 87);
+            p.set_log_config(LogConfig {
+                max_message_bytes: 50,
+                ..LogConfig::default()
+            });
+            assert_eq!(p.append(Bytes::from(simple(1))).unwrap_err().code, 10);
+            assert_eq!(p.log_end_offset(), 0);
+            p.delete().await.unwrap();
+        });
+    }
+}

@@ -1,0 +1,308 @@
+//! Idempotent-producer state of one partition: per producer id, its epoch and its last five batches.
+//!
+//! Pure, no I/O. The rules follow Apache Kafka's `ProducerStateManager` / `ProducerAppendInfo`:
+//! - a batch from an older epoch is fenced (INVALID_PRODUCER_EPOCH);
+//! - a newer epoch must start at sequence 0, unless the producer has no known epoch;
+//! - within the epoch, a batch whose (first, last) sequence equals one of the last five cached batches is a
+//!   duplicate and is answered with the original offsets, without appending;
+//! - otherwise its first sequence must follow the last one (wrapping from `i32::MAX` to 0);
+//! - an unknown producer id (no state, e.g. all its data expired) may start at any sequence.
+//!
+//! Fault model: clients retry (duplicates), restart (epoch bumps) and misbehave (gaps); the broker restarts
+//! (state is rebuilt from the log with [`ProducerStateManager::replay`], which applies no checks).
+
+use std::collections::{HashMap, VecDeque};
+
+use crate::records::NO_SEQUENCE;
+
+/// How many recent batches per producer are remembered for duplicate detection (Kafka's
+/// `NUM_BATCHES_TO_RETAIN`; the producer keeps at most five requests in flight).
+pub const BATCHES_RETAINED_PER_PRODUCER: usize = 5;
+
+/// Kafka's "no producer epoch" marker.
+pub const NO_PRODUCER_EPOCH: i16 = -1;
+
+pub const INVALID_PRODUCER_EPOCH: i16 = 47;
+pub const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
+
+/// One appended batch as remembered for duplicate detection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchMetadata {
+    pub first_seq: i32,
+    pub last_seq: i32,
+    pub base_offset: i64,
+    pub last_offset_delta: i32,
+}
+
+impl BatchMetadata {
+    pub fn last_offset(&self) -> i64 {
+        self.base_offset + self.last_offset_delta as i64
+    }
+}
+
+/// State of one producer id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProducerEntry {
+    pub epoch: i16,
+    pub batches: VecDeque<BatchMetadata>,
+}
+
+impl ProducerEntry {
+    fn new() -> Self {
+        ProducerEntry {
+            epoch: NO_PRODUCER_EPOCH,
+            batches: VecDeque::with_capacity(BATCHES_RETAINED_PER_PRODUCER),
+        }
+    }
+
+    pub fn last_seq(&self) -> i32 {
+        self.batches.back().map_or(NO_SEQUENCE, |b| b.last_seq)
+    }
+
+    fn find_duplicate(&self, epoch: i16, first_seq: i32, last_seq: i32) -> Option<BatchMetadata> {
+        if epoch != self.epoch {
+            return None;
+        }
+        self.batches
+            .iter()
+            .find(|b| b.first_seq == first_seq && b.last_seq == last_seq)
+            .copied()
+    }
+
+    fn push(&mut self, epoch: i16, meta: BatchMetadata) {
+        if epoch != self.epoch {
+            self.batches.clear();
+            self.epoch = epoch;
+        }
+        if self.batches.len() == BATCHES_RETAINED_PER_PRODUCER {
+            self.batches.pop_front();
+        }
+        self.batches.push_back(meta);
+    }
+}
+
+/// Result of checking one batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SequenceCheck {
+    /// The batch is new and in order: append it.
+    Append,
+    /// The batch was already appended: answer with these original offsets and do not append.
+    Duplicate(BatchMetadata),
+}
+
+/// Idempotent-producer state of one partition.
+///
+/// Owned by the core that owns the partition.
+#[derive(Debug, Default, Clone)]
+pub struct ProducerStateManager {
+    producers: HashMap<i64, ProducerEntry>,
+}
+
+fn in_sequence(last_seq: i32, next_seq: i32) -> bool {
+    next_seq as i64 == last_seq as i64 + 1 || (next_seq == 0 && last_seq == i32::MAX)
+}
+
+impl ProducerStateManager {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn entry(&self, producer_id: i64) -> Option<&ProducerEntry> {
+        self.producers.get(&producer_id)
+    }
+
+    pub fn len(&self) -> usize {
+        self.producers.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.producers.is_empty()
+    }
+
+    /// Checks a client batch against the state. `Err` is the Kafka error code. Producer id -1 (not
+    /// idempotent) is always `Append`.
+    pub fn check(
+        &self,
+        producer_id: i64,
+        epoch: i16,
+        first_seq: i32,
+        last_seq: i32,
+    ) -> Result<SequenceCheck, i16> {
+        if producer_id < 0 {
+            return Ok(SequenceCheck::Append);
+        }
+        let Some(entry) = self.producers.get(&producer_id) else {
+            return Ok(SequenceCheck::Append);
+        };
+        if epoch < entry.epoch {
+            return Err(INVALID_PRODUCER_EPOCH);
+        }
+        if let Some(dup) = entry.find_duplicate(epoch, first_seq, last_seq) {
+            return Ok(SequenceCheck::Duplicate(dup));
+        }
+        if epoch != entry.epoch {
+            if first_seq != 0 && entry.epoch != NO_PRODUCER_EPOCH {
+                return Err(OUT_OF_ORDER_SEQUENCE_NUMBER);
+            }
+        } else if entry.epoch != NO_PRODUCER_EPOCH
+            && !entry.batches.is_empty()
+            && !in_sequence(entry.last_seq(), first_seq)
+        {
+            return Err(OUT_OF_ORDER_SEQUENCE_NUMBER);
+        }
+        Ok(SequenceCheck::Append)
+    }
+
+    /// Records an appended batch (after a successful `check` and append, or while replaying the log).
+    pub fn record(&mut self, producer_id: i64, epoch: i16, meta: BatchMetadata) {
+        if producer_id < 0 || meta.first_seq == NO_SEQUENCE {
+            return;
+        }
+        self.producers
+            .entry(producer_id)
+            .or_insert_with(ProducerEntry::new)
+            .push(epoch, meta);
+    }
+
+    /// Applies a batch read back from the log during recovery, without checks (Kafka's replication
+    /// origin). A lower epoch than the current one is ignored.
+    pub fn replay(&mut self, producer_id: i64, epoch: i16, meta: BatchMetadata) {
+        if let Some(e) = self.producers.get(&producer_id) {
+            if epoch < e.epoch {
+                return;
+            }
+        }
+        self.record(producer_id, epoch, meta);
+    }
+
+    /// A copy of the entries of the given producer ids: a scratch overlay for checking a multi-batch
+    /// append before committing it with [`ProducerStateManager::merge_from`].
+    pub fn subset(&self, producer_ids: impl Iterator<Item = i64>) -> ProducerStateManager {
+        let mut out = ProducerStateManager::new();
+        for id in producer_ids {
+            if let Some(e) = self.producers.get(&id) {
+                out.producers.insert(id, e.clone());
+            }
+        }
+        out
+    }
+
+    /// Replaces this manager's entries with those of `overlay`.
+    pub fn merge_from(&mut self, overlay: ProducerStateManager) {
+        self.producers.extend(overlay.producers);
+    }
+
+    /// Forgets every producer whose last batch ends before `log_start_offset` (its data was deleted).
+    pub fn expire_before(&mut self, log_start_offset: i64) {
+        self.producers.retain(|_, e| {
+            e.batches
+                .back()
+                .is_some_and(|b| b.last_offset() >= log_start_offset)
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(first: i32, last: i32, base: i64) -> BatchMetadata {
+        BatchMetadata {
+            first_seq: first,
+            last_seq: last,
+            base_offset: base,
+            last_offset_delta: last.wrapping_sub(first),
+        }
+    }
+
+    #[test]
+    fn non_idempotent_never_checked() {
+        let s = ProducerStateManager::new();
+        assert_eq!(s.check(-1, -1, -1, -1), Ok(SequenceCheck::Append));
+    }
+
+    #[test]
+    fn unknown_producer_accepts_any_sequence() {
+        let s = ProducerStateManager::new();
+        assert_eq!(s.check(5, 0, 17, 20), Ok(SequenceCheck::Append));
+    }
+
+    #[test]
+    fn in_order_then_gap() {
+        let mut s = ProducerStateManager::new();
+        s.record(1, 0, meta(0, 4, 100));
+        assert_eq!(s.check(1, 0, 5, 9), Ok(SequenceCheck::Append));
+        assert_eq!(s.check(1, 0, 6, 9), Err(OUT_OF_ORDER_SEQUENCE_NUMBER));
+        assert_eq!(s.check(1, 0, 4, 9), Err(OUT_OF_ORDER_SEQUENCE_NUMBER));
+    }
+
+    #[test]
+    fn duplicate_of_any_of_last_five() {
+        let mut s = ProducerStateManager::new();
+        for i in 0..7 {
+            s.record(1, 0, meta(i * 2, i * 2 + 1, 100 + i as i64 * 2));
+        }
+        assert_eq!(
+            s.entry(1).unwrap().batches.len(),
+            BATCHES_RETAINED_PER_PRODUCER
+        );
+        // Batches 2..=6 are cached; batch 1 (seq 2..3) fell out.
+        assert_eq!(
+            s.check(1, 0, 4, 5),
+            Ok(SequenceCheck::Duplicate(meta(4, 5, 104)))
+        );
+        assert_eq!(
+            s.check(1, 0, 12, 13),
+            Ok(SequenceCheck::Duplicate(meta(12, 13, 112)))
+        );
+        assert_eq!(s.check(1, 0, 2, 3), Err(OUT_OF_ORDER_SEQUENCE_NUMBER));
+        // Same first seq, different last seq: not a duplicate.
+        assert_eq!(s.check(1, 0, 4, 6), Err(OUT_OF_ORDER_SEQUENCE_NUMBER));
+    }
+
+    #[test]
+    fn old_epoch_fenced() {
+        let mut s = ProducerStateManager::new();
+        s.record(1, 3, meta(0, 0, 0));
+        assert_eq!(s.check(1, 2, 1, 1), Err(INVALID_PRODUCER_EPOCH));
+        // Even a "duplicate" from an old epoch is fenced.
+        assert_eq!(s.check(1, 2, 0, 0), Err(INVALID_PRODUCER_EPOCH));
+    }
+
+    #[test]
+    fn new_epoch_must_start_at_zero() {
+        let mut s = ProducerStateManager::new();
+        s.record(1, 0, meta(0, 9, 0));
+        assert_eq!(s.check(1, 1, 10, 10), Err(OUT_OF_ORDER_SEQUENCE_NUMBER));
+        assert_eq!(s.check(1, 1, 0, 3), Ok(SequenceCheck::Append));
+        s.record(1, 1, meta(0, 3, 10));
+        let e = s.entry(1).unwrap();
+        assert_eq!(e.epoch, 1);
+        assert_eq!(e.batches.len(), 1, "epoch bump clears the cached batches");
+        assert_eq!(s.check(1, 1, 4, 4), Ok(SequenceCheck::Append));
+    }
+
+    #[test]
+    fn sequence_wraps_at_i32_max() {
+        let mut s = ProducerStateManager::new();
+        s.record(1, 0, meta(i32::MAX - 2, i32::MAX, 0));
+        assert_eq!(s.check(1, 0, 0, 4), Ok(SequenceCheck::Append));
+        assert_eq!(s.check(1, 0, 1, 4), Err(OUT_OF_ORDER_SEQUENCE_NUMBER));
+        s.record(1, 0, meta(0, 4, 3));
+        assert_eq!(s.check(1, 0, 5, 5), Ok(SequenceCheck::Append));
+    }
+
+    #[test]
+    fn replay_ignores_old_epochs_and_expire() {
+        let mut s = ProducerStateManager::new();
+        s.replay(1, 2, meta(0, 0, 10));
+        s.replay(1, 1, meta(5, 5, 11));
+        assert_eq!(s.entry(1).unwrap().epoch, 2);
+        assert_eq!(s.entry(1).unwrap().last_seq(), 0);
+        s.replay(2, 0, meta(0, 0, 50));
+        s.expire_before(20);
+        assert!(s.entry(1).is_none());
+        assert!(s.entry(2).is_some());
+        assert_eq!(s.len(), 1);
+    }
+}

@@ -1,0 +1,221 @@
+//! A shard is one core's share of the broker: its partitions, its copy of the metadata, and its ends of
+//! the cross-core mesh.
+//!
+//! Cross-core work is a closure sent to the owning core over glommio's channel mesh ([`Shard::invoke_on`]);
+//! the answer comes back on a oneshot channel. Every hop is therefore visible at the call site as
+//! `shard.invoke_on(owner, move |s| ...)`. There are no locks: a closure runs on its target core with that
+//! core's `Rc<Shard>`, and only values that are `Send` (bytes, strings, `Arc` snapshots) cross.
+
+pub mod controller;
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use glommio::channels::channel_mesh::{Receivers, Senders};
+
+use crate::config::Config;
+use crate::metadata::{owner_core, ClusterMeta, TopicMeta};
+use crate::partition::Partition;
+
+/// Work sent to another core: a closure that runs there with that core's shard.
+pub type CrossCoreTask = Box<dyn FnOnce(Rc<Shard>) -> Pin<Box<dyn Future<Output = ()>>> + Send>;
+
+/// Identifies a partition on this broker.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct TopicPartition {
+    pub topic: Arc<str>,
+    pub partition: i32,
+}
+
+/// One core's state. Owned by that core; never leaves its thread.
+pub struct Shard {
+    /// Index of this core among the broker's cores (0-based); core 0 is the controller core.
+    pub id: usize,
+    /// Number of cores (shards) in the broker.
+    pub cores: usize,
+    pub config: Arc<Config>,
+    /// This core's copy of the cluster metadata. Replaced (never mutated) when core 0 broadcasts.
+    meta: RefCell<Arc<ClusterMeta>>,
+    /// The partitions this core owns.
+    partitions: RefCell<HashMap<TopicPartition, Rc<Partition>>>,
+    senders: Senders<CrossCoreTask>,
+    /// Set when the broker is shutting down.
+    pub stopping: Cell<bool>,
+    /// State only core 0 uses (admin operations, producer id allocation).
+    pub controller: controller::ControllerState,
+}
+
+impl Shard {
+    pub fn new(
+        id: usize,
+        config: Arc<Config>,
+        meta: Arc<ClusterMeta>,
+        senders: Senders<CrossCoreTask>,
+    ) -> Rc<Shard> {
+        Rc::new(Shard {
+            id,
+            cores: config.cores,
+            config,
+            meta: RefCell::new(meta),
+            partitions: RefCell::new(HashMap::new()),
+            senders,
+            stopping: Cell::new(false),
+            controller: controller::ControllerState::default(),
+        })
+    }
+
+    /// Runs the receive side of the mesh: every closure another core sends runs here as its own task.
+    pub fn serve_mesh(self: &Rc<Self>, mut receivers: Receivers<CrossCoreTask>) {
+        for (_peer, rx) in receivers.streams() {
+            let shard = self.clone();
+            glommio::spawn_local(async move {
+                while let Some(task) = rx.recv().await {
+                    glommio::spawn_local(task(shard.clone())).detach();
+                }
+            })
+            .detach();
+        }
+    }
+
+    /// Runs `f` on core `target` and returns its answer. On this core it is a plain call; on another core
+    /// the closure crosses the mesh and the answer comes back on a oneshot channel.
+    pub async fn invoke_on<F, Fut, R>(self: &Rc<Self>, target: usize, f: F) -> R
+    where
+        F: FnOnce(Rc<Shard>) -> Fut + Send + 'static,
+        Fut: Future<Output = R> + 'static,
+        R: Send + 'static,
+    {
+        if target == self.id {
+            return f(self.clone()).await;
+        }
+        let (tx, rx) = futures::channel::oneshot::channel();
+        let task: CrossCoreTask = Box::new(move |shard| {
+            Box::pin(async move {
+                let _ = tx.send(f(shard).await);
+            })
+        });
+        // Try without waiting first so that requests leave in the order they were issued.
+        let task = match self.senders.try_send_to(target, task) {
+            Ok(()) => None,
+            Err(glommio::GlommioError::WouldBlock(glommio::ResourceType::Channel(t))) => Some(t),
+            Err(e) => panic!("cross-core send from {} to {target} failed: {e}", self.id),
+        };
+        if let Some(task) = task {
+            if let Err(e) = self.senders.send_to(target, task).await {
+                panic!("cross-core send from {} to {target} failed: {e}", self.id);
+            }
+        }
+        rx.await
+            .expect("a cross-core task was dropped without answering")
+    }
+
+    /// This core's current metadata snapshot.
+    pub fn meta(&self) -> Arc<ClusterMeta> {
+        self.meta.borrow().clone()
+    }
+
+    pub fn topic(&self, name: &str) -> Option<Arc<TopicMeta>> {
+        self.meta.borrow().topics.get(name).cloned()
+    }
+
+    /// The core that owns a partition (the shard table, derived from the snapshot).
+    pub fn owner_of(&self, topic: &TopicMeta, partition: i32) -> usize {
+        owner_core(&topic.id, partition, self.cores)
+    }
+
+    /// A partition this core owns.
+    pub fn partition(&self, topic: &str, partition: i32) -> Option<Rc<Partition>> {
+        let key = TopicPartition {
+            topic: Arc::from(topic),
+            partition,
+        };
+        self.partitions.borrow().get(&key).cloned()
+    }
+
+    pub fn owned_partitions(&self) -> Vec<(TopicPartition, Rc<Partition>)> {
+        self.partitions
+            .borrow()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
+    /// Installs a new snapshot: opens the partitions this core now owns, closes and deletes those whose
+    /// topic is gone, and applies changed topic configs.
+    pub async fn install_snapshot(self: &Rc<Self>, snapshot: Arc<ClusterMeta>) {
+        if snapshot.version < self.meta.borrow().version {
+            return; // an older snapshot overtaken by a newer one: already superseded
+        }
+        *self.meta.borrow_mut() = snapshot.clone();
+
+        // Partitions to drop: topic gone, or recreated with another id, or partition beyond count.
+        let stale: Vec<(TopicPartition, Rc<Partition>)> = self
+            .partitions
+            .borrow()
+            .iter()
+            .filter(|(tp, p)| match snapshot.topics.get(&*tp.topic) {
+                None => true,
+                Some(t) => t.id != p.topic_id() || tp.partition >= t.partitions,
+            })
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        for (tp, p) in stale {
+            self.partitions.borrow_mut().remove(&tp);
+            if let Err(e) = p.delete().await {
+                tracing::error!(topic = %tp.topic, partition = tp.partition, error = %e, "deleting partition failed");
+            }
+        }
+
+        for topic in snapshot.topics.values() {
+            for p in 0..topic.partitions {
+                if self.owner_of(topic, p) != self.id {
+                    continue;
+                }
+                let key = TopicPartition {
+                    topic: Arc::from(topic.name.as_str()),
+                    partition: p,
+                };
+                let existing = self.partitions.borrow().get(&key).cloned();
+                match existing {
+                    Some(part) => part
+                        .set_log_config(crate::dispatch::configs::log_config(&self.config, topic)),
+                    None => {
+                        let cfg = crate::dispatch::configs::log_config(&self.config, topic);
+                        match Partition::open(
+                            &self.config.log_dirs,
+                            topic.name.as_str(),
+                            p,
+                            topic.id,
+                            self.config.node_id,
+                            topic.leader_epoch,
+                            cfg,
+                        )
+                        .await
+                        {
+                            Ok(part) => {
+                                self.partitions.borrow_mut().insert(key, part);
+                            }
+                            Err(e) => {
+                                tracing::error!(topic = %topic.name, partition = p, error = %e, "opening partition failed");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Flushes and closes every partition this core owns (clean shutdown).
+    pub async fn close_all(&self) {
+        let parts: Vec<_> = self.partitions.borrow_mut().drain().collect();
+        for (tp, p) in parts {
+            if let Err(e) = p.close().await {
+                tracing::error!(topic = %tp.topic, partition = tp.partition, error = %e, "closing partition failed");
+            }
+        }
+    }
+}

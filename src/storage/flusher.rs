@@ -1,0 +1,315 @@
+//! The per-partition flusher task: drains the ordered queue of writes and rolls (group commit).
+//!
+//! Everything queued while one write+fdatasync ran goes into the next one. Direct I/O needs 4 KiB-aligned
+//! positions and sizes, so every write starts at the block holding the end of the previous write and
+//! re-sends that block's bytes (`tail`) from memory; the zero padding after the logical end is overwritten
+//! by the next write and trimmed by truncation on roll or close (or by recovery after a crash).
+//!
+//! An I/O error ends the task and poisons the log (`State::failed`); waiters are woken with the error.
+
+use std::rc::Rc;
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use glommio::io::DmaFile;
+
+use super::limits::{BLOCK_BYTES, WRITE_RUN_BYTES_MAX};
+use super::segment::log_file_name;
+use super::{open_segment_file, write_small_file, Op, Shared, StorageError};
+
+fn align_down(v: u64) -> u64 {
+    v & !(BLOCK_BYTES - 1)
+}
+
+fn align_up(v: u64) -> u64 {
+    align_down(v + BLOCK_BYTES - 1)
+}
+
+/// State private to the flusher task.
+///
+/// Owned by the core that owns the partition.
+struct Flusher {
+    shared: Rc<Shared>,
+    /// Bytes of the active segment's last, partial block (`written % BLOCK_BYTES` of them).
+    tail: Vec<u8>,
+    /// The file written since the last fdatasync, if any.
+    dirty: Option<Rc<DmaFile>>,
+    unsynced_records: u64,
+    last_sync: Instant,
+}
+
+/// Runs until the log is closed or an I/O error occurs.
+pub(crate) async fn run(shared: Rc<Shared>, tail: Vec<u8>) {
+    let mut f = Flusher {
+        shared,
+        tail,
+        dirty: None,
+        unsynced_records: 0,
+        last_sync: Instant::now(),
+    };
+    let result = f.run_loop().await;
+    let mut st = f.shared.state.borrow_mut();
+    if let Err(e) = result {
+        tracing::error!(dir = %f.shared.dir.display(), error = %e, "log flusher failed; the partition is offline");
+        st.failed = Some(e.to_string());
+    }
+    st.flusher_done = true;
+    st.waiters.wake_all();
+}
+
+impl Flusher {
+    async fn run_loop(&mut self) -> Result<(), StorageError> {
+        loop {
+            self.wait_for_work().await;
+            let (ops, closing) = {
+                let mut st = self.shared.state.borrow_mut();
+                (st.pending.drain(..).collect::<Vec<_>>(), st.closing)
+            };
+            self.process(&ops).await?;
+            self.maybe_sync(closing).await?;
+            if closing && self.shared.state.borrow().pending.is_empty() {
+                return self.finish_active().await;
+            }
+        }
+    }
+
+    async fn wait_for_work(&self) {
+        let work = std::future::poll_fn(|cx| {
+            let mut st = self.shared.state.borrow_mut();
+            if !st.pending.is_empty() || st.closing {
+                Poll::Ready(())
+            } else {
+                st.flusher_waker = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        });
+        let timeout = match (self.shared.config.get().flush_interval_ms, &self.dirty) {
+            (Some(ms), Some(_)) => {
+                Some(Duration::from_millis(ms).saturating_sub(self.last_sync.elapsed()))
+            }
+            _ => None,
+        };
+        match timeout {
+            Some(d) => {
+                futures_lite::future::or(work, async {
+                    glommio::timer::sleep(d).await;
+                })
+                .await
+            }
+            None => work.await,
+        }
+    }
+
+    async fn process(&mut self, ops: &[Op]) -> Result<(), StorageError> {
+        let mut i = 0;
+        while i < ops.len() {
+            match &ops[i] {
+                Op::Write { segment_base, .. } => {
+                    let mut j = i;
+                    let mut run_bytes = 0usize;
+                    while let Some(Op::Write {
+                        segment_base: b,
+                        bytes,
+                        ..
+                    }) = ops.get(j)
+                    {
+                        if b != segment_base
+                            || (j > i && run_bytes + bytes.len() > WRITE_RUN_BYTES_MAX)
+                        {
+                            break;
+                        }
+                        run_bytes += bytes.len();
+                        j += 1;
+                    }
+                    self.write_run(&ops[i..j]).await?;
+                    i = j;
+                }
+                Op::Roll { old_base, new_base } => {
+                    self.roll(*old_base, *new_base).await?;
+                    i += 1;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes consecutive queued writes of one segment with one aligned direct write.
+    async fn write_run(&mut self, run: &[Op]) -> Result<(), StorageError> {
+        let Some(Op::Write {
+            segment_base,
+            position: start,
+            ..
+        }) = run.first()
+        else {
+            unreachable!("a run starts with a write");
+        };
+        let (file, path) = {
+            let mut st = self.shared.state.borrow_mut();
+            let seg = st
+                .segment_mut(*segment_base)
+                .expect("segment of a pending write exists");
+            assert_eq!(seg.written, *start, "writes are contiguous");
+            (
+                seg.file
+                    .clone()
+                    .expect("the roll creating the file came first"),
+                seg.log_path.clone(),
+            )
+        };
+        let tail_len = self.tail.len() as u64;
+        assert_eq!(
+            start % BLOCK_BYTES,
+            tail_len,
+            "tail block matches the write position"
+        );
+        let aligned_start = start - tail_len;
+        let mut total = 0u64;
+        let mut next_offset = 0;
+        let mut records = 0;
+        for op in run {
+            if let Op::Write {
+                bytes,
+                next_offset: n,
+                records: r,
+                ..
+            } = op
+            {
+                total += bytes.len() as u64;
+                next_offset = *n;
+                records += r;
+            }
+        }
+        let end = start + total;
+        let buf_len = align_up(tail_len + total) as usize;
+        let mut buf = file.alloc_dma_buffer(buf_len);
+        debug_assert_eq!(
+            buf.as_ptr() as u64 % BLOCK_BYTES,
+            0,
+            "DMA buffers are block aligned"
+        );
+        {
+            let dst = buf.as_bytes_mut();
+            dst[..tail_len as usize].copy_from_slice(&self.tail);
+            let mut at = tail_len as usize;
+            for op in run {
+                if let Op::Write { bytes, .. } = op {
+                    dst[at..at + bytes.len()].copy_from_slice(bytes);
+                    at += bytes.len();
+                }
+            }
+            dst[at..].fill(0);
+            let keep_from = (align_down(end) - aligned_start) as usize;
+            self.tail = dst[keep_from..(end - aligned_start) as usize].to_vec();
+        }
+        let n = file
+            .write_at(buf, aligned_start)
+            .await
+            .map_err(|e| StorageError::io(&path, e))?;
+        if n != buf_len {
+            return Err(StorageError::io(
+                &path,
+                std::io::Error::new(
+                    std::io::ErrorKind::WriteZero,
+                    format!("short write: {n} of {buf_len}"),
+                ),
+            ));
+        }
+        self.dirty = Some(file);
+        self.unsynced_records += records;
+        let mut st = self.shared.state.borrow_mut();
+        st.segment_mut(*segment_base)
+            .expect("segment exists")
+            .written = end;
+        st.written_offset = next_offset;
+        let budget = self.shared.config.get().tail_cache_bytes;
+        st.evict_cache(budget);
+        st.waiters.wake_all();
+        Ok(())
+    }
+
+    async fn sync(&mut self) -> Result<(), StorageError> {
+        if let Some(file) = self.dirty.take() {
+            let written = self.shared.state.borrow().written_offset;
+            file.fdatasync()
+                .await
+                .map_err(|e| StorageError::io(&self.shared.dir, e))?;
+            let mut st = self.shared.state.borrow_mut();
+            st.durable_offset = written;
+            st.sync_count += 1;
+            st.waiters.wake_all();
+        }
+        self.unsynced_records = 0;
+        self.last_sync = Instant::now();
+        Ok(())
+    }
+
+    async fn maybe_sync(&mut self, closing: bool) -> Result<(), StorageError> {
+        let config = self.shared.config.get();
+        let due = closing
+            || config.fsync_before_ack()
+            || config
+                .flush_interval_messages
+                .is_some_and(|n| self.unsynced_records >= n)
+            || config
+                .flush_interval_ms
+                .is_some_and(|ms| self.last_sync.elapsed() >= Duration::from_millis(ms));
+        if due {
+            self.sync().await?;
+        }
+        Ok(())
+    }
+
+    /// Syncs, truncates to the logical size and writes the index files of the segment at `base`.
+    async fn finish_segment(&mut self, base: i64) -> Result<(), StorageError> {
+        self.sync().await?;
+        let (file, size, path, index, time_index, index_path, time_index_path) = {
+            let mut st = self.shared.state.borrow_mut();
+            let seg = st.segment_mut(base).expect("segment to finish exists");
+            (
+                seg.file.clone(),
+                seg.size,
+                seg.log_path.clone(),
+                seg.index_bytes(),
+                seg.time_index_bytes(),
+                seg.index_path(),
+                seg.time_index_path(),
+            )
+        };
+        if let Some(file) = file {
+            file.truncate(size)
+                .await
+                .map_err(|e| StorageError::io(&path, e))?;
+            file.fdatasync()
+                .await
+                .map_err(|e| StorageError::io(&path, e))?;
+        }
+        write_small_file(&index_path, index).await?;
+        write_small_file(&time_index_path, time_index).await?;
+        Ok(())
+    }
+
+    async fn roll(&mut self, old_base: i64, new_base: i64) -> Result<(), StorageError> {
+        self.finish_segment(old_base).await?;
+        if let Some(seg) = self.shared.state.borrow_mut().segment_mut(old_base) {
+            seg.sealed = true;
+        }
+        let path = self.shared.dir.join(log_file_name(new_base));
+        let file = open_segment_file(&path, true).await?;
+        // Make the new directory entry durable (a blocking call, once per roll).
+        std::fs::File::open(&self.shared.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| StorageError::io(&self.shared.dir, e))?;
+        self.tail.clear();
+        let mut st = self.shared.state.borrow_mut();
+        st.segment_mut(new_base)
+            .expect("rolled-to segment exists")
+            .file = Some(Rc::new(file));
+        tracing::debug!(segment = %path.display(), "rolled to a new segment");
+        Ok(())
+    }
+
+    async fn finish_active(&mut self) -> Result<(), StorageError> {
+        let base = self.shared.state.borrow().active().base_offset;
+        self.finish_segment(base).await
+    }
+}

@@ -1,0 +1,956 @@
+//! Per-partition log storage in Apache Kafka's on-disk layout, written with glommio direct I/O.
+//!
+//! Shape: [`PartitionLog::append`] is synchronous and in memory. It assigns offsets (patching a copy of the
+//! producer's bytes), adds the batches to an in-memory tail cache and queues them for the partition's
+//! flusher task. The flusher drains the whole queue at once (group commit): one direct write of the
+//! pending bytes, together with the partial last 4 KiB block re-sent from memory, then one `fdatasync`,
+//! then it advances the durable offset and wakes the waiters. Segment rolls travel through the same
+//! ordered queue, so a rolled segment is finished (written, synced, truncated to its logical size, exact
+//! index files) before anything lands in the next one.
+//!
+//! Durability modes: by default (`flush_interval_messages` and `flush_interval_ms` both `None`) an ack waits
+//! for `fdatasync` and the high watermark is the durable offset: consumers never see bytes a crash could
+//! lose. If either interval is set (Kafka's `log.flush.interval.*`), acks wait only for the write, the
+//! high watermark is the log end offset, and `fdatasync` runs when the count or the interval is reached.
+//!
+//! Fault model: the process may crash at any instant (torn writes, zero padding, stale or missing index
+//! files: recovery in [`recovery`] trims and rebuilds); the disk may fail (an I/O error poisons the log:
+//! every later append and wait returns [`StorageError::Failed`], nothing panics); bytes on disk may rot
+//! (CRCs of the last segment are verified at open; a read that meets a broken header reports
+//! [`StorageError::Corrupt`]).
+//!
+//! Every glommio call of the crate's storage lives under this module.
+
+mod flusher;
+pub mod limits;
+mod recovery;
+pub mod segment;
+mod wait;
+
+#[cfg(test)]
+mod tests;
+
+use std::cell::{Cell, RefCell};
+use std::collections::{HashSet, VecDeque};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::task::Waker;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::{Bytes, BytesMut};
+use glommio::io::DmaFile;
+
+use crate::records::{self, BatchHeader};
+pub use limits::*;
+use segment::Segment;
+use wait::{WaitUntil, Waiters};
+
+/// Configuration of one partition's log (Kafka topic configs of the same names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogConfig {
+    /// `segment.bytes`: roll when the active segment would grow past this.
+    pub segment_bytes: u64,
+    /// `segment.ms`: roll when the active segment is older than this.
+    pub roll_ms: i64,
+    /// `retention.ms`; -1 = unlimited.
+    pub retention_ms: i64,
+    /// `retention.bytes`; -1 = unlimited.
+    pub retention_bytes: i64,
+    /// `index.interval.bytes`.
+    pub index_interval_bytes: u64,
+    /// `flush.messages`; `None` = fsync before every ack.
+    pub flush_interval_messages: Option<u64>,
+    /// `flush.ms`; `None` = fsync before every ack.
+    pub flush_interval_ms: Option<u64>,
+    /// Byte budget of the in-memory tail cache (never evicts unwritten bytes).
+    pub tail_cache_bytes: usize,
+    /// `message.timestamp.type=LogAppendTime`.
+    pub log_append_time: bool,
+    /// `max.message.bytes`.
+    pub max_message_bytes: usize,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            segment_bytes: SEGMENT_BYTES_DEFAULT,
+            roll_ms: ROLL_MS_DEFAULT,
+            retention_ms: RETENTION_MS_DEFAULT,
+            retention_bytes: -1,
+            index_interval_bytes: INDEX_INTERVAL_BYTES_DEFAULT,
+            flush_interval_messages: None,
+            flush_interval_ms: None,
+            tail_cache_bytes: TAIL_CACHE_BYTES_DEFAULT,
+            log_append_time: false,
+            max_message_bytes: MAX_MESSAGE_BYTES_DEFAULT,
+        }
+    }
+}
+
+impl LogConfig {
+    /// True if acks wait for fdatasync (the default).
+    pub fn fsync_before_ack(&self) -> bool {
+        self.flush_interval_messages.is_none() && self.flush_interval_ms.is_none()
+    }
+
+    /// Clamps every setting into its legal range (as Kafka's config validation would refuse them).
+    pub fn sanitized(mut self) -> LogConfig {
+        self.segment_bytes = self
+            .segment_bytes
+            .clamp(SEGMENT_BYTES_MIN, SEGMENT_BYTES_MAX);
+        self.roll_ms = self.roll_ms.max(1);
+        self.tail_cache_bytes = self.tail_cache_bytes.max(TAIL_CACHE_BYTES_MIN);
+        self
+    }
+}
+
+/// Errors of the storage layer.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("I/O error on {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("offset {offset} is out of range [{log_start_offset}, {log_end_offset}]")]
+    OffsetOutOfRange {
+        offset: i64,
+        log_start_offset: i64,
+        log_end_offset: i64,
+    },
+    #[error("corrupt batch in {path} at position {position}")]
+    Corrupt { path: PathBuf, position: u64 },
+    #[error("the log has failed after an earlier error: {0}")]
+    Failed(String),
+    #[error("the log is closed")]
+    Closed,
+}
+
+impl StorageError {
+    fn io(path: &Path, source: impl Into<std::io::Error>) -> StorageError {
+        StorageError::Io {
+            path: path.to_path_buf(),
+            source: source.into(),
+        }
+    }
+
+    /// The Kafka protocol error code for this error.
+    pub fn kafka_error_code(&self) -> i16 {
+        match self {
+            StorageError::OffsetOutOfRange { .. } => 1, // OFFSET_OUT_OF_RANGE
+            StorageError::Closed => 6,                  // NOT_LEADER_OR_FOLLOWER (retriable)
+            StorageError::Io { .. } | StorageError::Corrupt { .. } | StorageError::Failed(_) => 56, // KAFKA_STORAGE_ERROR
+        }
+    }
+}
+
+/// What an append produced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendInfo {
+    pub base_offset: i64,
+    pub last_offset: i64,
+    /// The LogAppendTime stamped on the batches, or -1 with CreateTime.
+    pub log_append_time_ms: i64,
+}
+
+/// A batch in the tail cache: a slice of the patched append copy.
+pub(crate) struct CachedBatch {
+    pub base_offset: i64,
+    pub last_offset: i64,
+    pub max_timestamp: i64,
+    pub segment_base: i64,
+    pub bytes: Bytes,
+}
+
+/// One entry of the ordered queue the flusher drains.
+pub(crate) enum Op {
+    Write {
+        segment_base: i64,
+        position: u64,
+        bytes: Bytes,
+        next_offset: i64,
+        records: u64,
+    },
+    Roll {
+        old_base: i64,
+        new_base: i64,
+    },
+}
+
+/// Mutable state of one log.
+pub(crate) struct State {
+    pub segments: Vec<Segment>,
+    pub log_start_offset: i64,
+    pub log_end_offset: i64,
+    /// Every offset below this is written to its file.
+    pub written_offset: i64,
+    /// Every offset below this is fdatasync'ed.
+    pub durable_offset: i64,
+    pub pending: VecDeque<Op>,
+    pub cache: VecDeque<CachedBatch>,
+    pub cache_bytes: usize,
+    pub waiters: Waiters,
+    pub flusher_waker: Option<Waker>,
+    pub closing: bool,
+    pub flusher_done: bool,
+    pub failed: Option<String>,
+    /// fdatasync calls of segment data so far (group commit makes this far smaller than the appends).
+    pub sync_count: u64,
+}
+
+impl State {
+    pub(crate) fn active(&self) -> &Segment {
+        self.segments
+            .last()
+            .expect("a log always has an active segment")
+    }
+
+    fn active_mut(&mut self) -> &mut Segment {
+        self.segments
+            .last_mut()
+            .expect("a log always has an active segment")
+    }
+
+    pub(crate) fn segment_mut(&mut self, base: i64) -> Option<&mut Segment> {
+        self.segments.iter_mut().find(|s| s.base_offset == base)
+    }
+
+    fn high_watermark(&self, fsync_before_ack: bool) -> i64 {
+        if fsync_before_ack {
+            self.durable_offset
+        } else {
+            self.log_end_offset
+        }
+    }
+
+    /// Drops written batches from the front of the cache while it is over budget.
+    pub(crate) fn evict_cache(&mut self, budget: usize) {
+        while self.cache_bytes > budget {
+            match self.cache.front() {
+                Some(b) if b.last_offset < self.written_offset => {
+                    self.cache_bytes -= b.bytes.len();
+                    self.cache.pop_front();
+                }
+                _ => break,
+            }
+        }
+    }
+
+    fn check_usable(&self) -> Result<(), StorageError> {
+        if let Some(e) = &self.failed {
+            return Err(StorageError::Failed(e.clone()));
+        }
+        if self.closing {
+            return Err(StorageError::Closed);
+        }
+        Ok(())
+    }
+
+    fn wake_flusher(&mut self) {
+        if let Some(w) = self.flusher_waker.take() {
+            w.wake();
+        }
+    }
+}
+
+/// Shared between the log handle and its flusher task.
+pub(crate) struct Shared {
+    pub dir: PathBuf,
+    /// Current settings; replaced whole by [`PartitionLog::set_config`].
+    pub config: Cell<LogConfig>,
+    pub state: RefCell<State>,
+}
+
+/// The log of one topic-partition.
+///
+/// Owned by the core that owns the partition. Not `Send`; every method must run on that core's executor.
+pub struct PartitionLog {
+    shared: Rc<Shared>,
+}
+
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+thread_local! {
+    /// (executor id, directory) pairs whose device has been probed with a non-empty file.
+    static PREPARED: RefCell<HashSet<(usize, PathBuf)>> = RefCell::new(HashSet::new());
+}
+
+/// Works around glommio's EOPNOTSUPP trap: glommio probes a device for polled I/O by reading offset 0 of
+/// the first file opened on it, per executor. If that file is empty the probe wrongly concludes "polling
+/// works" and every later read fails with EOPNOTSUPP. Opening a non-empty file first makes the probe see
+/// the truth. Each executor calls this once per data directory before creating segments; `open` also
+/// calls it, so forgetting is harmless. Idempotent.
+pub async fn prepare_executor(data_dir: &Path) -> Result<(), StorageError> {
+    let key = (glommio::executor().id(), data_dir.to_path_buf());
+    if PREPARED.with(|p| p.borrow().contains(&key)) {
+        return Ok(());
+    }
+    std::fs::create_dir_all(data_dir).map_err(|e| StorageError::io(data_dir, e))?;
+    let probe = data_dir.join(PROBE_FILE_NAME);
+    let big_enough = std::fs::metadata(&probe).is_ok_and(|m| m.len() >= PROBE_FILE_BYTES as u64);
+    if !big_enough {
+        // Blocking std I/O, once per data directory at start-up.
+        let content = vec![0x52u8; PROBE_FILE_BYTES];
+        std::fs::write(&probe, content).map_err(|e| StorageError::io(&probe, e))?;
+    }
+    let f = DmaFile::open(&probe)
+        .await
+        .map_err(|e| StorageError::io(&probe, e))?;
+    // Reading once more makes sure the probe happened on this executor's rings.
+    let _ = f.read_at_aligned(0, PROBE_FILE_BYTES).await;
+    let _ = f.close().await;
+    PREPARED.with(|p| p.borrow_mut().insert(key));
+    Ok(())
+}
+
+/// Opens a segment file read+write for direct I/O (`DmaFile::create` would be write-only).
+pub(crate) async fn open_segment_file(
+    path: &Path,
+    truncate: bool,
+) -> Result<DmaFile, StorageError> {
+    glommio::io::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(truncate)
+        .dma_open(path)
+        .await
+        .map_err(|e| StorageError::io(path, e))
+}
+
+/// Writes a whole small file (an index) with exact size and syncs it.
+pub(crate) async fn write_small_file(path: &Path, bytes: Vec<u8>) -> Result<(), StorageError> {
+    let f = glommio::io::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .buffered_open(path)
+        .await
+        .map_err(|e| StorageError::io(path, e))?;
+    let len = bytes.len();
+    if len > 0 {
+        let n = f
+            .write_at(bytes, 0)
+            .await
+            .map_err(|e| StorageError::io(path, e))?;
+        if n != len {
+            return Err(StorageError::io(
+                path,
+                std::io::Error::new(std::io::ErrorKind::WriteZero, "short index write"),
+            ));
+        }
+    }
+    f.fdatasync().await.map_err(|e| StorageError::io(path, e))?;
+    f.close().await.map_err(|e| StorageError::io(path, e))?;
+    Ok(())
+}
+
+/// A plan for reading one segment from disk, taken while the state is borrowed.
+pub(crate) struct DiskRead {
+    pub file: Rc<DmaFile>,
+    pub path: PathBuf,
+    pub start: u64,
+    pub limit: u64,
+}
+
+impl PartitionLog {
+    /// Opens (or creates) the log of `topic`-`partition` under `log_dir`, recovering it after a crash.
+    /// `on_batch` sees the header of every batch in the log, oldest first (to rebuild producer state).
+    pub async fn open(
+        log_dir: &Path,
+        topic: &str,
+        partition: i32,
+        config: LogConfig,
+        on_batch: &mut dyn FnMut(&BatchHeader),
+    ) -> Result<PartitionLog, StorageError> {
+        let config = config.sanitized();
+        prepare_executor(log_dir).await?;
+        let dir = log_dir.join(format!("{topic}-{partition}"));
+        std::fs::create_dir_all(&dir).map_err(|e| StorageError::io(&dir, e))?;
+        let recovered = recovery::recover(&dir, &config, on_batch).await?;
+        let leo = recovered
+            .segments
+            .last()
+            .expect("recovery yields a segment")
+            .next_offset;
+        let log_start = recovered.segments[0].base_offset;
+        let shared = Rc::new(Shared {
+            dir,
+            config: Cell::new(config),
+            state: RefCell::new(State {
+                segments: recovered.segments,
+                log_start_offset: log_start,
+                log_end_offset: leo,
+                written_offset: leo,
+                durable_offset: leo,
+                pending: VecDeque::new(),
+                cache: VecDeque::new(),
+                cache_bytes: 0,
+                waiters: Waiters::default(),
+                flusher_waker: None,
+                closing: false,
+                flusher_done: false,
+                failed: None,
+                sync_count: 0,
+            }),
+        });
+        glommio::spawn_local(flusher::run(shared.clone(), recovered.tail_block)).detach();
+        Ok(PartitionLog { shared })
+    }
+
+    /// The partition's directory.
+    pub fn dir(&self) -> &Path {
+        &self.shared.dir
+    }
+
+    pub fn config(&self) -> LogConfig {
+        self.shared.config.get()
+    }
+
+    /// Replaces the settings (topic config change). Takes effect from the next append, roll, flush or
+    /// retention check.
+    pub fn set_config(&self, config: LogConfig) {
+        self.shared.config.set(config.sanitized());
+    }
+
+    pub fn log_start_offset(&self) -> i64 {
+        self.shared.state.borrow().log_start_offset
+    }
+
+    pub fn log_end_offset(&self) -> i64 {
+        self.shared.state.borrow().log_end_offset
+    }
+
+    /// Offsets below this are visible to consumers: the durable offset when acks wait for fsync,
+    /// otherwise the log end offset.
+    pub fn high_watermark(&self) -> i64 {
+        let st = self.shared.state.borrow();
+        st.high_watermark(self.shared.config.get().fsync_before_ack())
+    }
+
+    /// Offsets below this have been fdatasync'ed.
+    pub fn durable_offset(&self) -> i64 {
+        self.shared.state.borrow().durable_offset
+    }
+
+    /// Number of fdatasync calls on segment data so far (metrics; shows group commit at work).
+    pub fn sync_count(&self) -> u64 {
+        self.shared.state.borrow().sync_count
+    }
+
+    /// Number of segments (for tests and metrics).
+    pub fn segment_count(&self) -> usize {
+        self.shared.state.borrow().segments.len()
+    }
+
+    /// Total logical size of the log in bytes.
+    pub fn size_bytes(&self) -> u64 {
+        self.shared
+            .state
+            .borrow()
+            .segments
+            .iter()
+            .map(|s| s.size)
+            .sum()
+    }
+
+    /// Appends already validated batches (`headers` from [`records::validate_batches`] over `batches`).
+    /// Synchronous: assigns offsets, stamps the leader epoch (and LogAppendTime if configured) on a copy,
+    /// queues the copy for the flusher, and returns. Use [`PartitionLog::wait_durable`] before acking.
+    pub fn append(
+        &self,
+        batches: &[u8],
+        headers: &[BatchHeader],
+        leader_epoch: i32,
+    ) -> Result<AppendInfo, StorageError> {
+        assert!(!headers.is_empty(), "append of no batches");
+        assert_eq!(
+            headers.iter().map(|h| h.total_size()).sum::<usize>(),
+            batches.len(),
+            "headers do not describe the batches"
+        );
+        let config = self.shared.config.get();
+        let mut st = self.shared.state.borrow_mut();
+        st.check_usable()?;
+        let now = now_ms();
+        let records: i64 = headers.iter().map(|h| h.last_offset_delta as i64 + 1).sum();
+        let len = batches.len() as u64;
+
+        // Roll first if this append does not fit the active segment.
+        let leo = st.log_end_offset;
+        let active = st.active();
+        let too_big = active.size + len > config.segment_bytes;
+        let too_old = now - active.created_ms > config.roll_ms;
+        let offsets_overflow = leo + records - 1 - active.base_offset > i32::MAX as i64;
+        if active.size > 0 && (too_big || too_old || offsets_overflow) {
+            let old_base = active.base_offset;
+            let seg = Segment::new(&self.shared.dir, leo, now, None);
+            st.segments.push(seg);
+            st.pending.push_back(Op::Roll {
+                old_base,
+                new_base: leo,
+            });
+        }
+
+        // The one copy: patch offsets, epoch and timestamps into it.
+        let mut copy = BytesMut::from(batches);
+        let mut final_headers = Vec::with_capacity(headers.len());
+        let mut at = 0usize;
+        let mut next = leo;
+        for h in headers {
+            let size = h.total_size();
+            let b = &mut copy[at..at + size];
+            records::set_base_offset(b, next);
+            records::set_partition_leader_epoch(b, leader_epoch);
+            let mut fh = *h;
+            fh.base_offset = next;
+            fh.partition_leader_epoch = leader_epoch;
+            if config.log_append_time {
+                records::set_log_append_time(b, now);
+                fh.max_timestamp = now;
+                fh.attributes |= 0x08;
+            }
+            final_headers.push(fh);
+            next += h.last_offset_delta as i64 + 1;
+            at += size;
+        }
+        let bytes = copy.freeze();
+
+        let interval = config.index_interval_bytes;
+        let active = st.active_mut();
+        let segment_base = active.base_offset;
+        let position = active.size;
+        let mut pos = position;
+        let mut cached = Vec::with_capacity(final_headers.len());
+        let mut at = 0usize;
+        for fh in &final_headers {
+            active.track_batch(pos, fh, interval);
+            let size = fh.total_size();
+            cached.push(CachedBatch {
+                base_offset: fh.base_offset,
+                last_offset: fh.last_offset(),
+                max_timestamp: fh.max_timestamp,
+                segment_base,
+                bytes: bytes.slice(at..at + size),
+            });
+            pos += size as u64;
+            at += size;
+        }
+        active.size += len;
+        st.cache.extend(cached);
+        st.cache_bytes += bytes.len();
+        st.log_end_offset = next;
+        st.pending.push_back(Op::Write {
+            segment_base,
+            position,
+            bytes,
+            next_offset: next,
+            records: records as u64,
+        });
+        st.evict_cache(config.tail_cache_bytes);
+        st.wake_flusher();
+        if !config.fsync_before_ack() {
+            // The high watermark moved: wake long-polling fetches.
+            st.waiters.wake_all();
+        }
+        Ok(AppendInfo {
+            base_offset: leo,
+            last_offset: next - 1,
+            log_append_time_ms: if config.log_append_time { now } else { -1 },
+        })
+    }
+
+    /// Resolves once `last_offset` may be acknowledged: fsync'ed by default, written when a flush interval
+    /// is configured.
+    pub async fn wait_durable(&self, last_offset: i64) -> Result<(), StorageError> {
+        let fsync = self.shared.config.get().fsync_before_ack();
+        WaitUntil::new(self.shared.clone(), move |st: &State| {
+            let reached = if fsync {
+                st.durable_offset
+            } else {
+                st.written_offset
+            };
+            if reached > last_offset {
+                Some(Ok(()))
+            } else if let Some(e) = &st.failed {
+                Some(Err(StorageError::Failed(e.clone())))
+            } else if st.flusher_done {
+                Some(Err(StorageError::Closed))
+            } else {
+                None
+            }
+        })
+        .await
+    }
+
+    /// Resolves when the high watermark passes `offset`, or the log fails or closes. Cancel-safe: drop
+    /// it (for example on a fetch timeout) at any time.
+    pub fn wait_for_data(&self, offset: i64) -> impl std::future::Future<Output = ()> + 'static {
+        let fsync = self.shared.config.get().fsync_before_ack();
+        WaitUntil::new(self.shared.clone(), move |st: &State| {
+            (st.high_watermark(fsync) > offset || st.failed.is_some() || st.closing).then_some(())
+        })
+    }
+
+    /// Reads whole batches starting with the one holding `fetch_offset`, up to `max_bytes` but at least
+    /// one batch if any exists below `max_offset` (exclusive; usually the high watermark).
+    pub async fn read(
+        &self,
+        fetch_offset: i64,
+        max_bytes: usize,
+        max_offset: i64,
+    ) -> Result<Bytes, StorageError> {
+        let max_bytes = max_bytes.min(READ_BYTES_MAX);
+        let plan = {
+            let st = self.shared.state.borrow();
+            if fetch_offset < st.log_start_offset || fetch_offset > st.log_end_offset {
+                return Err(StorageError::OffsetOutOfRange {
+                    offset: fetch_offset,
+                    log_start_offset: st.log_start_offset,
+                    log_end_offset: st.log_end_offset,
+                });
+            }
+            let max_offset = max_offset.min(st.log_end_offset);
+            if fetch_offset >= max_offset {
+                return Ok(Bytes::new());
+            }
+            if st
+                .cache
+                .front()
+                .is_some_and(|b| b.base_offset <= fetch_offset)
+            {
+                return Ok(read_cache(&st, fetch_offset, max_bytes, max_offset));
+            }
+            let first = st
+                .segments
+                .partition_point(|s| s.base_offset <= fetch_offset)
+                .saturating_sub(1);
+            st.segments[first..]
+                .iter()
+                .filter_map(|s| {
+                    let file = s.file.clone()?;
+                    Some(DiskRead {
+                        file,
+                        path: s.log_path.clone(),
+                        start: s.lookup(fetch_offset),
+                        limit: s.written,
+                    })
+                })
+                .collect::<Vec<_>>()
+        };
+        for d in plan {
+            let out = read_disk(&d, fetch_offset, max_bytes, max_offset).await?;
+            if !out.is_empty() {
+                return Ok(out);
+            }
+        }
+        let st = self.shared.state.borrow();
+        Ok(read_cache(
+            &st,
+            fetch_offset,
+            max_bytes,
+            max_offset.min(st.log_end_offset),
+        ))
+    }
+
+    /// The first batch whose max timestamp is >= `ts`: `(its base offset, its max timestamp)`. Batch
+    /// granularity (like Kafka for compressed batches).
+    pub async fn offset_for_timestamp(&self, ts: i64) -> Result<Option<(i64, i64)>, StorageError> {
+        let (disk, segment_base) = {
+            let st = self.shared.state.borrow();
+            let Some(seg) = st.segments.iter().find(|s| s.max_timestamp >= ts) else {
+                return Ok(None);
+            };
+            let disk = seg.file.clone().map(|file| DiskRead {
+                file,
+                path: seg.log_path.clone(),
+                start: seg.lookup_time(ts),
+                limit: seg.written,
+            });
+            (disk, seg.base_offset)
+        };
+        if let Some(d) = disk {
+            let mut found = None;
+            scan_disk(&d, |h| {
+                if h.max_timestamp >= ts {
+                    found = Some((h.base_offset, h.max_timestamp));
+                    false
+                } else {
+                    true
+                }
+            })
+            .await?;
+            if found.is_some() {
+                return Ok(found);
+            }
+        }
+        let st = self.shared.state.borrow();
+        Ok(st
+            .cache
+            .iter()
+            .find(|b| b.segment_base >= segment_base && b.max_timestamp >= ts)
+            .map(|b| (b.base_offset, b.max_timestamp)))
+    }
+
+    /// ListOffsets MAX_TIMESTAMP (-3): `(offset, timestamp)` of the batch with the largest timestamp
+    /// (first one on ties), or `None` for a log without timestamps.
+    pub fn max_timestamp_offset(&self) -> Option<(i64, i64)> {
+        let st = self.shared.state.borrow();
+        let mut best: Option<(i64, i64)> = None;
+        for s in &st.segments {
+            if s.max_timestamp >= 0 && best.is_none_or(|(_, ts)| s.max_timestamp > ts) {
+                best = Some((s.offset_of_max_timestamp, s.max_timestamp));
+            }
+        }
+        best
+    }
+
+    /// Deletes whole sealed segments (never the active one) from the front of the log while they are older
+    /// than `retention_ms` (by their largest timestamp) or the log is larger than `retention_bytes`.
+    /// Returns how many segments were deleted.
+    pub async fn enforce_retention(&self, now_ms: i64) -> Result<usize, StorageError> {
+        let config = self.shared.config.get();
+        let victims = {
+            let mut st = self.shared.state.borrow_mut();
+            let mut total: i64 = st.segments.iter().map(|s| s.size as i64).sum();
+            let mut victims = Vec::new();
+            while st.segments.len() > 1 && st.segments[0].sealed {
+                let s = &st.segments[0];
+                let age_ts = if s.max_timestamp >= 0 {
+                    s.max_timestamp
+                } else {
+                    s.created_ms
+                };
+                let by_time = config.retention_ms >= 0 && now_ms - age_ts > config.retention_ms;
+                let by_size =
+                    config.retention_bytes >= 0 && total - s.size as i64 >= config.retention_bytes;
+                if !(by_time || by_size) {
+                    break;
+                }
+                total -= s.size as i64;
+                victims.push(st.segments.remove(0));
+            }
+            if !victims.is_empty() {
+                st.log_start_offset = st.segments[0].base_offset;
+                let start = st.log_start_offset;
+                while st.cache.front().is_some_and(|b| b.last_offset < start) {
+                    let b = st.cache.pop_front().expect("checked");
+                    st.cache_bytes -= b.bytes.len();
+                }
+            }
+            victims
+        };
+        let n = victims.len();
+        for s in victims {
+            tracing::info!(
+                segment = %s.log_path.display(),
+                "retention deletes segment"
+            );
+            let paths = [s.log_path.clone(), s.index_path(), s.time_index_path()];
+            drop(s);
+            for p in paths {
+                match glommio::io::remove(&p).await {
+                    Ok(()) => {}
+                    Err(e) => {
+                        let e = std::io::Error::from(e);
+                        if e.kind() != std::io::ErrorKind::NotFound {
+                            return Err(StorageError::io(&p, e));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(n)
+    }
+
+    /// Writes and syncs everything pending, truncates the active segment to its logical size and writes its
+    /// index files, then stops the flusher. Later appends fail with [`StorageError::Closed`].
+    pub async fn close(&self) -> Result<(), StorageError> {
+        {
+            let mut st = self.shared.state.borrow_mut();
+            st.closing = true;
+            st.wake_flusher();
+            st.waiters.wake_all();
+        }
+        WaitUntil::new(self.shared.clone(), |st: &State| {
+            if !st.flusher_done {
+                None
+            } else if let Some(e) = &st.failed {
+                Some(Err(StorageError::Failed(e.clone())))
+            } else {
+                Some(Ok(()))
+            }
+        })
+        .await
+    }
+
+    /// Closes the log and removes its directory.
+    pub async fn delete(&self) -> Result<(), StorageError> {
+        let closed = self.close().await;
+        if let Err(e) = &closed {
+            tracing::warn!(dir = %self.shared.dir.display(), error = %e, "deleting a failed log");
+        }
+        {
+            let mut st = self.shared.state.borrow_mut();
+            for s in &mut st.segments {
+                s.file = None;
+            }
+            st.cache.clear();
+            st.cache_bytes = 0;
+        }
+        std::fs::remove_dir_all(&self.shared.dir).map_err(|e| StorageError::io(&self.shared.dir, e))
+    }
+}
+
+/// Whole batches from the tail cache, starting with the batch holding `fetch_offset`.
+fn read_cache(st: &State, fetch_offset: i64, max_bytes: usize, max_offset: i64) -> Bytes {
+    let i = st.cache.partition_point(|b| b.last_offset < fetch_offset);
+    let mut picked: Vec<&Bytes> = Vec::new();
+    let mut total = 0usize;
+    for b in st.cache.iter().skip(i) {
+        if b.base_offset >= max_offset {
+            break;
+        }
+        if !picked.is_empty() && total + b.bytes.len() > max_bytes {
+            break;
+        }
+        total += b.bytes.len();
+        picked.push(&b.bytes);
+        if total >= max_bytes {
+            break;
+        }
+    }
+    match picked.len() {
+        0 => Bytes::new(),
+        1 => picked[0].clone(),
+        _ => {
+            let mut out = BytesMut::with_capacity(total);
+            for b in picked {
+                out.extend_from_slice(b);
+            }
+            out.freeze()
+        }
+    }
+}
+
+/// A window of file bytes read with direct I/O.
+pub(crate) struct Window {
+    start: u64,
+    data: glommio::io::ReadResult,
+}
+
+impl Window {
+    fn covers(&self, pos: u64, len: usize) -> bool {
+        pos >= self.start && pos + len as u64 <= self.start + self.data.len() as u64
+    }
+
+    pub(crate) fn slice(&self, pos: u64, len: usize) -> &[u8] {
+        let at = (pos - self.start) as usize;
+        &self.data[at..at + len]
+    }
+}
+
+/// Makes `win` cover `[pos, pos+len)`, reading at least `want` bytes (but not past `limit`).
+pub(crate) async fn ensure_window(
+    d: &DiskRead,
+    win: &mut Option<Window>,
+    pos: u64,
+    len: usize,
+    want: usize,
+) -> Result<(), StorageError> {
+    if win.as_ref().is_some_and(|w| w.covers(pos, len)) {
+        return Ok(());
+    }
+    let size = (want.max(len) as u64).min(d.limit - pos) as usize;
+    let data = d
+        .file
+        .read_at(pos, size)
+        .await
+        .map_err(|e| StorageError::io(&d.path, e))?;
+    if data.len() < len {
+        return Err(StorageError::Corrupt {
+            path: d.path.clone(),
+            position: pos,
+        });
+    }
+    *win = Some(Window { start: pos, data });
+    Ok(())
+}
+
+/// Reads the header at `pos` and checks it is a sound batch within the written part of the file.
+async fn header_at(
+    d: &DiskRead,
+    win: &mut Option<Window>,
+    pos: u64,
+    want: usize,
+) -> Result<Option<BatchHeader>, StorageError> {
+    if pos + records::HEADER_BYTES as u64 > d.limit {
+        return Ok(None);
+    }
+    ensure_window(d, win, pos, records::HEADER_BYTES, want).await?;
+    let w = win.as_ref().expect("ensured");
+    let h = BatchHeader::parse(w.slice(pos, records::HEADER_BYTES)).expect("enough bytes");
+    if h.batch_length < records::BATCH_LENGTH_MIN
+        || h.magic != records::MAGIC_V2
+        || pos + h.total_size() as u64 > d.limit
+    {
+        return Err(StorageError::Corrupt {
+            path: d.path.clone(),
+            position: pos,
+        });
+    }
+    Ok(Some(h))
+}
+
+async fn read_disk(
+    d: &DiskRead,
+    fetch_offset: i64,
+    max_bytes: usize,
+    max_offset: i64,
+) -> Result<Bytes, StorageError> {
+    let mut out = BytesMut::new();
+    let mut win = None;
+    let mut pos = d.start;
+    loop {
+        let want = READ_WINDOW_BYTES_MIN.max(max_bytes.saturating_sub(out.len()));
+        let Some(h) = header_at(d, &mut win, pos, want).await? else {
+            break;
+        };
+        let size = h.total_size();
+        if h.last_offset() < fetch_offset {
+            pos += size as u64;
+            continue;
+        }
+        if h.base_offset >= max_offset || (!out.is_empty() && out.len() + size > max_bytes) {
+            break;
+        }
+        ensure_window(d, &mut win, pos, size, want).await?;
+        out.extend_from_slice(win.as_ref().expect("ensured").slice(pos, size));
+        pos += size as u64;
+        if out.len() >= max_bytes {
+            break;
+        }
+    }
+    Ok(out.freeze())
+}
+
+/// Calls `f` with every batch header from `d.start` to `d.limit` until it returns false.
+async fn scan_disk(
+    d: &DiskRead,
+    mut f: impl FnMut(&BatchHeader) -> bool,
+) -> Result<(), StorageError> {
+    let mut win = None;
+    let mut pos = d.start;
+    while let Some(h) = header_at(d, &mut win, pos, SCAN_WINDOW_BYTES).await? {
+        if !f(&h) {
+            break;
+        }
+        pos += h.total_size() as u64;
+    }
+    Ok(())
+}

@@ -1,0 +1,258 @@
+//! One log segment: the in-memory description of a `.log` file and its two sparse indexes.
+//!
+//! On-disk formats (byte-for-byte Apache Kafka, so `kafka-dump-log` reads rolled segments):
+//! - `%020d.log`: v2 record batches back to back, named by the segment's base offset. A rolled or cleanly
+//!   closed segment is truncated to its exact logical size; the active segment may end in zero padding up
+//!   to the next 4 KiB block (direct I/O writes whole blocks), which recovery trims.
+//! - `%020d.index`: 8-byte entries `(i32 offset - base_offset, i32 file position)`, big-endian. The offset is
+//!   the LAST offset of the batch starting at that position (as Kafka's `LogSegment.append` writes it).
+//!   One entry after every `index_interval_bytes` of batches; the first batch is never indexed.
+//! - `%020d.timeindex`: 12-byte entries `(i64 max timestamp so far, i32 offset - base_offset)`, the offset
+//!   being the last offset of the batch holding that timestamp; appended only when the timestamp grows.
+//!   A rolled segment ends with an entry for its largest timestamp (Kafka's `onBecomeInactiveSegment`).
+//!
+//! Index files are written whole, exact size, when a segment is rolled or closed. While a segment is
+//! active its indexes live only in memory; recovery rebuilds them by scanning the batches.
+
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use glommio::io::DmaFile;
+
+use crate::records::BatchHeader;
+
+pub const INDEX_ENTRY_BYTES: usize = 8;
+pub const TIME_INDEX_ENTRY_BYTES: usize = 12;
+
+/// One offset-index entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IndexEntry {
+    /// Last offset of the indexed batch, minus the segment's base offset.
+    pub relative_offset: u32,
+    /// Byte position of the batch in the `.log` file.
+    pub position: u32,
+}
+
+/// One time-index entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimeIndexEntry {
+    pub timestamp: i64,
+    pub relative_offset: u32,
+}
+
+pub fn log_file_name(base_offset: i64) -> String {
+    format!("{base_offset:020}.log")
+}
+pub fn index_file_name(base_offset: i64) -> String {
+    format!("{base_offset:020}.index")
+}
+pub fn time_index_file_name(base_offset: i64) -> String {
+    format!("{base_offset:020}.timeindex")
+}
+
+/// Parses `%020d.<ext>` into the base offset, if the name is exactly that shape.
+pub fn parse_file_name(name: &str, ext: &str) -> Option<i64> {
+    let stem = name.strip_suffix(ext)?.strip_suffix('.')?;
+    if stem.len() != 20 || !stem.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    stem.parse().ok()
+}
+
+/// In-memory state of one segment.
+///
+/// Owned by the core that owns the partition.
+pub struct Segment {
+    pub base_offset: i64,
+    /// `None` until the flusher has created the file of a freshly rolled segment; until then all of its
+    /// bytes are unwritten and therefore in the tail cache.
+    pub file: Option<Rc<DmaFile>>,
+    pub log_path: PathBuf,
+    /// Logical size: bytes appended, written or not.
+    pub size: u64,
+    /// Bytes written to the file (readable with direct I/O).
+    pub written: u64,
+    /// Offset after the last batch appended to this segment.
+    pub next_offset: i64,
+    /// Wall-clock creation time, for `roll_ms`.
+    pub created_ms: i64,
+    pub index: Vec<IndexEntry>,
+    pub time_index: Vec<TimeIndexEntry>,
+    bytes_since_index: u64,
+    /// Largest batch max_timestamp seen, -1 if none.
+    pub max_timestamp: i64,
+    /// Last offset of the first batch holding `max_timestamp`.
+    pub offset_of_max_timestamp: i64,
+    /// True once the flusher has finished a rolled segment (synced, truncated, indexes written).
+    pub sealed: bool,
+}
+
+impl Segment {
+    pub fn new(
+        dir: &Path,
+        base_offset: i64,
+        created_ms: i64,
+        file: Option<Rc<DmaFile>>,
+    ) -> Segment {
+        Segment {
+            base_offset,
+            file,
+            log_path: dir.join(log_file_name(base_offset)),
+            size: 0,
+            written: 0,
+            next_offset: base_offset,
+            created_ms,
+            index: Vec::new(),
+            time_index: Vec::new(),
+            bytes_since_index: 0,
+            max_timestamp: -1,
+            offset_of_max_timestamp: -1,
+            sealed: false,
+        }
+    }
+
+    pub fn index_path(&self) -> PathBuf {
+        self.log_path
+            .with_file_name(index_file_name(self.base_offset))
+    }
+
+    pub fn time_index_path(&self) -> PathBuf {
+        self.log_path
+            .with_file_name(time_index_file_name(self.base_offset))
+    }
+
+    /// Accounts for a batch (already carrying its final offsets and timestamps) placed at `position`.
+    /// Does not change `size`.
+    pub fn track_batch(&mut self, position: u64, h: &BatchHeader, index_interval_bytes: u64) {
+        let last = h.last_offset();
+        assert!(last >= self.base_offset, "batch before segment base");
+        let relative = u32::try_from(last - self.base_offset).expect("relative offset fits in i32");
+        let position32 = u32::try_from(position).expect("position fits in i32");
+        if h.max_timestamp > self.max_timestamp {
+            self.max_timestamp = h.max_timestamp;
+            self.offset_of_max_timestamp = last;
+        }
+        if self.bytes_since_index > index_interval_bytes {
+            self.index.push(IndexEntry {
+                relative_offset: relative,
+                position: position32,
+            });
+            self.maybe_append_time_entry();
+            self.bytes_since_index = 0;
+        }
+        self.bytes_since_index += h.total_size() as u64;
+        self.next_offset = last + 1;
+    }
+
+    fn maybe_append_time_entry(&mut self) {
+        let last_ts = self.time_index.last().map_or(-1, |e| e.timestamp);
+        if self.max_timestamp > last_ts {
+            self.time_index.push(TimeIndexEntry {
+                timestamp: self.max_timestamp,
+                relative_offset: (self.offset_of_max_timestamp - self.base_offset) as u32,
+            });
+        }
+    }
+
+    /// Position of the batch to start scanning from to find `offset`: the last indexed batch whose last
+    /// offset is <= `offset`, or 0.
+    pub fn lookup(&self, offset: i64) -> u64 {
+        let i = self
+            .index
+            .partition_point(|e| self.base_offset + e.relative_offset as i64 <= offset);
+        if i == 0 {
+            0
+        } else {
+            self.index[i - 1].position as u64
+        }
+    }
+
+    /// Position to start scanning from for the first batch with max_timestamp >= `ts`: every batch up to
+    /// a time-index entry with a smaller timestamp can be skipped.
+    pub fn lookup_time(&self, ts: i64) -> u64 {
+        let i = self.time_index.partition_point(|e| e.timestamp < ts);
+        if i == 0 {
+            0
+        } else {
+            let skip_through = self.base_offset + self.time_index[i - 1].relative_offset as i64;
+            self.lookup(skip_through + 1)
+        }
+    }
+
+    /// Bytes of the `.index` file.
+    pub fn index_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.index.len() * INDEX_ENTRY_BYTES);
+        for e in &self.index {
+            out.extend_from_slice(&(e.relative_offset as i32).to_be_bytes());
+            out.extend_from_slice(&(e.position as i32).to_be_bytes());
+        }
+        out
+    }
+
+    /// Bytes of the `.timeindex` file, including the final entry for the largest timestamp.
+    pub fn time_index_bytes(&self) -> Vec<u8> {
+        let mut entries = self.time_index.clone();
+        let last_ts = entries.last().map_or(-1, |e| e.timestamp);
+        if self.max_timestamp > last_ts {
+            entries.push(TimeIndexEntry {
+                timestamp: self.max_timestamp,
+                relative_offset: (self.offset_of_max_timestamp - self.base_offset) as u32,
+            });
+        }
+        let mut out = Vec::with_capacity(entries.len() * TIME_INDEX_ENTRY_BYTES);
+        for e in &entries {
+            out.extend_from_slice(&e.timestamp.to_be_bytes());
+            out.extend_from_slice(&(e.relative_offset as i32).to_be_bytes());
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::records::test_util::{build, BatchSpec};
+
+    #[test]
+    fn names_round_trip() {
+        assert_eq!(log_file_name(42), "00000000000000000042.log");
+        assert_eq!(parse_file_name("00000000000000000042.log", "log"), Some(42));
+        assert_eq!(parse_file_name("00000000000000000042.index", "log"), None);
+        assert_eq!(parse_file_name("42.log", "log"), None);
+        assert_eq!(parse_file_name("0000000000000000004x.log", "log"), None);
+    }
+
+    #[test]
+    fn index_every_interval_and_lookup() {
+        let mut s = Segment::new(Path::new("/tmp"), 100, 0, None);
+        let mut pos = 0u64;
+        let mut offset = 100;
+        for i in 0..20 {
+            let b = build(&BatchSpec {
+                base_offset: offset,
+                records: 2,
+                value_bytes: 1000,
+                base_timestamp: 1000 + i,
+                ..Default::default()
+            });
+            let h = BatchHeader::parse(&b).unwrap();
+            s.track_batch(pos, &h, 4096);
+            pos += b.len() as u64;
+            offset += 2;
+        }
+        assert_eq!(s.next_offset, 140);
+        assert!(!s.index.is_empty());
+        assert!(s.index.windows(2).all(|w| w[0].position < w[1].position));
+        assert_eq!(s.lookup(100), 0);
+        let e = s.index[0];
+        assert_eq!(s.lookup(100 + e.relative_offset as i64), e.position as u64);
+        assert_eq!(s.index_bytes().len(), s.index.len() * 8);
+        assert_eq!(s.max_timestamp, 1000 + 19 + 1);
+        assert_eq!(s.offset_of_max_timestamp, 139);
+        let tib = s.time_index_bytes();
+        assert_eq!(
+            &tib[tib.len() - 12..tib.len() - 4],
+            &(1020i64).to_be_bytes()
+        );
+    }
+}

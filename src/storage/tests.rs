@@ -1,0 +1,553 @@
+//! Storage tests. Each runs the real code inside its own glommio executor, on real files with direct I/O,
+//! in a fresh temporary directory.
+
+use std::future::Future;
+use std::path::Path;
+
+use bytes::Bytes;
+use glommio::{LocalExecutorBuilder, LocalExecutorPoolBuilder, Placement, PoolPlacement};
+
+use super::segment::{index_file_name, log_file_name, time_index_file_name};
+use super::*;
+use crate::records::test_util::{build, BatchSpec};
+use crate::records::{iter_batches, validate_batches};
+
+const TOPIC: &str = "t";
+
+fn run<F, Fut>(f: F)
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + 'static,
+{
+    LocalExecutorBuilder::new(Placement::Unbound)
+        .io_memory(2 << 20)
+        .spawn(f)
+        .expect("executor starts")
+        .join()
+        .expect("test body completes");
+}
+
+fn small_config() -> LogConfig {
+    LogConfig {
+        segment_bytes: 16 * 1024,
+        index_interval_bytes: 1024,
+        tail_cache_bytes: TAIL_CACHE_BYTES_MIN,
+        ..LogConfig::default()
+    }
+}
+
+async fn open(dir: &Path, config: LogConfig) -> PartitionLog {
+    PartitionLog::open(dir, TOPIC, 0, config, &mut |_| {})
+        .await
+        .expect("log opens")
+}
+
+/// A batch of `records` records with `value_bytes` each and a timestamp.
+fn batch(records: usize, value_bytes: usize, ts: i64) -> Vec<u8> {
+    build(&BatchSpec {
+        records,
+        value_bytes,
+        base_timestamp: ts,
+        ..Default::default()
+    })
+}
+
+fn append(log: &PartitionLog, b: &[u8]) -> AppendInfo {
+    let hs = validate_batches(b, 1 << 20).expect("valid test batch");
+    log.append(b, &hs, 0).expect("append")
+}
+
+/// Reads the whole log below the high watermark in steps of `max_bytes`, checking offsets are contiguous.
+async fn read_all(log: &PartitionLog, max_bytes: usize) -> Vec<BatchHeader> {
+    let mut out = Vec::new();
+    let mut offset = log.log_start_offset();
+    let hw = log.high_watermark();
+    while offset < hw {
+        let bytes = log.read(offset, max_bytes, hw).await.expect("read");
+        assert!(
+            !bytes.is_empty(),
+            "read at {offset} below hw {hw} returned nothing"
+        );
+        let hs = validate_batches(&bytes, usize::MAX).expect("read returns whole valid batches");
+        for h in hs {
+            assert_eq!(h.base_offset, offset, "offsets are contiguous");
+            offset = h.last_offset() + 1;
+            out.push(h);
+        }
+    }
+    out
+}
+
+fn partition_dir(root: &Path) -> std::path::PathBuf {
+    root.join(format!("{TOPIC}-0"))
+}
+
+/// Checks a rolled or closed segment the way `kafka-dump-log` would see it.
+fn check_segment_files(dir: &Path, base: i64, expect_exact: bool) -> i64 {
+    let data = std::fs::read(dir.join(log_file_name(base))).unwrap();
+    let mut it = iter_batches(&data);
+    let mut next = base;
+    let mut positions = std::collections::HashMap::new();
+    for item in it.by_ref() {
+        let (pos, h) = item.expect("sound batch");
+        assert!(crate::records::verify_crc(&data[pos..pos + h.total_size()]));
+        assert_eq!(h.base_offset, next);
+        positions.insert(pos as u32, h.last_offset());
+        next = h.last_offset() + 1;
+    }
+    if expect_exact {
+        assert_eq!(it.position(), data.len(), "segment {base} has no padding");
+        let index = std::fs::read(dir.join(index_file_name(base))).unwrap();
+        assert_eq!(index.len() % 8, 0);
+        for e in index.chunks(8) {
+            let rel = i32::from_be_bytes(e[0..4].try_into().unwrap()) as i64;
+            let pos = u32::from_be_bytes(e[4..8].try_into().unwrap());
+            assert_eq!(
+                positions.get(&pos),
+                Some(&(base + rel)),
+                "index entry points at its batch"
+            );
+        }
+        let tindex = std::fs::read(dir.join(time_index_file_name(base))).unwrap();
+        assert_eq!(tindex.len() % 12, 0);
+        assert!(
+            !tindex.is_empty(),
+            "a segment with timestamps has a final time index entry"
+        );
+    }
+    next
+}
+
+#[test]
+fn append_read_across_rolls_and_reopen() {
+    run(|| async {
+        let tmp = tempfile::tempdir().unwrap();
+        let log = open(tmp.path(), small_config()).await;
+        let mut last = 0;
+        for i in 0..120 {
+            let info = append(&log, &batch(1 + i % 4, 300, 1000 + i as i64));
+            assert_eq!(info.log_append_time_ms, -1);
+            last = info.last_offset;
+            if i % 10 == 0 {
+                log.wait_durable(last).await.unwrap();
+            }
+        }
+        log.wait_durable(last).await.unwrap();
+        assert_eq!(log.high_watermark(), last + 1);
+        assert!(log.segment_count() > 3, "rolled: {}", log.segment_count());
+
+        // Whole log, one batch at a time and in big reads; most of it comes from disk.
+        let one = read_all(&log, 1).await;
+        assert_eq!(one.len(), 120);
+        let big = read_all(&log, 1 << 20).await;
+        assert_eq!(one, big);
+
+        // A fetch in the middle of a batch starts with that batch.
+        let h = one[50];
+        assert!(h.records_count > 1 || one[51].records_count > 1);
+        let mid = if h.records_count > 1 { h } else { one[51] };
+        let got = log.read(mid.base_offset + 1, 1, i64::MAX).await.unwrap();
+        let got = validate_batches(&got, usize::MAX).unwrap();
+        assert_eq!(got[0].base_offset, mid.base_offset);
+
+        // At the end: empty; past it or before the start: out of range.
+        assert!(log.read(last + 1, 100, i64::MAX).await.unwrap().is_empty());
+        let e = log.read(last + 2, 100, i64::MAX).await.unwrap_err();
+        assert_eq!(e.kafka_error_code(), 1);
+        let e = log.read(-1, 100, i64::MAX).await.unwrap_err();
+        assert_eq!(e.kafka_error_code(), 1);
+
+        let segments = log.segment_count();
+        log.close().await.unwrap();
+        assert!(log
+            .append(
+                &batch(1, 1, 1),
+                &validate_batches(&batch(1, 1, 1), 100).unwrap(),
+                0
+            )
+            .is_err());
+
+        // Rolled and closed segments are exact, with sane index files.
+        let dir = partition_dir(tmp.path());
+        let mut bases: Vec<i64> = std::fs::read_dir(&dir)
+            .unwrap()
+            .filter_map(|e| {
+                segment::parse_file_name(&e.unwrap().file_name().to_string_lossy(), "log")
+            })
+            .collect();
+        bases.sort();
+        assert_eq!(bases.len(), segments);
+        let mut next = 0;
+        for b in &bases {
+            assert_eq!(*b, next);
+            next = check_segment_files(&dir, *b, true);
+        }
+        assert_eq!(next, last + 1);
+
+        // Reopen: same offsets, same bytes.
+        let mut producers_seen = 0;
+        let log2 = PartitionLog::open(tmp.path(), TOPIC, 0, small_config(), &mut |_| {
+            producers_seen += 1
+        })
+        .await
+        .unwrap();
+        assert_eq!(producers_seen, 120);
+        assert_eq!(log2.log_end_offset(), last + 1);
+        assert_eq!(log2.high_watermark(), last + 1);
+        assert_eq!(read_all(&log2, 3000).await, one);
+        let info = append(&log2, &batch(2, 10, 5000));
+        assert_eq!(info.base_offset, last + 1);
+        log2.wait_durable(info.last_offset).await.unwrap();
+        assert_eq!(read_all(&log2, 1 << 20).await.len(), 121);
+        log2.close().await.unwrap();
+    });
+}
+
+#[test]
+fn group_commit_many_appends_one_wait() {
+    run(|| async {
+        let tmp = tempfile::tempdir().unwrap();
+        let log = open(tmp.path(), LogConfig::default()).await;
+        let b = batch(1, 100, 1);
+        let hs = validate_batches(&b, 1 << 20).unwrap();
+        let mut last = 0;
+        for _ in 0..2000 {
+            last = log.append(&b, &hs, 0).unwrap().last_offset;
+        }
+        assert_eq!(last, 1999);
+        // Nothing is visible before it is durable.
+        assert!(log.high_watermark() <= 2000);
+        log.wait_durable(last).await.unwrap();
+        assert_eq!(log.high_watermark(), 2000);
+        assert!(
+            log.sync_count() < 20,
+            "group commit: {} syncs for 2000 appends",
+            log.sync_count()
+        );
+        assert_eq!(read_all(&log, 1 << 20).await.len(), 2000);
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn relaxed_flush_acks_after_write() {
+    run(|| async {
+        let tmp = tempfile::tempdir().unwrap();
+        let config = LogConfig {
+            flush_interval_messages: Some(1_000_000),
+            flush_interval_ms: Some(60_000),
+            ..LogConfig::default()
+        };
+        let log = open(tmp.path(), config).await;
+        let info = append(&log, &batch(3, 10, 1));
+        // High watermark is the log end offset at once.
+        assert_eq!(log.high_watermark(), 3);
+        log.wait_durable(info.last_offset).await.unwrap();
+        assert_eq!(log.sync_count(), 0, "no fsync before the interval");
+        assert_eq!(read_all(&log, 100).await.len(), 1);
+        log.close().await.unwrap();
+        assert!(log.sync_count() >= 1, "close syncs");
+        assert_eq!(log.durable_offset(), 3);
+    });
+}
+
+#[test]
+fn log_append_time_is_stamped() {
+    run(|| async {
+        let tmp = tempfile::tempdir().unwrap();
+        let config = LogConfig {
+            log_append_time: true,
+            ..LogConfig::default()
+        };
+        let log = open(tmp.path(), config).await;
+        let info = append(&log, &batch(2, 10, 5));
+        assert!(info.log_append_time_ms > 1_600_000_000_000);
+        log.wait_durable(info.last_offset).await.unwrap();
+        let got = log.read(0, 1000, i64::MAX).await.unwrap();
+        let h = validate_batches(&got, usize::MAX).unwrap()[0];
+        assert!(h.is_log_append_time());
+        assert_eq!(h.max_timestamp, info.log_append_time_ms);
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn timestamps_lookup() {
+    run(|| async {
+        let tmp = tempfile::tempdir().unwrap();
+        let log = open(tmp.path(), small_config()).await;
+        let mut last = 0;
+        for i in 0..60i64 {
+            last = append(&log, &batch(1, 400, 10_000 + i * 10)).last_offset;
+        }
+        log.wait_durable(last).await.unwrap();
+        assert!(log.segment_count() > 1);
+        assert_eq!(
+            log.offset_for_timestamp(0).await.unwrap(),
+            Some((0, 10_000))
+        );
+        assert_eq!(
+            log.offset_for_timestamp(10_005).await.unwrap(),
+            Some((1, 10_010))
+        );
+        assert_eq!(
+            log.offset_for_timestamp(10_450).await.unwrap(),
+            Some((45, 10_450))
+        );
+        assert_eq!(
+            log.offset_for_timestamp(10_590).await.unwrap(),
+            Some((59, 10_590))
+        );
+        assert_eq!(log.offset_for_timestamp(10_591).await.unwrap(), None);
+        assert_eq!(log.max_timestamp_offset(), Some((59, 10_590)));
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn wait_for_data_wakes_and_is_cancel_safe() {
+    run(|| async {
+        let tmp = tempfile::tempdir().unwrap();
+        let log = open(tmp.path(), LogConfig::default()).await;
+        // A dropped waiter leaves nothing behind.
+        {
+            let w = log.wait_for_data(0);
+            let _ = futures_lite::future::poll_once(Box::pin(w)).await;
+        }
+        assert_eq!(log.shared.state.borrow().waiters.len(), 0);
+        let waiter = glommio::spawn_local(log.wait_for_data(0));
+        glommio::yield_if_needed().await;
+        append(&log, &batch(1, 10, 1));
+        waiter.await;
+        assert_eq!(log.high_watermark(), 1);
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn retention_by_bytes_and_time() {
+    run(|| async {
+        let tmp = tempfile::tempdir().unwrap();
+        let config = LogConfig {
+            retention_bytes: 40 * 1024,
+            ..small_config()
+        };
+        let log = open(tmp.path(), config).await;
+        let mut last = 0;
+        for i in 0..200i64 {
+            last = append(&log, &batch(1, 900, 1_000 + i)).last_offset;
+        }
+        log.wait_durable(last).await.unwrap();
+        let before = log.segment_count();
+        let deleted = log.enforce_retention(now_ms()).await.unwrap();
+        assert!(deleted > 0);
+        assert_eq!(log.segment_count(), before - deleted);
+        assert!(log.size_bytes() <= 40 * 1024 + 16 * 1024);
+        let start = log.log_start_offset();
+        assert!(start > 0);
+        let e = log.read(start - 1, 100, i64::MAX).await.unwrap_err();
+        assert_eq!(e.kafka_error_code(), 1);
+        assert_eq!(read_all(&log, 1 << 20).await.len() as i64, last + 1 - start);
+        let dir = partition_dir(tmp.path());
+        assert!(!dir.join(log_file_name(0)).exists());
+        assert!(!dir.join(index_file_name(0)).exists());
+
+        // By time: everything but the active segment is ancient.
+        log.set_config(LogConfig {
+            retention_ms: 1000,
+            retention_bytes: -1,
+            ..small_config()
+        });
+        log.enforce_retention(now_ms()).await.unwrap();
+        assert_eq!(log.segment_count(), 1);
+        assert_eq!(
+            log.log_start_offset(),
+            log.shared.state.borrow().segments[0].base_offset
+        );
+        read_all(&log, 1 << 20).await;
+        log.close().await.unwrap();
+    });
+}
+
+/// Writes `n` batches, waits until they are durable and returns the log (left open, as after a crash).
+async fn write_batches(root: &Path, n: usize) -> (PartitionLog, i64) {
+    let log = open(root, small_config()).await;
+    let mut last = 0;
+    for i in 0..n {
+        last = append(&log, &batch(2, 200, 1_000 + i as i64)).last_offset;
+    }
+    log.wait_durable(last).await.unwrap();
+    (log, last)
+}
+
+fn active_log_path(root: &Path, log: &PartitionLog) -> std::path::PathBuf {
+    let base = log.shared.state.borrow().active().base_offset;
+    partition_dir(root).join(log_file_name(base))
+}
+
+#[test]
+fn recovery_after_crash_trims_zero_padding() {
+    run(|| async {
+        let tmp = tempfile::tempdir().unwrap();
+        let (log, last) = write_batches(tmp.path(), 30).await;
+        let path = active_log_path(tmp.path(), &log);
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().len() % BLOCK_BYTES,
+            0,
+            "padded while active"
+        );
+        // No close: the second open sees what a crash leaves.
+        let log2 = open(tmp.path(), small_config()).await;
+        assert_eq!(log2.log_end_offset(), last + 1);
+        assert_eq!(read_all(&log2, 1 << 20).await.len(), 30);
+        let info = append(&log2, &batch(1, 10, 1));
+        log2.wait_durable(info.last_offset).await.unwrap();
+        log2.close().await.unwrap();
+        let log3 = open(tmp.path(), small_config()).await;
+        assert_eq!(read_all(&log3, 1 << 20).await.len(), 31);
+        drop(log);
+    });
+}
+
+#[test]
+fn recovery_truncates_torn_tail_and_flipped_byte() {
+    run(|| async {
+        let tmp = tempfile::tempdir().unwrap();
+        let (log, last) = write_batches(tmp.path(), 30).await;
+        log.close().await.unwrap();
+        let path = active_log_path(tmp.path(), &log);
+        let good_len = std::fs::metadata(&path).unwrap().len();
+
+        // Torn: half a batch after the end.
+        let mut data = std::fs::read(&path).unwrap();
+        data.extend_from_slice(&batch(3, 100, 1)[..150]);
+        std::fs::write(&path, &data).unwrap();
+        let log2 = open(tmp.path(), small_config()).await;
+        assert_eq!(log2.log_end_offset(), last + 1);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), good_len);
+        log2.close().await.unwrap();
+
+        // Flipped byte inside the last batch: that batch goes.
+        let mut data = std::fs::read(&path).unwrap();
+        let n = data.len();
+        data[n - 5] ^= 0xff;
+        std::fs::write(&path, &data).unwrap();
+        let log3 = open(tmp.path(), small_config()).await;
+        assert_eq!(log3.log_end_offset(), last - 1);
+        assert_eq!(read_all(&log3, 1 << 20).await.len(), 29);
+        log3.close().await.unwrap();
+
+        // Zero tail of several blocks.
+        let mut data = std::fs::read(&path).unwrap();
+        let len = data.len() as u64;
+        data.extend(vec![0u8; 3 * 4096]);
+        std::fs::write(&path, &data).unwrap();
+        let log4 = open(tmp.path(), small_config()).await;
+        assert_eq!(log4.log_end_offset(), last - 1);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), len);
+        log4.close().await.unwrap();
+    });
+}
+
+#[test]
+fn recovery_rebuilds_missing_index_and_ignores_stray_files() {
+    run(|| async {
+        let tmp = tempfile::tempdir().unwrap();
+        let (log, last) = write_batches(tmp.path(), 60).await;
+        log.close().await.unwrap();
+        let dir = partition_dir(tmp.path());
+        let idx = dir.join(index_file_name(0));
+        let tidx = dir.join(time_index_file_name(0));
+        let want = std::fs::read(&idx).unwrap();
+        assert!(!want.is_empty());
+        std::fs::remove_file(&idx).unwrap();
+        std::fs::write(&tidx, b"garbage").unwrap();
+        std::fs::write(dir.join("notes.txt"), b"hello").unwrap();
+        std::fs::write(dir.join("00000000000000000007.index"), b"").unwrap();
+        let log2 = open(tmp.path(), small_config()).await;
+        assert_eq!(log2.log_end_offset(), last + 1);
+        assert_eq!(
+            std::fs::read(&idx).unwrap(),
+            want,
+            "index rebuilt identically"
+        );
+        assert_eq!(std::fs::metadata(&tidx).unwrap().len() % 12, 0);
+        assert!(dir.join("notes.txt").exists(), "stray files are left alone");
+        assert_eq!(read_all(&log2, 1 << 20).await.len(), 60);
+        log2.close().await.unwrap();
+    });
+}
+
+#[test]
+fn delete_removes_directory() {
+    run(|| async {
+        let tmp = tempfile::tempdir().unwrap();
+        let (log, _) = write_batches(tmp.path(), 3).await;
+        log.delete().await.unwrap();
+        assert!(!partition_dir(tmp.path()).exists());
+    });
+}
+
+/// Regression test for glommio's EOPNOTSUPP trap: on EVERY executor of a pool over all CPUs, a brand-new
+/// segment in a fresh directory must be writable and readable back.
+#[test]
+fn fresh_segment_on_every_executor() {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let handles = LocalExecutorPoolBuilder::new(PoolPlacement::MaxSpread(cpus, None))
+        .io_memory(2 << 20)
+        .on_all_shards(|| async move {
+            let tmp = tempfile::tempdir().unwrap();
+            let log = open(tmp.path(), LogConfig::default()).await;
+            let b = batch(2, 50, 7);
+            let info = append(&log, &b);
+            log.wait_durable(info.last_offset).await.unwrap();
+            // Force the read to go to disk: drop the cache.
+            {
+                let mut st = log.shared.state.borrow_mut();
+                st.cache.clear();
+                st.cache_bytes = 0;
+            }
+            let got: Bytes = log
+                .read(0, 1 << 20, i64::MAX)
+                .await
+                .expect("read from a fresh segment");
+            assert_eq!(got.len(), b.len());
+            assert_eq!(
+                validate_batches(&got, usize::MAX).unwrap()[0].records_count,
+                2
+            );
+            log.close().await.unwrap();
+            glommio::executor().id()
+        })
+        .expect("pool starts");
+    let ids: Vec<usize> = handles
+        .join_all()
+        .into_iter()
+        .map(|r| r.expect("shard ok"))
+        .collect();
+    assert_eq!(ids.len(), cpus);
+}
+
+/// Not a check by itself: writes a rolled log into `$RINGTIDE_DUMP_DIR` so Kafka's own
+/// `kafka-dump-log.sh --files ... --index-sanity-check / --verify-index-only` can be run on it by hand.
+#[test]
+#[ignore]
+fn kafka_dump_log_fixture() {
+    let Ok(out) = std::env::var("RINGTIDE_DUMP_DIR") else {
+        return;
+    };
+    run(move || async move {
+        let root = Path::new(&out);
+        let log = open(root, small_config()).await;
+        let mut last = 0;
+        for i in 0..100i64 {
+            last = append(
+                &log,
+                &batch(1 + (i % 3) as usize, 300, 1_700_000_000_000 + i),
+            )
+            .last_offset;
+        }
+        log.wait_durable(last).await.unwrap();
+        log.close().await.unwrap();
+    });
+}
