@@ -102,7 +102,8 @@ pub async fn handle_create_topics(
 ) -> Option<CreateTopicsResponse> {
     let mut resp = CreateTopicsResponse::default();
     let mut to_create = Vec::new();
-    let mut slots: Vec<Option<CreatableTopicResult>> = Vec::new();
+    // Per requested topic: an answer decided here, or the name of a topic sent to core 0.
+    let mut slots: Vec<Result<CreatableTopicResult, TopicName>> = Vec::new();
     for t in req.topics {
         let name = t.name.0.to_string();
         let mut result = CreatableTopicResult::default();
@@ -117,7 +118,7 @@ pub async fn handle_create_topics(
             result.error_message = Some(StrBytes::from_string(format!(
                 "Replication factor: {rf} larger than available brokers: 1."
             )));
-            slots.push(Some(result));
+            slots.push(Ok(result));
             continue;
         }
         if !t.assignments.is_empty()
@@ -129,7 +130,7 @@ pub async fn handle_create_topics(
             result.error_message = Some(StrBytes::from_static_str(
                 "Replicas can only be on this broker.",
             ));
-            slots.push(Some(result));
+            slots.push(Ok(result));
             continue;
         }
         let partitions = if !t.assignments.is_empty() {
@@ -150,22 +151,22 @@ pub async fn handle_create_topics(
             partitions,
             configs: cfg,
         });
-        slots.push(None);
+        slots.push(Err(t.name));
     }
     let mut results = create_topics(shard, to_create, req.validate_only)
         .await
         .into_iter();
     for slot in slots {
         let r = match slot {
-            Some(r) => r,
-            None => {
+            Ok(r) => r,
+            Err(name) => {
                 let mut r = CreatableTopicResult::default();
+                r.name = name;
                 match results
                     .next()
                     .unwrap_or(Err((errors::UNKNOWN_SERVER_ERROR, "no result".into())))
                 {
                     Ok(topic) => {
-                        r.name = TopicName(StrBytes::from_string(topic.name.clone()));
                         if version >= 7 {
                             r.topic_id = topic.id;
                         }
@@ -199,7 +200,6 @@ pub async fn handle_create_topics(
         };
         resp.topics.push(r);
     }
-    // Names of results that failed validation before reaching core 0 were set above; fill the others.
     Some(resp)
 }
 

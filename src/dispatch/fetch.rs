@@ -88,7 +88,7 @@ async fn wait_local(shard: Rc<Shard>, specs: Vec<ReadSpec>, deadline: Instant) {
     }
     let remaining = deadline.saturating_duration_since(Instant::now());
     let any = futures::future::select_all(waits);
-    let timer = glommio::timer::sleep(remaining);
+    let timer = crate::shard::sleep(remaining);
     futures::future::select(Box::pin(any), Box::pin(timer)).await;
 }
 
@@ -187,7 +187,7 @@ pub async fn handle(
             });
         let waits: Vec<_> = waits.collect();
         if waits.is_empty() {
-            glommio::timer::sleep(deadline.saturating_duration_since(Instant::now())).await;
+            crate::shard::sleep(deadline.saturating_duration_since(Instant::now())).await;
             break;
         }
         futures::future::select_all(waits).await;

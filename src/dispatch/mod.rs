@@ -29,13 +29,14 @@ pub struct Served {
 macro_rules! handlers {
     ($( $key:ident : $req:ty => $handler:path, kafka $min:literal ..= $max:literal; )*) => {
         /// Every API Ringtide serves, with its version range. The source of the ApiVersions answer.
-        pub fn registry() -> Vec<Served> {
-            vec![$(
+        pub fn registry() -> &'static [Served] {
+            static REGISTRY: std::sync::OnceLock<Vec<Served>> = std::sync::OnceLock::new();
+            REGISTRY.get_or_init(|| vec![$(
                 Served {
                     key: ApiKey::$key,
                     versions: VersionRange { min: $min, max: $max }.intersect(&<$req as Message>::VERSIONS),
                 },
-            )*]
+            )*])
         }
 
         async fn route(shard: &Rc<Shard>, key: ApiKey, prefix: HeaderPrefix, frame: bytes::Bytes) -> Reply {
@@ -81,8 +82,8 @@ handlers! {
 /// checks for it; versions below what the codec decodes are refused when they arrive.
 pub fn advertised() -> Vec<Served> {
     registry()
-        .into_iter()
-        .map(|mut s| {
+        .iter()
+        .map(|&(mut s)| {
             if s.key == ApiKey::Produce {
                 s.versions.min = 0;
             }
@@ -118,7 +119,7 @@ pub async fn handle(shard: &Rc<Shard>, prefix: HeaderPrefix, frame: bytes::Bytes
     let Ok(key) = ApiKey::try_from(prefix.api_key) else {
         return Reply::Close(format!("unknown API key {}", prefix.api_key));
     };
-    let served = registry().into_iter().find(|s| s.key == key);
+    let served = registry().iter().find(|s| s.key == key);
     let supported = served.is_some_and(|s| {
         prefix.api_version >= s.versions.min && prefix.api_version <= s.versions.max
     });

@@ -21,6 +21,11 @@ use crate::config::Config;
 use crate::metadata::{owner_core, ClusterMeta, TopicMeta};
 use crate::partition::Partition;
 
+/// Sleeps on this core's timer (the runtime stays behind this module).
+pub async fn sleep(d: std::time::Duration) {
+    glommio::timer::sleep(d).await;
+}
+
 /// Work sent to another core: a closure that runs there with that core's shard.
 pub type CrossCoreTask = Box<dyn FnOnce(Rc<Shard>) -> Pin<Box<dyn Future<Output = ()>>> + Send>;
 
