@@ -1,0 +1,690 @@
+//! Consumer-group APIs: FindCoordinator, JoinGroup, SyncGroup, Heartbeat, LeaveGroup, OffsetCommit,
+//! OffsetFetch, ListGroups, DescribeGroups, DeleteGroups, OffsetDelete.
+//!
+//! Each handler decodes the request into plain values, finds the group's `__consumer_offsets` partition
+//! and hops to the core that owns it (`invoke_on(owner, ...)`), where [`crate::group::coordinator`]
+//! holds the group. This broker is the coordinator of every group.
+
+use std::rc::Rc;
+use std::sync::Arc;
+
+use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
+use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
+use kafka_protocol::messages::find_coordinator_response::Coordinator;
+use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
+use kafka_protocol::messages::leave_group_response::MemberResponse;
+use kafka_protocol::messages::list_groups_response::ListedGroup;
+use kafka_protocol::messages::offset_commit_response::{
+    OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::offset_delete_response::{
+    OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
+};
+use kafka_protocol::messages::offset_fetch_response::{
+    OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
+    OffsetFetchResponseTopic, OffsetFetchResponseTopics,
+};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::StrBytes;
+
+use super::admin::{create_topics, NewTopic};
+use crate::group::coordinator::{self, CommitIdentity, CommitPartition, FetchedOffset};
+use crate::group::state::{JoinParams, LeaveParams, SyncParams};
+use crate::group::{coordinator_partition, OFFSETS_TOPIC};
+use crate::metadata::TopicMeta;
+use crate::protocol::errors;
+use crate::shard::Shard;
+
+fn s(v: &str) -> StrBytes {
+    StrBytes::from_string(v.to_string())
+}
+
+/// Creates `__consumer_offsets` on first need (as Kafka does on the first FindCoordinator).
+async fn ensure_offsets_topic(shard: &Rc<Shard>) -> Result<Arc<TopicMeta>, i16> {
+    if let Some(t) = shard.topic(OFFSETS_TOPIC) {
+        return Ok(t);
+    }
+    let mut configs = std::collections::BTreeMap::new();
+    configs.insert("cleanup.policy".to_string(), "compact".to_string());
+    configs.insert("segment.bytes".to_string(), (100 * 1024 * 1024).to_string());
+    // Compaction is not implemented: time retention must not delete the only copy of an old commit
+    // (Kafka never deletes a compacted topic's latest records by time).
+    configs.insert("retention.ms".to_string(), "-1".to_string());
+    let topic = NewTopic {
+        name: OFFSETS_TOPIC.to_string(),
+        partitions: shard.config.group.offsets_topic_partitions,
+        configs,
+    };
+    for r in create_topics(shard, vec![topic], false).await {
+        if let Err((code, msg)) = r {
+            if code != errors::TOPIC_ALREADY_EXISTS {
+                tracing::error!(code, msg, "creating __consumer_offsets failed");
+            }
+        }
+    }
+    shard
+        .topic(OFFSETS_TOPIC)
+        .ok_or(errors::COORDINATOR_NOT_AVAILABLE)
+}
+
+/// The group's partition and the core that owns it.
+fn locate(shard: &Rc<Shard>, group_id: &str) -> Result<(usize, i32), i16> {
+    let topic = shard
+        .topic(OFFSETS_TOPIC)
+        .ok_or(errors::COORDINATOR_NOT_AVAILABLE)?;
+    let partition = coordinator_partition(group_id, topic.partitions);
+    Ok((shard.owner_of(&topic, partition), partition))
+}
+
+pub async fn handle_find_coordinator(
+    shard: &Rc<Shard>,
+    _header: &RequestHeader,
+    req: FindCoordinatorRequest,
+    version: i16,
+) -> Option<FindCoordinatorResponse> {
+    let keys: Vec<StrBytes> = if version >= 4 {
+        req.coordinator_keys.clone()
+    } else {
+        vec![req.key.clone()]
+    };
+    let answer = match req.key_type {
+        0 => ensure_offsets_topic(shard)
+            .await
+            .map(|_| ())
+            .err()
+            .unwrap_or(errors::NONE),
+        // Transactions (1) and share groups (2) have no coordinator yet.
+        _ => errors::COORDINATOR_NOT_AVAILABLE,
+    };
+    let node = &shard.config.advertised;
+    let coordinators: Vec<Coordinator> = keys
+        .into_iter()
+        .map(|key| {
+            let mut c = Coordinator::default();
+            c.key = key;
+            c.error_code = answer;
+            if answer == errors::NONE {
+                c.node_id = BrokerId(shard.config.node_id);
+                c.host = s(&node.host);
+                c.port = node.port as i32;
+            } else {
+                c.node_id = BrokerId(-1);
+                c.port = -1;
+                c.error_message = Some(s("The coordinator is not available."));
+            }
+            c
+        })
+        .collect();
+    let mut resp = FindCoordinatorResponse::default();
+    if version >= 4 {
+        resp.coordinators = coordinators;
+    } else {
+        let c = coordinators.into_iter().next().unwrap_or_default();
+        resp.error_code = c.error_code;
+        resp.node_id = c.node_id;
+        resp.host = c.host;
+        resp.port = c.port;
+        if version >= 1 {
+            resp.error_message = c.error_message;
+        }
+    }
+    Some(resp)
+}
+
+pub async fn handle_join_group(
+    shard: &Rc<Shard>,
+    header: &RequestHeader,
+    req: JoinGroupRequest,
+    version: i16,
+) -> Option<JoinGroupResponse> {
+    let group_id = req.group_id.0.to_string();
+    let p = JoinParams {
+        member_id: req.member_id.to_string(),
+        instance_id: req.group_instance_id.as_ref().map(|s| s.to_string()),
+        client_id: header
+            .client_id
+            .as_ref()
+            .map(|s| s.to_string())
+            .unwrap_or_default(),
+        // The peer address is not known to handlers; Kafka shows "/<ip>". One broker on loopback here.
+        client_host: "/127.0.0.1".to_string(),
+        session_timeout_ms: req.session_timeout_ms,
+        rebalance_timeout_ms: if version >= 1 {
+            req.rebalance_timeout_ms
+        } else {
+            req.session_timeout_ms
+        },
+        protocol_type: req.protocol_type.to_string(),
+        protocols: req
+            .protocols
+            .iter()
+            .map(|p| (p.name.to_string(), p.metadata.clone()))
+            .collect(),
+        require_known_member_id: version >= 4,
+        supports_skip_assignment: version >= 9,
+    };
+    let result = if group_id.is_empty() {
+        crate::group::state::JoinResult::error(errors::INVALID_GROUP_ID, &p.member_id)
+    } else {
+        match locate(shard, &group_id) {
+            Err(code) => crate::group::state::JoinResult::error(code, &p.member_id),
+            Ok((owner, partition)) => {
+                shard
+                    .invoke_on(owner, move |s| coordinator::join(s, partition, group_id, p))
+                    .await
+            }
+        }
+    };
+    let mut resp = JoinGroupResponse::default();
+    resp.error_code = result.error;
+    resp.generation_id = result.generation;
+    if version >= 7 {
+        resp.protocol_type = result.protocol_type.as_deref().map(s);
+    }
+    resp.protocol_name = match (version >= 7, result.protocol_name.as_deref()) {
+        (_, Some(n)) => Some(s(n)),
+        (true, None) => None,
+        (false, None) => Some(StrBytes::default()),
+    };
+    resp.leader = s(&result.leader);
+    if version >= 9 {
+        resp.skip_assignment = result.skip_assignment;
+    }
+    resp.member_id = s(&result.member_id);
+    resp.members = result
+        .members
+        .into_iter()
+        .map(|(id, instance, metadata)| {
+            let mut m = JoinGroupResponseMember::default();
+            m.member_id = s(&id);
+            if version >= 5 {
+                m.group_instance_id = instance.as_deref().map(s);
+            }
+            m.metadata = metadata;
+            m
+        })
+        .collect();
+    Some(resp)
+}
+
+pub async fn handle_sync_group(
+    shard: &Rc<Shard>,
+    _header: &RequestHeader,
+    req: SyncGroupRequest,
+    version: i16,
+) -> Option<SyncGroupResponse> {
+    let group_id = req.group_id.0.to_string();
+    let p = SyncParams {
+        member_id: req.member_id.to_string(),
+        instance_id: req.group_instance_id.as_ref().map(|s| s.to_string()),
+        generation: req.generation_id,
+        protocol_type: req.protocol_type.as_ref().map(|s| s.to_string()),
+        protocol_name: req.protocol_name.as_ref().map(|s| s.to_string()),
+        assignments: req
+            .assignments
+            .iter()
+            .map(|a| (a.member_id.to_string(), a.assignment.clone()))
+            .collect(),
+    };
+    let result = match locate(shard, &group_id) {
+        Err(code) => crate::group::state::SyncResult::error(code),
+        Ok((owner, partition)) => {
+            shard
+                .invoke_on(owner, move |s| coordinator::sync(s, partition, group_id, p))
+                .await
+        }
+    };
+    let mut resp = SyncGroupResponse::default();
+    resp.error_code = result.error;
+    if version >= 5 {
+        resp.protocol_type = result.protocol_type.as_deref().map(s);
+        resp.protocol_name = result.protocol_name.as_deref().map(s);
+    }
+    resp.assignment = result.assignment;
+    Some(resp)
+}
+
+pub async fn handle_heartbeat(
+    shard: &Rc<Shard>,
+    _header: &RequestHeader,
+    req: HeartbeatRequest,
+    _version: i16,
+) -> Option<HeartbeatResponse> {
+    let group_id = req.group_id.0.to_string();
+    let member_id = req.member_id.to_string();
+    let instance_id = req.group_instance_id.as_ref().map(|s| s.to_string());
+    let generation = req.generation_id;
+    let code = match locate(shard, &group_id) {
+        Err(code) => code,
+        Ok((owner, partition)) => {
+            shard
+                .invoke_on(owner, move |s| {
+                    coordinator::heartbeat(
+                        s,
+                        partition,
+                        group_id,
+                        member_id,
+                        instance_id,
+                        generation,
+                    )
+                })
+                .await
+        }
+    };
+    let mut resp = HeartbeatResponse::default();
+    resp.error_code = code;
+    Some(resp)
+}
+
+pub async fn handle_leave_group(
+    shard: &Rc<Shard>,
+    _header: &RequestHeader,
+    req: LeaveGroupRequest,
+    version: i16,
+) -> Option<LeaveGroupResponse> {
+    let group_id = req.group_id.0.to_string();
+    let who: Vec<LeaveParams> = if version >= 3 {
+        req.members
+            .iter()
+            .map(|m| LeaveParams {
+                member_id: m.member_id.to_string(),
+                instance_id: m.group_instance_id.as_ref().map(|s| s.to_string()),
+            })
+            .collect()
+    } else {
+        vec![LeaveParams {
+            member_id: req.member_id.to_string(),
+            instance_id: None,
+        }]
+    };
+    let asked = who.clone();
+    let outcome = match locate(shard, &group_id) {
+        Err(code) => Err(code),
+        Ok((owner, partition)) => {
+            shard
+                .invoke_on(owner, move |s| {
+                    coordinator::leave(s, partition, group_id, who)
+                })
+                .await
+        }
+    };
+    let mut resp = LeaveGroupResponse::default();
+    match outcome {
+        Err(code) => resp.error_code = code,
+        Ok(codes) => {
+            if version >= 3 {
+                resp.members = asked
+                    .iter()
+                    .zip(codes)
+                    .map(|(l, code)| {
+                        let mut m = MemberResponse::default();
+                        m.member_id = s(&l.member_id);
+                        m.group_instance_id = l.instance_id.as_deref().map(s);
+                        m.error_code = code;
+                        m
+                    })
+                    .collect();
+            } else {
+                resp.error_code = codes.first().copied().unwrap_or(errors::NONE);
+            }
+        }
+    }
+    Some(resp)
+}
+
+pub async fn handle_offset_commit(
+    shard: &Rc<Shard>,
+    _header: &RequestHeader,
+    req: OffsetCommitRequest,
+    version: i16,
+) -> Option<OffsetCommitResponse> {
+    let group_id = req.group_id.0.to_string();
+    // Partitions of unknown topics are answered here; the rest go to the coordinator.
+    let mut known: Vec<(String, Vec<CommitPartition>)> = Vec::new();
+    // Per topic: its partitions with the index of their topic among those sent to the coordinator.
+    type TopicLayout = (TopicName, Vec<(i32, Option<usize>)>);
+    let mut layout: Vec<TopicLayout> = Vec::new();
+    for t in &req.topics {
+        let name = t.name.0.to_string();
+        let exists = shard.topic(&name).is_some();
+        let slot = exists.then(|| {
+            known.push((name.clone(), Vec::new()));
+            known.len() - 1
+        });
+        let mut parts = Vec::new();
+        for p in &t.partitions {
+            parts.push((p.partition_index, slot));
+            if let Some(i) = slot {
+                known[i].1.push(CommitPartition {
+                    partition: p.partition_index,
+                    offset: p.committed_offset,
+                    leader_epoch: if version >= 6 {
+                        p.committed_leader_epoch
+                    } else {
+                        -1
+                    },
+                    metadata: p.committed_metadata.as_ref().map(|m| m.to_string()),
+                });
+            }
+        }
+        layout.push((t.name.clone(), parts));
+    }
+    let who = CommitIdentity {
+        generation: req.generation_id_or_member_epoch,
+        member_id: req.member_id.to_string(),
+        instance_id: req.group_instance_id.as_ref().map(|s| s.to_string()),
+        version,
+    };
+    let sizes: Vec<usize> = known.iter().map(|(_, ps)| ps.len()).collect();
+    let codes: Vec<Vec<i16>> = if group_id.is_empty() {
+        sizes
+            .iter()
+            .map(|n| vec![errors::INVALID_GROUP_ID; *n])
+            .collect()
+    } else {
+        match locate(shard, &group_id) {
+            Err(code) => sizes.iter().map(|n| vec![code; *n]).collect(),
+            Ok((owner, partition)) => {
+                shard
+                    .invoke_on(owner, move |s| {
+                        coordinator::commit(s, partition, group_id, who, known)
+                    })
+                    .await
+            }
+        }
+    };
+    let mut cursor = vec![0usize; codes.len()];
+    let mut resp = OffsetCommitResponse::default();
+    for (name, parts) in layout {
+        let mut tr = OffsetCommitResponseTopic::default();
+        tr.name = name;
+        for (index, slot) in parts {
+            let mut pr = OffsetCommitResponsePartition::default();
+            pr.partition_index = index;
+            pr.error_code = match slot {
+                None => errors::UNKNOWN_TOPIC_OR_PARTITION,
+                Some(i) => {
+                    let c = codes[i][cursor[i]];
+                    cursor[i] += 1;
+                    c
+                }
+            };
+            tr.partitions.push(pr);
+        }
+        resp.topics.push(tr);
+    }
+    Some(resp)
+}
+
+type FetchOutcome = Result<Vec<(String, Vec<FetchedOffset>)>, i16>;
+
+async fn fetch_group(
+    shard: &Rc<Shard>,
+    group_id: String,
+    topics: Option<Vec<(String, Vec<i32>)>>,
+) -> FetchOutcome {
+    let (owner, partition) = locate(shard, &group_id)?;
+    shard
+        .invoke_on(owner, move |s| {
+            coordinator::fetch_offsets(s, partition, group_id, topics)
+        })
+        .await
+}
+
+pub async fn handle_offset_fetch(
+    shard: &Rc<Shard>,
+    _header: &RequestHeader,
+    req: OffsetFetchRequest,
+    version: i16,
+) -> Option<OffsetFetchResponse> {
+    let mut resp = OffsetFetchResponse::default();
+    let epoch = |e: i32| if version >= 5 { e } else { -1 };
+    if version <= 7 {
+        let topics = req.topics.as_ref().map(|ts| {
+            ts.iter()
+                .map(|t| (t.name.0.to_string(), t.partition_indexes.clone()))
+                .collect()
+        });
+        match fetch_group(shard, req.group_id.0.to_string(), topics).await {
+            Err(code) => {
+                if version >= 2 {
+                    resp.error_code = code;
+                }
+                // v0-1 carry errors per partition only.
+                for t in req.topics.iter().flatten() {
+                    let mut tr = OffsetFetchResponseTopic::default();
+                    tr.name = t.name.clone();
+                    for p in &t.partition_indexes {
+                        let mut pr = OffsetFetchResponsePartition::default();
+                        pr.partition_index = *p;
+                        pr.committed_offset = -1;
+                        pr.error_code = code;
+                        tr.partitions.push(pr);
+                    }
+                    resp.topics.push(tr);
+                }
+            }
+            Ok(found) => {
+                for (name, parts) in found {
+                    let mut tr = OffsetFetchResponseTopic::default();
+                    tr.name = TopicName(s(&name));
+                    for (p, offset, leader_epoch, metadata) in parts {
+                        let mut pr = OffsetFetchResponsePartition::default();
+                        pr.partition_index = p;
+                        pr.committed_offset = offset;
+                        pr.committed_leader_epoch = epoch(leader_epoch);
+                        pr.metadata = Some(s(&metadata));
+                        tr.partitions.push(pr);
+                    }
+                    resp.topics.push(tr);
+                }
+            }
+        }
+        return Some(resp);
+    }
+    for g in &req.groups {
+        let topics = g.topics.as_ref().map(|ts| {
+            ts.iter()
+                .map(|t| (t.name.0.to_string(), t.partition_indexes.clone()))
+                .collect()
+        });
+        let mut gr = OffsetFetchResponseGroup::default();
+        gr.group_id = g.group_id.clone();
+        match fetch_group(shard, g.group_id.0.to_string(), topics).await {
+            Err(code) => gr.error_code = code,
+            Ok(found) => {
+                for (name, parts) in found {
+                    let mut tr = OffsetFetchResponseTopics::default();
+                    tr.name = TopicName(s(&name));
+                    for (p, offset, leader_epoch, metadata) in parts {
+                        let mut pr = OffsetFetchResponsePartitions::default();
+                        pr.partition_index = p;
+                        pr.committed_offset = offset;
+                        pr.committed_leader_epoch = leader_epoch;
+                        pr.metadata = Some(s(&metadata));
+                        tr.partitions.push(pr);
+                    }
+                    gr.topics.push(tr);
+                }
+            }
+        }
+        resp.groups.push(gr);
+    }
+    Some(resp)
+}
+
+pub async fn handle_list_groups(
+    shard: &Rc<Shard>,
+    _header: &RequestHeader,
+    req: ListGroupsRequest,
+    version: i16,
+) -> Option<ListGroupsResponse> {
+    let states: Vec<String> = req
+        .states_filter
+        .iter()
+        .map(|s| s.to_string().to_lowercase())
+        .collect();
+    let types: Vec<String> = req
+        .types_filter
+        .iter()
+        .map(|s| s.to_string().to_lowercase())
+        .collect();
+    let mut resp = ListGroupsResponse::default();
+    // Every classic group is of type "classic"; a filter without it matches nothing.
+    if !types.is_empty() && !types.iter().any(|t| t == "classic") {
+        return Some(resp);
+    }
+    let lists = (0..shard.cores)
+        .map(|core| shard.invoke_on(core, |s| async move { coordinator::list(&s) }));
+    for list in futures::future::join_all(lists).await {
+        for (id, protocol_type, state) in list {
+            if !states.is_empty() && !states.contains(&state.to_lowercase()) {
+                continue;
+            }
+            let mut g = ListedGroup::default();
+            g.group_id = GroupId(s(&id));
+            g.protocol_type = s(&protocol_type);
+            if version >= 4 {
+                g.group_state = s(state);
+            }
+            if version >= 5 {
+                g.group_type = s("classic");
+            }
+            resp.groups.push(g);
+        }
+    }
+    Some(resp)
+}
+
+pub async fn handle_describe_groups(
+    shard: &Rc<Shard>,
+    _header: &RequestHeader,
+    req: DescribeGroupsRequest,
+    version: i16,
+) -> Option<DescribeGroupsResponse> {
+    let mut resp = DescribeGroupsResponse::default();
+    for gid in req.groups {
+        let group_id = gid.0.to_string();
+        let d = match locate(shard, &group_id) {
+            Err(code) => coordinator::GroupDescription {
+                error: code,
+                state: "Dead",
+                protocol_type: String::new(),
+                protocol: String::new(),
+                members: Vec::new(),
+            },
+            Ok((owner, partition)) => {
+                let id = group_id.clone();
+                shard
+                    .invoke_on(owner, move |s| coordinator::describe(s, partition, id))
+                    .await
+            }
+        };
+        let mut g = DescribedGroup::default();
+        g.group_id = gid;
+        g.error_code = d.error;
+        if d.error == errors::GROUP_ID_NOT_FOUND && version < 6 {
+            // Before v6 an unknown group is described as Dead without error.
+            g.error_code = errors::NONE;
+        } else if d.error != errors::NONE && version >= 6 {
+            g.error_message = Some(s(&format!("Group {group_id} not found.")));
+        }
+        g.group_state = s(d.state);
+        g.protocol_type = s(&d.protocol_type);
+        g.protocol_data = s(&d.protocol);
+        g.members = d
+            .members
+            .into_iter()
+            .map(|m| {
+                let mut dm = DescribedGroupMember::default();
+                dm.member_id = s(&m.member_id);
+                if version >= 4 {
+                    dm.group_instance_id = m.instance_id.as_deref().map(s);
+                }
+                dm.client_id = s(&m.client_id);
+                dm.client_host = s(&m.client_host);
+                dm.member_metadata = m.metadata;
+                dm.member_assignment = m.assignment;
+                dm
+            })
+            .collect();
+        if version >= 3 && req.include_authorized_operations {
+            // Every group operation is allowed (no authorizer).
+            g.authorized_operations = (1 << 3) | (1 << 6) | (1 << 8); // READ, DELETE, DESCRIBE
+        }
+        resp.groups.push(g);
+    }
+    Some(resp)
+}
+
+pub async fn handle_delete_groups(
+    shard: &Rc<Shard>,
+    _header: &RequestHeader,
+    req: DeleteGroupsRequest,
+    _version: i16,
+) -> Option<DeleteGroupsResponse> {
+    let mut resp = DeleteGroupsResponse::default();
+    for gid in req.groups_names {
+        let group_id = gid.0.to_string();
+        let code = match locate(shard, &group_id) {
+            Err(code) => code,
+            Ok((owner, partition)) => {
+                shard
+                    .invoke_on(owner, move |s| coordinator::delete(s, partition, group_id))
+                    .await
+            }
+        };
+        let mut r = DeletableGroupResult::default();
+        r.group_id = gid;
+        r.error_code = code;
+        resp.results.push(r);
+    }
+    Some(resp)
+}
+
+pub async fn handle_offset_delete(
+    shard: &Rc<Shard>,
+    _header: &RequestHeader,
+    req: OffsetDeleteRequest,
+    _version: i16,
+) -> Option<OffsetDeleteResponse> {
+    let group_id = req.group_id.0.to_string();
+    let topics: Vec<(String, Vec<i32>)> = req
+        .topics
+        .iter()
+        .map(|t| {
+            (
+                t.name.0.to_string(),
+                t.partitions.iter().map(|p| p.partition_index).collect(),
+            )
+        })
+        .collect();
+    let outcome = match locate(shard, &group_id) {
+        Err(code) => Err(code),
+        Ok((owner, partition)) => {
+            shard
+                .invoke_on(owner, move |s| {
+                    coordinator::delete_offsets(s, partition, group_id, topics)
+                })
+                .await
+        }
+    };
+    let mut resp = OffsetDeleteResponse::default();
+    match outcome {
+        Err(code) => resp.error_code = code,
+        Ok(answers) => {
+            for (name, parts) in answers {
+                let mut tr = OffsetDeleteResponseTopic::default();
+                tr.name = TopicName(s(&name));
+                for (p, code) in parts {
+                    let mut pr = OffsetDeleteResponsePartition::default();
+                    pr.partition_index = p;
+                    pr.error_code = code;
+                    tr.partitions.push(pr);
+                }
+                resp.topics.push(tr);
+            }
+        }
+    }
+    Some(resp)
+}

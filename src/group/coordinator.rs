@@ -1,0 +1,659 @@
+//! The per-core group coordinator: the groups of the `__consumer_offsets` partitions this core owns,
+//! the requests waiting on them, their timers, and their records in the log.
+//!
+//! Every function here runs on the core that owns the group's partition (handlers hop there with
+//! `invoke_on`). The protocol decisions are made by [`Group`]; this module turns its [`Effect`]s into I/O:
+//! answers to waiting JoinGroup/SyncGroup requests (oneshot channels) and durable records. A change is
+//! acknowledged only after its record is durable (`append` + `wait_durable`).
+//!
+//! Fault model: the log append can fail (disk full, I/O error): the request gets a retriable coordinator
+//! error and the in-memory state of offsets is not changed. A client can disconnect while its JoinGroup
+//! waits: the answer is dropped and the member then expires like any silent member.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::channel::oneshot;
+
+use super::records::{self as recs, OffsetValue, OffsetsRecord};
+use super::state::{Effect, Group, GroupState, JoinParams, JoinResult, LeaveParams, Reply};
+use super::state::{SyncParams, SyncResult};
+use super::{coordinator_partition, now_ms, OFFSETS_TOPIC};
+use crate::partition::Partition;
+use crate::protocol::errors;
+use crate::shard::Shard;
+
+/// How often timers (sessions, rebalance timeouts, the initial delay) are checked.
+const TICK_MS: u64 = 100;
+/// Records per batch the coordinator writes (keeps a batch well below `message.max.bytes`).
+const RECORDS_PER_BATCH_MAX: usize = 500;
+/// Kafka's `offset.metadata.max.bytes` default.
+pub const OFFSET_METADATA_BYTES_MAX: usize = 4096;
+
+type Waiters<T> = RefCell<HashMap<(String, String), oneshot::Sender<T>>>;
+
+/// Group state of one core. Owned by that core (a field of its `Shard`).
+#[derive(Default)]
+pub struct GroupCoordinator {
+    groups: RefCell<HashMap<String, Group>>,
+    joins: Waiters<JoinResult>,
+    syncs: Waiters<SyncResult>,
+    /// `__consumer_offsets` partitions of this core whose records have been replayed.
+    loaded: RefCell<HashSet<i32>>,
+    ticker_started: Cell<bool>,
+}
+
+/// One member as DescribeGroups shows it.
+#[derive(Clone, Debug)]
+pub struct MemberDescription {
+    pub member_id: String,
+    pub instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub metadata: Bytes,
+    pub assignment: Bytes,
+}
+
+/// A group as DescribeGroups shows it.
+#[derive(Clone, Debug)]
+pub struct GroupDescription {
+    pub error: i16,
+    pub state: &'static str,
+    pub protocol_type: String,
+    pub protocol: String,
+    pub members: Vec<MemberDescription>,
+}
+
+/// One partition of an OffsetCommit, decoded.
+#[derive(Clone, Debug)]
+pub struct CommitPartition {
+    pub partition: i32,
+    pub offset: i64,
+    pub leader_epoch: i32,
+    pub metadata: Option<String>,
+}
+
+/// The identity an OffsetCommit names.
+#[derive(Clone, Debug)]
+pub struct CommitIdentity {
+    pub generation: i32,
+    pub member_id: String,
+    pub instance_id: Option<String>,
+    /// v9+ answers an unknown group with GROUP_ID_NOT_FOUND instead of ILLEGAL_GENERATION.
+    pub version: i16,
+}
+
+/// A committed offset as OffsetFetch returns it: (partition, offset, leader epoch, metadata).
+pub type FetchedOffset = (i32, i64, i32, String);
+
+fn partition_ready(shard: &Rc<Shard>, partition: i32) -> Result<Rc<Partition>, i16> {
+    let Some(p) = shard.partition(OFFSETS_TOPIC, partition) else {
+        return Err(errors::NOT_COORDINATOR);
+    };
+    if !shard.groups.loaded.borrow().contains(&partition) {
+        return Err(errors::COORDINATOR_LOAD_IN_PROGRESS);
+    }
+    Ok(p)
+}
+
+/// Appends records to the group's partition and waits until they are durable.
+async fn persist(
+    shard: &Rc<Shard>,
+    partition: i32,
+    records: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+) -> Result<(), i16> {
+    if records.is_empty() {
+        return Ok(());
+    }
+    let part = shard
+        .partition(OFFSETS_TOPIC, partition)
+        .ok_or(errors::NOT_COORDINATOR)?;
+    let now = now_ms();
+    let mut last = -1;
+    for chunk in records.chunks(RECORDS_PER_BATCH_MAX) {
+        let refs: Vec<crate::records::KeyValue<'_>> = chunk
+            .iter()
+            .map(|(k, v)| (Some(k.as_slice()), v.as_deref()))
+            .collect();
+        let batch = crate::records::build_batch(&refs, now);
+        match part.append(Bytes::from(batch)) {
+            Ok(a) => last = a.last_offset,
+            Err(e) => {
+                tracing::error!(partition, error = %e, "writing to __consumer_offsets failed");
+                return Err(match e.code {
+                    errors::MESSAGE_TOO_LARGE | errors::RECORD_LIST_TOO_LARGE => {
+                        errors::INVALID_COMMIT_OFFSET_SIZE
+                    }
+                    _ => errors::COORDINATOR_NOT_AVAILABLE,
+                });
+            }
+        }
+    }
+    part.wait_durable(last).await.map_err(|e| {
+        tracing::error!(partition, error = %e, "syncing __consumer_offsets failed");
+        errors::COORDINATOR_NOT_AVAILABLE
+    })
+}
+
+/// Carries out a group's effects in order: answers waiting requests, persists the group.
+async fn run_effects(shard: &Rc<Shard>, group_id: &str, partition: i32, fx: Vec<Effect>) {
+    let key = |m: String| (group_id.to_string(), m);
+    for e in fx {
+        match e {
+            Effect::Persist => {
+                let value = shard
+                    .groups
+                    .groups
+                    .borrow()
+                    .get(group_id)
+                    .map(|g| recs::group_value(&g.to_record(now_ms())));
+                if let Some(v) = value {
+                    let record = vec![(recs::group_key(group_id), Some(v))];
+                    if let Err(code) = persist(shard, partition, record).await {
+                        tracing::warn!(group = group_id, code, "group metadata not persisted");
+                    }
+                }
+            }
+            Effect::Join { member_id, result } => {
+                if let Some(tx) = shard.groups.joins.borrow_mut().remove(&key(member_id)) {
+                    let _ = tx.send(result);
+                }
+            }
+            Effect::Sync { member_id, result } => {
+                if let Some(tx) = shard.groups.syncs.borrow_mut().remove(&key(member_id)) {
+                    let _ = tx.send(result);
+                }
+            }
+        }
+    }
+}
+
+fn ensure_ticker(shard: &Rc<Shard>) {
+    if shard.groups.ticker_started.replace(true) {
+        return;
+    }
+    let shard = shard.clone();
+    glommio::spawn_local(async move {
+        let mut next_retention = now_ms();
+        while !shard.stopping.get() {
+            glommio::timer::sleep(Duration::from_millis(TICK_MS)).await;
+            let now = now_ms();
+            let ids: Vec<String> = shard.groups.groups.borrow().keys().cloned().collect();
+            for id in ids {
+                let fx = match shard.groups.groups.borrow_mut().get_mut(&id) {
+                    Some(g) => g.tick(now),
+                    None => continue,
+                };
+                if !fx.is_empty() {
+                    let partition = partition_of(&shard, &id);
+                    run_effects(&shard, &id, partition, fx).await;
+                }
+            }
+            if now >= next_retention {
+                next_retention =
+                    now + shard.config.group.offsets_retention_check_interval_ms as i64;
+                expire_offsets(&shard, now).await;
+            }
+        }
+    })
+    .detach();
+}
+
+fn partition_of(shard: &Rc<Shard>, group_id: &str) -> i32 {
+    let n = shard
+        .topic(OFFSETS_TOPIC)
+        .map(|t| t.partitions)
+        .unwrap_or(shard.config.group.offsets_topic_partitions);
+    coordinator_partition(group_id, n)
+}
+
+/// Offset retention: drops expired offsets of empty groups, and empty groups left without offsets.
+async fn expire_offsets(shard: &Rc<Shard>, now: i64) {
+    let retention = shard.config.group.offsets_retention_ms;
+    // (group, expired offsets, drop the group too)
+    type Expiry = (String, Vec<(String, i32)>, bool);
+    let mut work: Vec<Expiry> = Vec::new();
+    for (id, g) in shard.groups.groups.borrow_mut().iter_mut() {
+        let expired = g.expired_offsets(now, retention);
+        for k in &expired {
+            g.offsets.remove(k);
+        }
+        let drop_group = g.state() == GroupState::Empty && g.offsets.is_empty() && g.is_empty();
+        if !expired.is_empty() || drop_group {
+            work.push((id.clone(), expired, drop_group));
+        }
+    }
+    for (id, expired, drop_group) in work {
+        let partition = partition_of(shard, &id);
+        let mut records: Vec<(Vec<u8>, Option<Vec<u8>>)> = expired
+            .iter()
+            .map(|(t, p)| (recs::offset_key(&id, t, *p), None))
+            .collect();
+        if drop_group {
+            shard.groups.groups.borrow_mut().remove(&id);
+            records.push((recs::group_key(&id), None));
+        }
+        tracing::info!(group = %id, offsets = expired.len(), dropped = drop_group, "offset retention");
+        let _ = persist(shard, partition, records).await;
+    }
+}
+
+/// Replays a `__consumer_offsets` partition this core just opened: rebuilds its groups and offsets.
+pub async fn load_partition(shard: &Rc<Shard>, partition: i32, part: Rc<Partition>) {
+    let mut offsets: BTreeMap<(String, String, i32), Option<OffsetValue>> = BTreeMap::new();
+    let mut groups: BTreeMap<String, Option<recs::GroupValue>> = BTreeMap::new();
+    let mut offset = part.log_start_offset();
+    let end = part.high_watermark();
+    let mut records = 0usize;
+    while offset < end {
+        let bytes = match part.read(offset, 1 << 20).await {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(partition, offset, error = %e, "reading __consumer_offsets failed");
+                break;
+            }
+        };
+        let mut next = offset;
+        for (_, h) in crate::records::iter_batches(&bytes).flatten() {
+            next = next.max(h.last_offset() + 1);
+        }
+        if next == offset {
+            break;
+        }
+        recs::for_each_record(&bytes, |k, v| {
+            records += 1;
+            match recs::decode(k, v) {
+                Some(OffsetsRecord::Offset {
+                    group,
+                    topic,
+                    partition,
+                    value,
+                }) => {
+                    offsets.insert((group, topic, partition), value);
+                }
+                Some(OffsetsRecord::Group { group, value }) => {
+                    groups.insert(group, value);
+                }
+                None => {}
+            }
+        });
+        offset = next;
+    }
+    let now = now_ms();
+    let mut loaded: HashMap<String, Group> = HashMap::new();
+    for (id, value) in groups {
+        if let Some(v) = value {
+            let mut g = Group::new(&id, now);
+            g.restore(v, now);
+            loaded.insert(id, g);
+        }
+    }
+    for ((group, topic, p), value) in offsets {
+        if let Some(v) = value {
+            loaded
+                .entry(group.clone())
+                .or_insert_with(|| Group::new(&group, now))
+                .offsets
+                .insert((topic, p), v);
+        }
+    }
+    tracing::info!(
+        partition,
+        records,
+        groups = loaded.len(),
+        "loaded __consumer_offsets partition"
+    );
+    shard.groups.groups.borrow_mut().extend(loaded);
+    shard.groups.loaded.borrow_mut().insert(partition);
+    ensure_ticker(shard);
+}
+
+/// Runs `f` on the group (created if missing and `create`), then its effects.
+fn with_group<R>(
+    shard: &Rc<Shard>,
+    group_id: &str,
+    create: bool,
+    f: impl FnOnce(&mut Group) -> R,
+) -> Option<R> {
+    let mut groups = shard.groups.groups.borrow_mut();
+    if !groups.contains_key(group_id) {
+        if !create {
+            return None;
+        }
+        groups.insert(group_id.to_string(), Group::new(group_id, now_ms()));
+    }
+    Some(f(groups.get_mut(group_id).expect("present")))
+}
+
+pub async fn join(shard: Rc<Shard>, partition: i32, group_id: String, p: JoinParams) -> JoinResult {
+    if let Err(code) = partition_ready(&shard, partition) {
+        return JoinResult::error(code, &p.member_id);
+    }
+    ensure_ticker(&shard);
+    let cfg = shard.config.group.clone();
+    let (reply, fx) =
+        with_group(&shard, &group_id, true, |g| g.join(p, now_ms(), &cfg)).expect("created");
+    match reply {
+        Reply::Now(r) => {
+            run_effects(&shard, &group_id, partition, fx).await;
+            r
+        }
+        Reply::Wait(member_id) => {
+            let (tx, rx) = oneshot::channel();
+            shard
+                .groups
+                .joins
+                .borrow_mut()
+                .insert((group_id.clone(), member_id.clone()), tx);
+            run_effects(&shard, &group_id, partition, fx).await;
+            rx.await
+                .unwrap_or_else(|_| JoinResult::error(errors::REBALANCE_IN_PROGRESS, &member_id))
+        }
+    }
+}
+
+pub async fn sync(shard: Rc<Shard>, partition: i32, group_id: String, p: SyncParams) -> SyncResult {
+    if let Err(code) = partition_ready(&shard, partition) {
+        return SyncResult::error(code);
+    }
+    let Some((reply, fx)) = with_group(&shard, &group_id, false, |g| g.sync(p, now_ms())) else {
+        return SyncResult::error(errors::UNKNOWN_MEMBER_ID);
+    };
+    match reply {
+        Reply::Now(r) => {
+            run_effects(&shard, &group_id, partition, fx).await;
+            r
+        }
+        Reply::Wait(member_id) => {
+            let (tx, rx) = oneshot::channel();
+            shard
+                .groups
+                .syncs
+                .borrow_mut()
+                .insert((group_id.clone(), member_id), tx);
+            run_effects(&shard, &group_id, partition, fx).await;
+            rx.await
+                .unwrap_or_else(|_| SyncResult::error(errors::REBALANCE_IN_PROGRESS))
+        }
+    }
+}
+
+pub async fn heartbeat(
+    shard: Rc<Shard>,
+    partition: i32,
+    group_id: String,
+    member_id: String,
+    instance_id: Option<String>,
+    generation: i32,
+) -> i16 {
+    if let Err(code) = partition_ready(&shard, partition) {
+        return code;
+    }
+    with_group(&shard, &group_id, false, |g| {
+        g.heartbeat(&member_id, instance_id.as_deref(), generation, now_ms())
+    })
+    .unwrap_or(errors::UNKNOWN_MEMBER_ID)
+}
+
+/// LeaveGroup: `Err` is a group-level error, else one code per member.
+pub async fn leave(
+    shard: Rc<Shard>,
+    partition: i32,
+    group_id: String,
+    who: Vec<LeaveParams>,
+) -> Result<Vec<i16>, i16> {
+    partition_ready(&shard, partition)?;
+    let (codes, fx) = with_group(&shard, &group_id, false, |g| g.leave(&who, now_ms()))
+        .unwrap_or_else(|| (vec![errors::UNKNOWN_MEMBER_ID; who.len()], Vec::new()));
+    run_effects(&shard, &group_id, partition, fx).await;
+    Ok(codes)
+}
+
+/// OffsetCommit: one code per partition, in request order, acknowledged when durable.
+pub async fn commit(
+    shard: Rc<Shard>,
+    partition: i32,
+    group_id: String,
+    who: CommitIdentity,
+    topics: Vec<(String, Vec<CommitPartition>)>,
+) -> Vec<Vec<i16>> {
+    let all = |code: i16| -> Vec<Vec<i16>> {
+        topics.iter().map(|(_, ps)| vec![code; ps.len()]).collect()
+    };
+    if let Err(code) = partition_ready(&shard, partition) {
+        return all(code);
+    }
+    let now = now_ms();
+    let exists = shard.groups.groups.borrow().contains_key(&group_id);
+    let code = if !exists && who.generation >= 0 {
+        if who.version >= 9 {
+            errors::GROUP_ID_NOT_FOUND
+        } else {
+            errors::ILLEGAL_GENERATION
+        }
+    } else {
+        with_group(&shard, &group_id, true, |g| {
+            g.validate_offset_commit(
+                who.generation,
+                &who.member_id,
+                who.instance_id.as_deref(),
+                now,
+            )
+        })
+        .expect("created")
+    };
+    if code != errors::NONE {
+        return all(code);
+    }
+    let mut records = Vec::new();
+    let mut accepted = Vec::new();
+    let codes: Vec<Vec<i16>> = topics
+        .iter()
+        .map(|(topic, ps)| {
+            ps.iter()
+                .map(|p| {
+                    let metadata = p.metadata.clone().unwrap_or_default();
+                    if metadata.len() > OFFSET_METADATA_BYTES_MAX {
+                        return errors::OFFSET_METADATA_TOO_LARGE;
+                    }
+                    let v = OffsetValue {
+                        offset: p.offset,
+                        leader_epoch: p.leader_epoch,
+                        metadata,
+                        commit_timestamp_ms: now,
+                    };
+                    records.push((
+                        recs::offset_key(&group_id, topic, p.partition),
+                        Some(recs::offset_value(&v)),
+                    ));
+                    accepted.push(((topic.clone(), p.partition), v));
+                    errors::NONE
+                })
+                .collect()
+        })
+        .collect();
+    if let Err(code) = persist(&shard, partition, records).await {
+        return codes
+            .into_iter()
+            .map(|ps| {
+                ps.into_iter()
+                    .map(|c| if c == errors::NONE { code } else { c })
+                    .collect()
+            })
+            .collect();
+    }
+    with_group(&shard, &group_id, true, |g| g.offsets.extend(accepted));
+    codes
+}
+
+/// OffsetFetch of one group. `topics == None` asks for every committed offset.
+pub async fn fetch_offsets(
+    shard: Rc<Shard>,
+    partition: i32,
+    group_id: String,
+    topics: Option<Vec<(String, Vec<i32>)>>,
+) -> Result<Vec<(String, Vec<FetchedOffset>)>, i16> {
+    partition_ready(&shard, partition)?;
+    let groups = shard.groups.groups.borrow();
+    let g = groups.get(&group_id);
+    let lookup = |t: &str, p: i32| -> FetchedOffset {
+        match g.and_then(|g| g.offsets.get(&(t.to_string(), p))) {
+            Some(o) => (p, o.offset, o.leader_epoch, o.metadata.clone()),
+            None => (p, -1, -1, String::new()),
+        }
+    };
+    Ok(match topics {
+        Some(topics) => topics
+            .into_iter()
+            .map(|(t, ps)| {
+                let found = ps.into_iter().map(|p| lookup(&t, p)).collect();
+                (t, found)
+            })
+            .collect(),
+        None => {
+            let mut by_topic: BTreeMap<String, Vec<FetchedOffset>> = BTreeMap::new();
+            if let Some(g) = g {
+                for ((t, p), _) in g.offsets.iter() {
+                    by_topic.entry(t.clone()).or_default().push(lookup(t, *p));
+                }
+            }
+            by_topic.into_iter().collect()
+        }
+    })
+}
+
+pub async fn describe(shard: Rc<Shard>, partition: i32, group_id: String) -> GroupDescription {
+    let dead = |error: i16| GroupDescription {
+        error,
+        state: GroupState::Dead.name(),
+        protocol_type: String::new(),
+        protocol: String::new(),
+        members: Vec::new(),
+    };
+    if let Err(code) = partition_ready(&shard, partition) {
+        return dead(code);
+    }
+    let groups = shard.groups.groups.borrow();
+    let Some(g) = groups.get(&group_id) else {
+        return dead(errors::GROUP_ID_NOT_FOUND);
+    };
+    let stable = g.state() == GroupState::Stable;
+    GroupDescription {
+        error: errors::NONE,
+        state: g.state().name(),
+        protocol_type: g.protocol_type().unwrap_or_default().to_string(),
+        protocol: if stable {
+            g.protocol_name().unwrap_or_default().to_string()
+        } else {
+            String::new()
+        },
+        members: g
+            .members()
+            .map(|m| MemberDescription {
+                member_id: m.member_id.clone(),
+                instance_id: m.instance_id.clone(),
+                client_id: m.client_id.clone(),
+                client_host: m.client_host.clone(),
+                metadata: if stable {
+                    g.member_metadata(m)
+                } else {
+                    Bytes::new()
+                },
+                assignment: if stable {
+                    m.assignment.clone()
+                } else {
+                    Bytes::new()
+                },
+            })
+            .collect(),
+    }
+}
+
+/// The groups of this core: (id, protocol type, state).
+pub fn list(shard: &Rc<Shard>) -> Vec<(String, String, &'static str)> {
+    shard
+        .groups
+        .groups
+        .borrow()
+        .values()
+        .map(|g| {
+            (
+                g.id.clone(),
+                g.protocol_type().unwrap_or_default().to_string(),
+                g.state().name(),
+            )
+        })
+        .collect()
+}
+
+pub async fn delete(shard: Rc<Shard>, partition: i32, group_id: String) -> i16 {
+    if let Err(code) = partition_ready(&shard, partition) {
+        return code;
+    }
+    let offsets = {
+        let mut groups = shard.groups.groups.borrow_mut();
+        let Some(g) = groups.get_mut(&group_id) else {
+            return errors::GROUP_ID_NOT_FOUND;
+        };
+        let offsets: Vec<(String, i32)> = g.offsets.keys().cloned().collect();
+        if let Err(code) = g.delete(now_ms()) {
+            return code;
+        }
+        groups.remove(&group_id);
+        offsets
+    };
+    let mut records: Vec<(Vec<u8>, Option<Vec<u8>>)> = offsets
+        .iter()
+        .map(|(t, p)| (recs::offset_key(&group_id, t, *p), None))
+        .collect();
+    records.push((recs::group_key(&group_id), None));
+    match persist(&shard, partition, records).await {
+        Ok(()) => errors::NONE,
+        Err(code) => code,
+    }
+}
+
+/// OffsetDelete: `Err` is a group-level error, else one code per partition.
+pub async fn delete_offsets(
+    shard: Rc<Shard>,
+    partition: i32,
+    group_id: String,
+    topics: Vec<(String, Vec<i32>)>,
+) -> Result<Vec<(String, Vec<(i32, i16)>)>, i16> {
+    partition_ready(&shard, partition)?;
+    let (answers, records) = {
+        let mut groups = shard.groups.groups.borrow_mut();
+        let Some(g) = groups.get_mut(&group_id) else {
+            return Err(errors::GROUP_ID_NOT_FOUND);
+        };
+        if g.state() != GroupState::Empty && g.subscribed_topics().is_none() {
+            return Err(errors::NON_EMPTY_GROUP);
+        }
+        let subscribed = g.subscribed_topics().unwrap_or_default();
+        let mut records = Vec::new();
+        let answers: Vec<(String, Vec<(i32, i16)>)> = topics
+            .into_iter()
+            .map(|(t, ps)| {
+                let codes = ps
+                    .into_iter()
+                    .map(|p| {
+                        if g.state() != GroupState::Empty && subscribed.contains(&t) {
+                            return (p, errors::GROUP_SUBSCRIBED_TO_TOPIC);
+                        }
+                        if g.offsets.remove(&(t.clone(), p)).is_some() {
+                            records.push((recs::offset_key(&group_id, &t, p), None));
+                        }
+                        (p, errors::NONE)
+                    })
+                    .collect();
+                (t, codes)
+            })
+            .collect();
+        (answers, records)
+    };
+    persist(&shard, partition, records).await?;
+    Ok(answers)
+}
