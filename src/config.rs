@@ -64,9 +64,19 @@ pub struct Config {
     pub log_message_timestamp_type_log_append: bool,
     pub message_max_bytes: usize,
     pub socket_request_max_bytes: usize,
+    /// `max.connections`: client connections over the whole broker.
+    pub max_connections: usize,
+    /// `connections.max.idle.ms`.
+    pub connections_max_idle_ms: u64,
+    /// `queued.max.request.bytes`, per core (`-1` = unlimited = `u64::MAX`).
+    pub queued_max_request_bytes: u64,
     pub cores: usize,
     pub io_memory_bytes: usize,
     pub tail_cache_bytes: usize,
+    /// Admin HTTP listener (`/metrics`, `/v1/status`); `None` when disabled.
+    pub admin_listener: Option<(String, u16)>,
+    /// Group coordinator settings (`group.*`, `offsets.*`).
+    pub group: crate::group::GroupConfig,
     /// Every key with its effective value and source, for DescribeConfigs and `--print-config`.
     pub entries: BTreeMap<String, (String, Source)>,
 }
@@ -96,9 +106,20 @@ const KNOWN_KEYS: &[&str] = &[
     "log.message.timestamp.type",
     "message.max.bytes",
     "socket.request.max.bytes",
+    "max.connections",
+    "connections.max.idle.ms",
+    "queued.max.request.bytes",
     "ringtide.cores",
     "ringtide.io.memory.bytes",
     "ringtide.tail.cache.bytes",
+    "ringtide.admin.listener",
+    "offsets.topic.num.partitions",
+    "offsets.retention.minutes",
+    "offsets.retention.check.interval.ms",
+    "group.initial.rebalance.delay.ms",
+    "group.min.session.timeout.ms",
+    "group.max.session.timeout.ms",
+    "group.max.size",
 ];
 
 fn defaults() -> Vec<(&'static str, String)> {
@@ -126,10 +147,30 @@ fn defaults() -> Vec<(&'static str, String)> {
             limits::SOCKET_REQUEST_MAX_BYTES_DEFAULT.to_string(),
         ),
         (
+            "max.connections",
+            limits::MAX_CONNECTIONS_DEFAULT.to_string(),
+        ),
+        (
+            "connections.max.idle.ms",
+            limits::CONNECTIONS_MAX_IDLE_MS_DEFAULT.to_string(),
+        ),
+        (
+            "queued.max.request.bytes",
+            limits::QUEUED_MAX_REQUEST_BYTES_DEFAULT.to_string(),
+        ),
+        (
             "ringtide.io.memory.bytes",
             limits::IO_MEMORY_BYTES_DEFAULT.to_string(),
         ),
         ("ringtide.tail.cache.bytes", (8 * 1024 * 1024).to_string()),
+        ("ringtide.admin.listener", "127.0.0.1:9644".into()),
+        ("offsets.topic.num.partitions", "50".into()),
+        ("offsets.retention.minutes", "10080".into()),
+        ("offsets.retention.check.interval.ms", "600000".into()),
+        ("group.initial.rebalance.delay.ms", "3000".into()),
+        ("group.min.session.timeout.ms", "6000".into()),
+        ("group.max.session.timeout.ms", "1800000".into()),
+        ("group.max.size", i32::MAX.to_string()),
     ]
 }
 
@@ -227,6 +268,22 @@ pub fn parse_listener(key: &str, value: &str) -> Result<Listener, ConfigError> {
 }
 
 impl Config {
+    /// The effective configuration as properties text, each line with where its value came from.
+    pub fn describe(&self) -> String {
+        let width = self.entries.keys().map(|k| k.len()).max().unwrap_or(0);
+        let mut out = String::new();
+        for (key, (value, source)) in &self.entries {
+            let from = match source {
+                Source::Default => "default",
+                Source::File => "file",
+                Source::Override => "override",
+            };
+            let line = format!("{key}={value}");
+            out.push_str(&format!("{line:<w$}  # {from}\n", w = width + 20));
+        }
+        out
+    }
+
     /// Builds the configuration: defaults, then the file (if any), then overrides in order.
     pub fn load(file: Option<&Path>, overrides: &[String]) -> Result<Config, ConfigError> {
         let mut entries: BTreeMap<String, (String, Source)> = defaults()
@@ -413,6 +470,30 @@ impl Config {
             limits::REQUEST_HEADER_BYTES_MIN,
             i32::MAX as usize,
         )?;
+        let max_connections = parse_num(
+            "max.connections",
+            &get(&entries, "max.connections").unwrap_or_default(),
+            0usize,
+            i32::MAX as usize,
+        )?;
+        let connections_max_idle_ms = parse_num(
+            "connections.max.idle.ms",
+            &get(&entries, "connections.max.idle.ms").unwrap_or_default(),
+            1u64,
+            i64::MAX as u64,
+        )?;
+        let queued_max_request_bytes = match get(&entries, "queued.max.request.bytes")
+            .unwrap_or_default()
+            .trim()
+        {
+            "-1" => u64::MAX,
+            v => parse_num(
+                "queued.max.request.bytes",
+                v,
+                limits::QUEUED_MAX_REQUEST_BYTES_MIN,
+                i64::MAX as u64,
+            )?,
+        };
         let message_max_bytes = parse_num(
             "message.max.bytes",
             &get(&entries, "message.max.bytes").unwrap_or_default(),
@@ -426,10 +507,10 @@ impl Config {
             Some(v) => parse_num("ringtide.cores", &v, 1usize, available)?,
             None => available,
         };
-        entries.insert(
-            "ringtide.cores".into(),
-            (cores.to_string(), Source::Default),
-        );
+        let cores_source = entries
+            .get("ringtide.cores")
+            .map_or(Source::Default, |(_, s)| *s);
+        entries.insert("ringtide.cores".into(), (cores.to_string(), cores_source));
         let io_memory_bytes = parse_num(
             "ringtide.io.memory.bytes",
             &get(&entries, "ringtide.io.memory.bytes").unwrap_or_default(),
@@ -442,6 +523,72 @@ impl Config {
             0usize,
             1 << 34,
         )?;
+        let num = |k: &str| get(&entries, k).unwrap_or_default();
+        let group = crate::group::GroupConfig {
+            offsets_topic_partitions: parse_num(
+                "offsets.topic.num.partitions",
+                &num("offsets.topic.num.partitions"),
+                1,
+                limits::TOPIC_PARTITIONS_MAX,
+            )?,
+            offsets_retention_ms: parse_num(
+                "offsets.retention.minutes",
+                &num("offsets.retention.minutes"),
+                1i64,
+                i64::MAX / 60_000,
+            )? * 60_000,
+            offsets_retention_check_interval_ms: parse_num(
+                "offsets.retention.check.interval.ms",
+                &num("offsets.retention.check.interval.ms"),
+                1u64,
+                u64::MAX,
+            )?,
+            initial_rebalance_delay_ms: parse_num(
+                "group.initial.rebalance.delay.ms",
+                &num("group.initial.rebalance.delay.ms"),
+                0i64,
+                i32::MAX as i64,
+            )?,
+            min_session_timeout_ms: parse_num(
+                "group.min.session.timeout.ms",
+                &num("group.min.session.timeout.ms"),
+                0i32,
+                i32::MAX,
+            )?,
+            max_session_timeout_ms: parse_num(
+                "group.max.session.timeout.ms",
+                &num("group.max.session.timeout.ms"),
+                0i32,
+                i32::MAX,
+            )?,
+            max_size: parse_num(
+                "group.max.size",
+                &num("group.max.size"),
+                1usize,
+                i32::MAX as usize,
+            )?,
+        };
+        let admin = get(&entries, "ringtide.admin.listener").unwrap_or_default();
+        let admin_listener = match admin.trim() {
+            "" | "none" => None,
+            a => {
+                let bad = || {
+                    invalid(
+                        "ringtide.admin.listener",
+                        a,
+                        "host:port, or none to disable",
+                    )
+                };
+                let (host, port) = a.rsplit_once(':').ok_or_else(bad)?;
+                let port: u16 = port.parse().map_err(|_| bad())?;
+                Some((
+                    host.trim_start_matches('[')
+                        .trim_end_matches(']')
+                        .to_string(),
+                    port,
+                ))
+            }
+        };
         Ok(Config {
             node_id,
             listener,
@@ -461,9 +608,14 @@ impl Config {
             log_message_timestamp_type_log_append,
             message_max_bytes,
             socket_request_max_bytes,
+            max_connections,
+            connections_max_idle_ms,
+            queued_max_request_bytes,
             cores,
             io_memory_bytes,
             tail_cache_bytes,
+            admin_listener,
+            group,
             entries,
         })
     }

@@ -6,9 +6,11 @@
 
 pub mod config;
 pub mod dispatch;
+pub mod group;
 pub mod limits;
 pub mod logging;
 pub mod metadata;
+pub mod metrics;
 pub mod net;
 pub mod partition;
 pub mod protocol;

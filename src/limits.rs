@@ -27,6 +27,28 @@ pub const TOPIC_PARTITIONS_MAX: i32 = 10_000;
 /// Longest topic name Kafka allows.
 pub const TOPIC_NAME_BYTES_MAX: usize = 249;
 
+/// Default `max.connections`: client connections over the whole broker (Kafka's default, unlimited in
+/// practice). Past it a new connection is closed at once.
+pub const MAX_CONNECTIONS_DEFAULT: usize = i32::MAX as usize;
+/// Default `connections.max.idle.ms`: a connection that sends no request (with nothing in flight) or
+/// reads no response for this long is closed (Kafka's default, 10 minutes).
+pub const CONNECTIONS_MAX_IDLE_MS_DEFAULT: u64 = 600_000;
+/// Default `queued.max.request.bytes`, PER CORE: bytes of request frames being read or handled at once.
+/// Kafka's default is -1 (unlimited); Ringtide bounds it so that many connections sending large requests
+/// cannot exhaust memory: a connection that would exceed it waits, unread. `-1` in the config means
+/// `u64::MAX`. Room for two requests of the largest default size.
+pub const QUEUED_MAX_REQUEST_BYTES_DEFAULT: u64 = 2 * SOCKET_REQUEST_MAX_BYTES_DEFAULT as u64;
+/// Smallest `queued.max.request.bytes` accepted: one request of the largest default size must fit.
+pub const QUEUED_MAX_REQUEST_BYTES_MIN: u64 = 1024 * 1024;
+/// Clean shutdown (SIGTERM) waits this long for connections to answer what they have in flight before
+/// the partitions are closed.
+pub const SHUTDOWN_DRAIN_MS_MAX: u64 = 10_000;
+/// The whole clean shutdown (drain, sync, close, marker) ends within this bound; past it the process
+/// exits with status 1 without writing the clean-shutdown marker (the next start recovers fully).
+pub const SHUTDOWN_MS_MAX: u64 = 30_000;
+
 const _: () = assert!(REQUEST_HEADER_BYTES_MIN < CONNECTION_READ_BUFFER_BYTES);
 const _: () = assert!(MESSAGE_MAX_BYTES_DEFAULT < SOCKET_REQUEST_MAX_BYTES_DEFAULT);
 const _: () = assert!(CONNECTION_IN_FLIGHT_MAX >= 5);
+const _: () = assert!(QUEUED_MAX_REQUEST_BYTES_DEFAULT >= SOCKET_REQUEST_MAX_BYTES_DEFAULT as u64);
+const _: () = assert!(SHUTDOWN_DRAIN_MS_MAX < SHUTDOWN_MS_MAX);

@@ -23,6 +23,9 @@ struct Cli {
     /// Override one property: key=value. May be repeated; later ones win.
     #[arg(long = "override", value_name = "KEY=VALUE")]
     overrides: Vec<String>,
+    /// Print the effective configuration, with where each value came from, and exit.
+    #[arg(long = "print-config")]
+    print_config: bool,
 }
 
 fn main() -> ExitCode {
@@ -37,6 +40,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if cli.print_config {
+        print!("{}", config.describe());
+        return ExitCode::SUCCESS;
+    }
     match ringtide::server::run(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

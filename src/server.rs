@@ -28,6 +28,15 @@ pub enum ServerError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "data directory {dir} belongs to node.id {found} (its meta.properties says so), but this broker is \
+         node.id {configured}: set node.id={found}, or point log.dirs at this broker's own directory"
+    )]
+    ForeignDataDir {
+        dir: String,
+        found: i32,
+        configured: i32,
+    },
     #[error("cannot start executors: {0}")]
     Runtime(String),
 }
@@ -45,10 +54,23 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         dir: dir.display().to_string(),
         source,
     })?;
-    let meta = ClusterMeta::load_or_create(&dir).map_err(|source| ServerError::DataDir {
+    let data_dir_error = |source| ServerError::DataDir {
         dir: dir.display().to_string(),
         source,
-    })?;
+    };
+    // Writable? Find out now, with a message that says what to do, rather than at the first produce.
+    let probe = dir.join(".ringtide-write-check");
+    std::fs::write(&probe, b"ok").map_err(data_dir_error)?;
+    let _ = std::fs::remove_file(&probe);
+    // Removed before anything else happens, so that a crash from here on never looks like a clean stop.
+    let clean = crate::storage::take_clean_shutdown_marker(&dir).map_err(data_dir_error)?;
+    if clean {
+        tracing::info!(log_dir = %dir.display(), "clean shutdown marker found: skipping CRC verification of active segments");
+    } else {
+        tracing::info!(log_dir = %dir.display(), "no clean shutdown marker: full recovery of every partition");
+    }
+    let meta = ClusterMeta::load_or_create(&dir).map_err(data_dir_error)?;
+    check_meta_properties(&dir, &config, &meta)?;
     crate::net::check_port_free(&config.listener.host, config.listener.port).map_err(|source| {
         ServerError::PortInUse {
             host: config.listener.host.clone(),
@@ -56,6 +78,16 @@ pub fn run(config: Config) -> Result<(), ServerError> {
             source,
         }
     })?;
+
+    if let Some((host, port)) = &config.admin_listener {
+        if *port != 0 {
+            crate::net::check_port_free(host, *port).map_err(|source| ServerError::PortInUse {
+                host: host.clone(),
+                port: *port,
+                source,
+            })?;
+        }
+    }
 
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         // SAFETY-free: the flag is a static atomic; the handler only stores to it.
@@ -68,7 +100,14 @@ pub fn run(config: Config) -> Result<(), ServerError> {
                     "stop requested: draining and closing partitions"
                 );
                 STOP.store(true, Ordering::SeqCst);
-                return;
+                // The clean shutdown is bounded: past the bound, exit without the clean-shutdown marker
+                // (the next start recovers fully, as after a crash).
+                std::thread::sleep(Duration::from_millis(limits::SHUTDOWN_MS_MAX));
+                tracing::error!(
+                    bound_ms = limits::SHUTDOWN_MS_MAX,
+                    "clean shutdown did not finish in time: exiting without the clean-shutdown marker"
+                );
+                std::process::exit(1);
             }
             std::thread::sleep(STOP_POLL);
         });
@@ -106,11 +145,57 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         }
     }
     match failed {
-        None => {
-            tracing::info!("stopped cleanly");
+        None if crate::storage::close_failures() == 0 => {
+            crate::storage::write_clean_shutdown_marker(&dir).map_err(data_dir_error)?;
+            tracing::info!(log_dir = %dir.display(), "stopped cleanly: clean shutdown marker written");
             Ok(())
         }
+        None => Err(ServerError::Runtime(format!(
+            "{} partition(s) could not be closed cleanly; no clean shutdown marker written",
+            crate::storage::close_failures()
+        ))),
         Some(e) => Err(ServerError::Runtime(e)),
+    }
+}
+
+/// `meta.properties` in Kafka's KRaft format records which node and cluster a data directory belongs to.
+/// A directory of another node is refused; a missing file is written.
+fn check_meta_properties(
+    dir: &std::path::Path,
+    config: &Config,
+    meta: &ClusterMeta,
+) -> Result<(), ServerError> {
+    let path = dir.join("meta.properties");
+    let io_error = |source| ServerError::DataDir {
+        dir: dir.display().to_string(),
+        source,
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let props = crate::config::parse_properties(&text);
+            let node = props
+                .iter()
+                .find(|(k, _)| k == "node.id" || k == "broker.id")
+                .and_then(|(_, v)| v.parse::<i32>().ok());
+            if let Some(found) = node {
+                if found != config.node_id {
+                    return Err(ServerError::ForeignDataDir {
+                        dir: dir.display().to_string(),
+                        found,
+                        configured: config.node_id,
+                    });
+                }
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let text = format!(
+                "#\n#Written by ringtide\ncluster.id={}\nnode.id={}\nversion=1\n",
+                meta.cluster_id, config.node_id
+            );
+            std::fs::write(&path, text).map_err(io_error)
+        }
+        Err(e) => Err(io_error(e)),
     }
 }
 
@@ -152,11 +237,33 @@ async fn run_shard(
             listener = %format!("{}://{}:{}", config.listener.name, config.listener.host, config.listener.port),
             advertised = %format!("{}:{}", config.advertised.host, config.advertised.port),
             cores = shard.cores,
+            topics = shard.meta().topics.len(),
+            partitions = shard.meta().topics.values().map(|t| t.partitions as u64).sum::<u64>(),
             ms = started.elapsed().as_millis() as u64,
             "ringtide ready"
         );
     }
-    let accept = glommio::spawn_local(crate::net::accept_loop(shard.clone(), listener)).detach();
+    let admin = match (&config.admin_listener, id) {
+        (Some((host, port)), 0) => {
+            let l = crate::net::bind(host, *port).map_err(|e| {
+                format!("cannot listen on admin port {port} (ringtide.admin.listener): {e}")
+            })?;
+            let addr = l.local_addr().map(|a| a.to_string()).unwrap_or_default();
+            tracing::info!(admin = %addr, "admin listener: /metrics and /v1/status");
+            Some(
+                glommio::spawn_local(crate::metrics::http::serve(shard.clone(), l, started))
+                    .detach(),
+            )
+        }
+        _ => None,
+    };
+    let conns = crate::net::Connections::new(&config);
+    let accept = glommio::spawn_local(crate::net::accept_loop(
+        shard.clone(),
+        listener,
+        conns.clone(),
+    ))
+    .detach();
     let retention = glommio::spawn_local(retention_loop(shard.clone())).detach();
 
     while !STOP.load(Ordering::SeqCst) {
@@ -164,11 +271,42 @@ async fn run_shard(
     }
     shard.stopping.set(true);
     accept.cancel();
+    if let Some(admin) = admin {
+        admin.cancel();
+    }
     retention.cancel();
+    // Stop reading requests; let every connection answer what it has in flight (produce acks need the
+    // flushers, which still run), bounded by SHUTDOWN_DRAIN_MS_MAX.
+    let drain_deadline = Instant::now() + Duration::from_millis(limits::SHUTDOWN_DRAIN_MS_MAX);
+    conns.stop_reading();
+    let drained = conns.wait_closed(drain_deadline).await;
+    // Cores close their partitions only once every core has drained: a connection on another core may
+    // still be waiting for a partition of this one.
+    DRAINED_CORES.fetch_add(1, Ordering::SeqCst);
+    while DRAINED_CORES.load(Ordering::SeqCst) < shard.cores && Instant::now() < drain_deadline {
+        glommio::timer::sleep(Duration::from_millis(5)).await;
+    }
+    // Writes and syncs what is pending, truncates active segments, writes their indexes.
     shard.close_all().await;
+    if !drained {
+        // Long polls still waiting were woken by the close; whatever is left is cut off.
+        let left = conns.len();
+        conns.close_all();
+        conns
+            .wait_closed(Instant::now() + Duration::from_secs(1))
+            .await;
+        tracing::warn!(
+            core = id,
+            connections = left,
+            "connections still busy at the drain deadline were closed"
+        );
+    }
     tracing::info!(core = id, "core stopped");
     Ok(())
 }
+
+/// Cores that have finished draining their connections during shutdown.
+static DRAINED_CORES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 /// Deletes old segments of this core's partitions every `log.retention.check.interval.ms`.
 async fn retention_loop(shard: std::rc::Rc<Shard>) {

@@ -70,6 +70,7 @@ async fn read_local(shard: Rc<Shard>, specs: Vec<ReadSpec>) -> Vec<(usize, ReadO
                 }
             }
         };
+        crate::metrics::fetched(&s.topic, outcome.records.as_ref().map_or(0, |r| r.len()));
         out.push((s.slot, outcome));
     }
     out

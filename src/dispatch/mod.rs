@@ -7,7 +7,9 @@ pub mod admin;
 pub mod api_versions;
 pub mod configs;
 pub mod fetch;
+pub mod group;
 pub mod metadata;
+pub mod ops;
 pub mod produce;
 
 use std::rc::Rc;
@@ -76,6 +78,18 @@ handlers! {
     CreatePartitions: CreatePartitionsRequest => admin::handle_create_partitions, kafka 0..=3;
     IncrementalAlterConfigs: IncrementalAlterConfigsRequest => configs::handle_incremental_alter, kafka 0..=1;
     DescribeCluster: DescribeClusterRequest => metadata::handle_describe_cluster, kafka 0..=2;
+    DescribeLogDirs: DescribeLogDirsRequest => ops::handle_describe_log_dirs, kafka 1..=4;
+    FindCoordinator: FindCoordinatorRequest => group::handle_find_coordinator, kafka 0..=6;
+    JoinGroup: JoinGroupRequest => group::handle_join_group, kafka 0..=9;
+    SyncGroup: SyncGroupRequest => group::handle_sync_group, kafka 0..=5;
+    Heartbeat: HeartbeatRequest => group::handle_heartbeat, kafka 0..=4;
+    LeaveGroup: LeaveGroupRequest => group::handle_leave_group, kafka 0..=5;
+    OffsetCommit: OffsetCommitRequest => group::handle_offset_commit, kafka 2..=10;
+    OffsetFetch: OffsetFetchRequest => group::handle_offset_fetch, kafka 1..=10;
+    ListGroups: ListGroupsRequest => group::handle_list_groups, kafka 0..=5;
+    DescribeGroups: DescribeGroupsRequest => group::handle_describe_groups, kafka 0..=6;
+    DeleteGroups: DeleteGroupsRequest => group::handle_delete_groups, kafka 0..=3;
+    OffsetDelete: OffsetDeleteRequest => group::handle_offset_delete, kafka 0..=0;
 }
 
 /// The range advertised in ApiVersions. Produce is advertised from v0 as Kafka 4 does, because librdkafka
@@ -137,7 +151,16 @@ pub async fn handle(shard: &Rc<Shard>, prefix: HeaderPrefix, frame: bytes::Bytes
         }
         return Reply::Close(format!("{key:?} v{} is not supported", prefix.api_version));
     }
-    route(shard, key, prefix, frame).await
+    let started = std::time::Instant::now();
+    crate::metrics::in_flight(1);
+    let reply = route(shard, key, prefix, frame).await;
+    crate::metrics::in_flight(-1);
+    crate::metrics::request(
+        prefix.api_key,
+        started.elapsed(),
+        matches!(reply, Reply::Close(_)),
+    );
+    reply
 }
 
 #[cfg(test)]
@@ -147,7 +170,7 @@ mod tests {
     #[test]
     fn registry_is_sane() {
         let r = registry();
-        for s in &r {
+        for s in r {
             assert!(!s.versions.is_empty(), "{:?} has no versions", s.key);
         }
         let produce = advertised()

@@ -50,10 +50,18 @@ async fn append_local(
     let Some(part) = shard.partition(&topic, partition) else {
         return PartitionOutcome::error(errors::NOT_LEADER_OR_FOLLOWER, None);
     };
+    let bytes = records.len();
     let appended = match part.append(records) {
         Ok(a) => a,
         Err(e) => return PartitionOutcome::error(e.code, e.message),
     };
+    if !appended.duplicate {
+        crate::metrics::produced(
+            &topic,
+            bytes,
+            (appended.last_offset - appended.base_offset + 1) as u64,
+        );
+    }
     if acks != 0 {
         if let Err(e) = part.wait_durable(appended.last_offset).await {
             return PartitionOutcome::error(e.code, e.message);

@@ -6,17 +6,31 @@
 //! channel; the writer awaits them in that order and writes each response, so responses leave in request
 //! order whatever order the handlers finish in. The bounded channel caps requests in flight per connection
 //! (`limits::CONNECTION_IN_FLIGHT_MAX`): when it is full the reader stops reading, which is the backpressure.
+//!
+//! Fault model: every byte from a client is hostile until checked. A frame length is checked against
+//! `socket.request.max.bytes` before anything is sized from it; the frame's bytes are then charged to the
+//! core's `queued.max.request.bytes` budget before they are allocated (a connection that would exceed it
+//! waits, unread, until other requests finish: backpressure instead of unbounded buffering). A client that
+//! sends nothing, or does not read its responses, for `connections.max.idle.ms` is disconnected, so a stalled
+//! peer holds at most its in-flight requests and never blocks its core. Past `max.connections` (counted over
+//! the whole broker) a new connection is closed at once. A request the broker cannot parse closes that
+//! connection only.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::io;
+use std::os::fd::RawFd;
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use glommio::channels::local_channel;
 use glommio::net::{TcpListener, TcpStream};
+use glommio::sync::{Semaphore, StaticPermit};
 
 use crate::dispatch;
 use crate::limits;
@@ -24,10 +38,40 @@ use crate::protocol;
 use crate::shard::Shard;
 
 /// Checks that nobody else holds the port: glommio always sets SO_REUSEPORT, which would silently share
-/// a port with another process. A plain bind (without SO_REUSEPORT) fails if the port is taken.
+/// a port with another process. A plain bind (without SO_REUSEPORT) fails if the port is taken. It also
+/// fails while connections of a previous broker process (killed, say) linger in TIME_WAIT on the port, so
+/// a failed bind counts only if some socket is LISTENING on the port.
 pub fn check_port_free(host: &str, port: u16) -> io::Result<()> {
     let host = if host.is_empty() { "0.0.0.0" } else { host };
-    std::net::TcpListener::bind((host, port)).map(drop)
+    match std::net::TcpListener::bind((host, port)) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse && !someone_listens_on(port) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// True if `/proc/net/tcp` or `/proc/net/tcp6` shows a socket in LISTEN state on `port` (or if they
+/// cannot be read: then assume the worst).
+fn someone_listens_on(port: u16) -> bool {
+    let mut readable = false;
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
+        readable = true;
+        for line in text.lines().skip(1) {
+            let mut cols = line.split_whitespace();
+            let local = cols.nth(1).unwrap_or_default();
+            let state = cols.nth(1).unwrap_or_default();
+            let local_port = local
+                .rsplit_once(':')
+                .and_then(|(_, p)| u16::from_str_radix(p, 16).ok());
+            if state == "0A" && local_port == Some(port) {
+                return true;
+            }
+        }
+    }
+    !readable
 }
 
 /// Binds this core's listener.
@@ -36,8 +80,112 @@ pub fn bind(host: &str, port: u16) -> io::Result<TcpListener> {
     TcpListener::bind((host, port)).map_err(|e| io::Error::other(e.to_string()))
 }
 
+/// Open client connections over the whole broker (every core), for `max.connections`.
+static OPEN_CONNECTIONS: AtomicUsize = AtomicUsize::new(0);
+
+/// Client connections open on all cores now.
+pub fn open_connections() -> usize {
+    OPEN_CONNECTIONS.load(Ordering::Relaxed)
+}
+
+/// The connections of one core: their limits, the core's request-memory budget, and the open sockets (so
+/// that shutdown can stop them reading).
+///
+/// Owned by the core that accepted the connections.
+pub struct Connections {
+    max_connections: usize,
+    idle: Duration,
+    /// `queued.max.request.bytes` of this core, in bytes of request frames being read or handled.
+    request_bytes: Rc<Semaphore>,
+    request_bytes_max: u64,
+    open: RefCell<HashMap<u64, RawFd>>,
+    next_id: Cell<u64>,
+    /// Connections refused because `max.connections` was reached.
+    pub refused: Cell<u64>,
+}
+
+impl Connections {
+    pub fn new(config: &crate::config::Config) -> Rc<Connections> {
+        Rc::new(Connections {
+            max_connections: config.max_connections,
+            idle: Duration::from_millis(config.connections_max_idle_ms),
+            request_bytes: Rc::new(Semaphore::new(config.queued_max_request_bytes)),
+            request_bytes_max: config.queued_max_request_bytes,
+            open: RefCell::new(HashMap::new()),
+            next_id: Cell::new(0),
+            refused: Cell::new(0),
+        })
+    }
+
+    /// Connections open on this core.
+    pub fn len(&self) -> usize {
+        self.open.borrow().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.open.borrow().is_empty()
+    }
+
+    /// Bytes of this core's request budget in use now.
+    pub fn request_bytes_in_use(&self) -> u64 {
+        self.request_bytes_max - self.request_bytes.available()
+    }
+
+    /// Stops every connection of this core from reading further requests: each reader sees end of input,
+    /// lets its writer answer what is in flight, and the connection closes. Used by shutdown.
+    pub fn stop_reading(&self) {
+        for &fd in self.open.borrow().values() {
+            // SAFETY: `fd` is the socket of a connection that is still open: it is removed from `open`
+            // (by `Registered::drop`) before its stream is dropped.
+            unsafe { libc::shutdown(fd, libc::SHUT_RD) };
+        }
+    }
+
+    /// Closes every connection of this core at once (both directions), in-flight requests or not.
+    pub fn close_all(&self) {
+        for &fd in self.open.borrow().values() {
+            // SAFETY: as in `stop_reading`.
+            unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
+        }
+    }
+
+    /// Waits until every connection of this core has closed, or `deadline`. True if all closed.
+    pub async fn wait_closed(&self, deadline: Instant) -> bool {
+        while !self.is_empty() {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            glommio::timer::sleep(Duration::from_millis(10)).await;
+        }
+        true
+    }
+
+    fn register(self: &Rc<Self>, fd: RawFd) -> Registered {
+        let id = self.next_id.get();
+        self.next_id.set(id + 1);
+        self.open.borrow_mut().insert(id, fd);
+        Registered {
+            conns: self.clone(),
+            id,
+        }
+    }
+}
+
+/// A connection's entry in [`Connections`] and in the broker-wide count; removed on drop.
+struct Registered {
+    conns: Rc<Connections>,
+    id: u64,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.conns.open.borrow_mut().remove(&self.id);
+        OPEN_CONNECTIONS.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// Accepts connections until the shard stops.
-pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
+pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, conns: Rc<Connections>) {
     loop {
         let stream = match listener.accept().await {
             Ok(s) => s,
@@ -46,20 +194,41 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
                     return;
                 }
                 tracing::warn!(error = %e, "accept failed");
-                glommio::timer::sleep(std::time::Duration::from_millis(10)).await;
+                glommio::timer::sleep(Duration::from_millis(10)).await;
                 continue;
             }
         };
         if shard.stopping.get() {
             return;
         }
+        if OPEN_CONNECTIONS.fetch_add(1, Ordering::Relaxed) >= conns.max_connections {
+            OPEN_CONNECTIONS.fetch_sub(1, Ordering::Relaxed);
+            let refused = conns.refused.get() + 1;
+            conns.refused.set(refused);
+            // One line per power of two refused, so a flood does not flood the log.
+            if refused.is_power_of_two() {
+                tracing::warn!(
+                    max_connections = conns.max_connections,
+                    refused,
+                    "max.connections reached: closing new connections"
+                );
+            }
+            drop(stream);
+            continue;
+        }
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
+        let registered = conns.register(fd);
         let _ = stream.set_nodelay(true);
         let shard = shard.clone();
+        let conns = conns.clone();
         glommio::spawn_local(async move {
             let peer = stream.peer_addr().ok();
-            if let Err(e) = serve_connection(shard, stream).await {
+            crate::metrics::connection_opened();
+            if let Err(e) = serve_connection(shard, &conns, stream).await {
                 tracing::debug!(?peer, error = %e, "connection closed");
             }
+            crate::metrics::connection_closed();
+            drop(registered);
         })
         .detach();
     }
@@ -108,19 +277,54 @@ pub enum Reply {
 /// A response on its way.
 type Pending = glommio::task::JoinHandle<Reply>;
 
-async fn serve_connection(shard: Rc<Shard>, stream: TcpStream) -> io::Result<()> {
+/// Runs `fut` for at most `limit`; `None` if the time ran out first (then `fut` is dropped). A future that
+/// is ready at once (bytes already buffered: the pipelined fast path) completes without arming a timer.
+async fn within<T>(limit: Duration, fut: impl std::future::Future<Output = T>) -> Option<T> {
+    let mut fut = std::pin::pin!(fut);
+    if let Some(v) = futures_lite::future::poll_once(fut.as_mut()).await {
+        return Some(v);
+    }
+    futures_lite::future::or(async { Some(fut.await) }, async {
+        glommio::timer::sleep(limit).await;
+        None
+    })
+    .await
+}
+
+fn idle_error(idle: Duration, what: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        format!(
+            "{what} for connections.max.idle.ms ({} ms)",
+            idle.as_millis()
+        ),
+    )
+}
+
+async fn serve_connection(
+    shard: Rc<Shard>,
+    conns: &Rc<Connections>,
+    stream: TcpStream,
+) -> io::Result<()> {
     let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
     let stream = Rc::new(RefCell::new(stream));
     let mut reader = Half(stream.clone());
     let mut writer = Half(stream);
     let (tx, rx) = local_channel::new_bounded::<Pending>(limits::CONNECTION_IN_FLIGHT_MAX);
+    let in_flight = Rc::new(Cell::new(0usize));
+    let idle = conns.idle;
 
+    let writer_in_flight = in_flight.clone();
     let writer_task = glommio::spawn_local(async move {
         while let Some(pending) = rx.recv().await {
-            let reason = match pending.await {
-                Some(Reply::Frame(frame)) => match writer.write_all(&frame).await {
-                    Ok(()) => continue,
-                    Err(e) => e.to_string(),
+            let reply = pending.await;
+            writer_in_flight.set(writer_in_flight.get() - 1);
+            let reason = match reply {
+                // A peer that reads nothing for the idle time cannot pin this connection's memory forever.
+                Some(Reply::Frame(frame)) => match within(idle, writer.write_all(&frame)).await {
+                    Some(Ok(())) => continue,
+                    Some(Err(e)) => e.to_string(),
+                    None => idle_error(idle, "the client read no response").to_string(),
                 },
                 Some(Reply::Nothing) => continue,
                 Some(Reply::Close(reason)) => {
@@ -140,41 +344,106 @@ async fn serve_connection(shard: Rc<Shard>, stream: TcpStream) -> io::Result<()>
     });
 
     let max = shard.config.socket_request_max_bytes;
-    let result = read_loop(&shard, &mut reader, &tx, max).await;
+    let ctx = ReadCtx {
+        shard: &shard,
+        conns,
+        tx: &tx,
+        in_flight: &in_flight,
+        max,
+    };
+    let result = read_loop(&ctx, &mut reader).await;
+    if result.is_err() {
+        // Stop the writer too: the connection is over.
+        // SAFETY: as above.
+        unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
+    }
     drop(tx);
     let written = writer_task.await;
     result.and(written)
 }
 
-async fn read_loop(
-    shard: &Rc<Shard>,
-    reader: &mut Half,
-    tx: &local_channel::LocalSender<Pending>,
+/// What the reader of one connection works with.
+struct ReadCtx<'a> {
+    shard: &'a Rc<Shard>,
+    conns: &'a Rc<Connections>,
+    tx: &'a local_channel::LocalSender<Pending>,
+    in_flight: &'a Rc<Cell<usize>>,
     max: usize,
-) -> io::Result<()> {
+}
+
+/// Reads the 4-byte length of the next frame. `Ok(None)` at a clean end of input between frames.
+/// A client idle for `connections.max.idle.ms` (nothing read, nothing in flight) is disconnected.
+async fn read_frame_len(ctx: &ReadCtx<'_>, reader: &mut Half) -> io::Result<Option<i32>> {
+    let idle = ctx.conns.idle;
     let mut len_buf = [0u8; 4];
-    loop {
-        match reader.read_exact(&mut len_buf).await {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
-            Err(e) => return Err(e),
+    let mut got = 0usize;
+    let mut last_activity = Instant::now();
+    while got < 4 {
+        // Cancelling a pending read loses nothing: glommio keeps the socket's receive buffer.
+        match within(idle, reader.read(&mut len_buf[got..])).await {
+            Some(Ok(0)) if got == 0 => return Ok(None),
+            Some(Ok(0)) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "connection closed inside a frame length",
+                ))
+            }
+            Some(Ok(n)) => {
+                got += n;
+                last_activity = Instant::now();
+            }
+            Some(Err(e)) => return Err(e),
+            None => {
+                // Requests still being answered (a long-poll fetch, say) are activity.
+                if got == 0 && ctx.in_flight.get() > 0 {
+                    continue;
+                }
+                if last_activity.elapsed() >= idle {
+                    return Err(idle_error(idle, "no request"));
+                }
+            }
         }
-        let raw = i32::from_be_bytes(len_buf);
+    }
+    Ok(Some(i32::from_be_bytes(len_buf)))
+}
+
+async fn read_loop(ctx: &ReadCtx<'_>, reader: &mut Half) -> io::Result<()> {
+    loop {
+        let Some(raw) = read_frame_len(ctx, reader).await? else {
+            return Ok(());
+        };
         // The length is checked before any buffer is sized from it.
-        let len = protocol::check_frame_len(raw, max).map_err(|e| {
+        let len = protocol::check_frame_len(raw, ctx.max).map_err(|e| {
             tracing::warn!(error = %e, "closing connection");
             io::Error::new(io::ErrorKind::InvalidData, e.to_string())
         })?;
+        // Charge the frame to the core's request budget before allocating it. A frame larger than the
+        // whole budget takes all of it (config validation keeps that from starving: see limits).
+        let units = (len as u64).min(ctx.conns.request_bytes_max);
+        let permit: StaticPermit = ctx
+            .conns
+            .request_bytes
+            .acquire_static_permit(units)
+            .await
+            .map_err(|e| io::Error::other(e.to_string()))?;
         let mut frame = BytesMut::zeroed(len);
-        reader.read_exact(&mut frame).await?;
+        match within(ctx.conns.idle, reader.read_exact(&mut frame)).await {
+            Some(r) => r?,
+            None => return Err(idle_error(ctx.conns.idle, "a frame stalled")),
+        }
         let frame = frame.freeze();
         let prefix = protocol::peek_prefix(&frame)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
-        let shard = shard.clone();
-        let task =
-            glommio::spawn_local(async move { dispatch::handle(&shard, prefix, frame).await })
-                .detach();
-        if tx.send(task).await.is_err() {
+        let shard = ctx.shard.clone();
+        let task = glommio::spawn_local(async move {
+            let reply = dispatch::handle(&shard, prefix, frame).await;
+            // The request's bytes are gone once it is handled; the response is not charged.
+            drop(permit);
+            reply
+        })
+        .detach();
+        ctx.in_flight.set(ctx.in_flight.get() + 1);
+        if ctx.tx.send(task).await.is_err() {
             return Ok(()); // the writer is gone (write error); it reports why
         }
     }

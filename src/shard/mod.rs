@@ -52,6 +52,8 @@ pub struct Shard {
     pub stopping: Cell<bool>,
     /// State only core 0 uses (admin operations, producer id allocation).
     pub controller: controller::ControllerState,
+    /// The consumer groups this core coordinates (those of its `__consumer_offsets` partitions).
+    pub groups: crate::group::coordinator::GroupCoordinator,
 }
 
 impl Shard {
@@ -70,6 +72,7 @@ impl Shard {
             senders,
             stopping: Cell::new(false),
             controller: controller::ControllerState::default(),
+            groups: Default::default(),
         })
     }
 
@@ -97,6 +100,7 @@ impl Shard {
         if target == self.id {
             return f(self.clone()).await;
         }
+        crate::metrics::forwarded(target);
         let (tx, rx) = futures::channel::oneshot::channel();
         let task: CrossCoreTask = Box::new(move |shard| {
             Box::pin(async move {
@@ -104,18 +108,30 @@ impl Shard {
             })
         });
         // Try without waiting first so that requests leave in the order they were issued.
-        let task = match self.senders.try_send_to(target, task) {
-            Ok(()) => None,
-            Err(glommio::GlommioError::WouldBlock(glommio::ResourceType::Channel(t))) => Some(t),
-            Err(e) => panic!("cross-core send from {} to {target} failed: {e}", self.id),
+        let sent = match self.senders.try_send_to(target, task) {
+            Ok(()) => Ok(()),
+            Err(glommio::GlommioError::WouldBlock(glommio::ResourceType::Channel(t))) => {
+                self.senders.send_to(target, t).await.map_err(|e| e.to_string())
+            }
+            Err(e) => Err(e.to_string()),
         };
-        if let Some(task) = task {
-            if let Err(e) = self.senders.send_to(target, task).await {
-                panic!("cross-core send from {} to {target} failed: {e}", self.id);
+        let answer = match sent {
+            Ok(()) => rx.await.map_err(|_| "the task was dropped without answering".to_string()),
+            Err(e) => Err(e),
+        };
+        match answer {
+            Ok(r) => r,
+            Err(e) => {
+                // Only when the target core is gone, i.e. during shutdown: this request then never
+                // completes (its connection is closing) rather than taking this core down too.
+                if self.stopping.get() {
+                    tracing::warn!(from = self.id, to = target, error = %e, "cross-core call failed during shutdown");
+                } else {
+                    tracing::error!(from = self.id, to = target, error = %e, "cross-core call failed");
+                }
+                std::future::pending().await
             }
         }
-        rx.await
-            .expect("a cross-core task was dropped without answering")
     }
 
     /// This core's current metadata snapshot.
@@ -202,7 +218,11 @@ impl Shard {
                         .await
                         {
                             Ok(part) => {
-                                self.partitions.borrow_mut().insert(key, part);
+                                self.partitions.borrow_mut().insert(key, part.clone());
+                                if topic.name == crate::group::OFFSETS_TOPIC {
+                                    // Replay the groups and offsets this core now coordinates.
+                                    crate::group::coordinator::load_partition(self, p, part).await;
+                                }
                             }
                             Err(e) => {
                                 tracing::error!(topic = %topic.name, partition = p, error = %e, "opening partition failed");

@@ -6,6 +6,13 @@
 //! by the next write and trimmed by truncation on roll or close (or by recovery after a crash).
 //!
 //! An I/O error ends the task and poisons the log (`State::failed`); waiters are woken with the error.
+//! Except a full disk (ENOSPC, EDQUOT, or a short direct write): then the operations that did not complete
+//! go back to the front of the queue, the log is marked stalled (`State::stalled`: appends and waiting acks
+//! fail with [`StorageError::DiskFull`], reads go on), and the flusher retries every
+//! `DISK_FULL_RETRY_MS` until a write succeeds. Nothing already written is touched by a failed attempt: a
+//! retry rewrites the same aligned blocks with the same bytes, and the in-memory tail block and sizes move
+//! only after a write succeeded. A log closed while stalled fails (what never reached the disk was never
+//! acknowledged).
 
 use std::rc::Rc;
 use std::task::Poll;
@@ -13,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use glommio::io::DmaFile;
 
-use super::limits::{BLOCK_BYTES, WRITE_RUN_BYTES_MAX};
+use super::limits::{BLOCK_BYTES, DISK_FULL_RETRY_MS, WRITE_RUN_BYTES_MAX};
 use super::segment::log_file_name;
 use super::{open_segment_file, write_small_file, Op, Shared, StorageError};
 
@@ -35,6 +42,10 @@ struct Flusher {
     /// The file written since the last fdatasync, if any.
     dirty: Option<Rc<DmaFile>>,
     unsynced_records: u64,
+    /// Bytes written since the last fdatasync (the size of the next group commit, for metrics).
+    unsynced_bytes: u64,
+    /// When the first write since the last fdatasync started (group-commit latency, for metrics).
+    unsynced_since: Option<Instant>,
     last_sync: Instant,
 }
 
@@ -45,6 +56,8 @@ pub(crate) async fn run(shared: Rc<Shared>, tail: Vec<u8>) {
         tail,
         dirty: None,
         unsynced_records: 0,
+        unsynced_bytes: 0,
+        unsynced_since: None,
         last_sync: Instant::now(),
     };
     let result = f.run_loop().await;
@@ -60,17 +73,81 @@ pub(crate) async fn run(shared: Rc<Shared>, tail: Vec<u8>) {
 impl Flusher {
     async fn run_loop(&mut self) -> Result<(), StorageError> {
         loop {
-            self.wait_for_work().await;
+            if self.shared.state.borrow().stalled.is_some() {
+                self.wait_for_retry().await;
+            } else {
+                self.wait_for_work().await;
+            }
             let (ops, closing) = {
                 let mut st = self.shared.state.borrow_mut();
                 (st.pending.drain(..).collect::<Vec<_>>(), st.closing)
             };
-            self.process(&ops).await?;
-            self.maybe_sync(closing).await?;
-            if closing && self.shared.state.borrow().pending.is_empty() {
-                return self.finish_active().await;
+            let done = match self.process(&ops).await {
+                Ok(()) => self.maybe_sync(closing).await,
+                Err((unfinished, e)) => {
+                    // Put back what did not complete, in order, ahead of anything queued meanwhile.
+                    let mut st = self.shared.state.borrow_mut();
+                    for op in ops[unfinished..].iter().rev() {
+                        st.pending.push_front(op.clone());
+                    }
+                    Err(e)
+                }
+            };
+            let done = match done {
+                Ok(()) if closing && self.shared.state.borrow().pending.is_empty() => {
+                    match self.finish_active().await {
+                        Ok(()) => return Ok(()),
+                        Err(e) => Err(e),
+                    }
+                }
+                other => other,
+            };
+            match done {
+                Ok(()) => self.unstall(),
+                Err(e) if e.is_disk_full() && !closing => self.stall(&e),
+                Err(e) => return Err(e),
             }
         }
+    }
+
+    /// Marks the log stalled on a full disk: appends and waiting acks fail until a write succeeds.
+    fn stall(&mut self, e: &StorageError) {
+        let mut st = self.shared.state.borrow_mut();
+        if st.stalled.is_none() {
+            tracing::error!(
+                dir = %self.shared.dir.display(),
+                error = %e,
+                retry_ms = DISK_FULL_RETRY_MS,
+                "disk full: writes to this partition fail until space is freed; reads go on"
+            );
+        }
+        st.stalled = Some(e.to_string());
+        st.waiters.wake_all();
+    }
+
+    fn unstall(&mut self) {
+        let mut st = self.shared.state.borrow_mut();
+        if st.stalled.take().is_some() {
+            tracing::info!(dir = %self.shared.dir.display(), "disk space available again: writes resume");
+            st.waiters.wake_all();
+        }
+    }
+
+    /// While stalled: waits for the retry interval, or less if the log is being closed.
+    async fn wait_for_retry(&self) {
+        let closing = std::future::poll_fn(|cx| {
+            let mut st = self.shared.state.borrow_mut();
+            if st.closing {
+                Poll::Ready(())
+            } else {
+                st.flusher_waker = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        });
+        futures_lite::future::or(closing, async {
+            glommio::timer::sleep(Duration::from_millis(DISK_FULL_RETRY_MS)).await;
+        })
+        .await
     }
 
     async fn wait_for_work(&self) {
@@ -100,7 +177,8 @@ impl Flusher {
         }
     }
 
-    async fn process(&mut self, ops: &[Op]) -> Result<(), StorageError> {
+    /// Carries out `ops` in order. On error, also returns the index of the first op not completed.
+    async fn process(&mut self, ops: &[Op]) -> Result<(), (usize, StorageError)> {
         let mut i = 0;
         while i < ops.len() {
             match &ops[i] {
@@ -121,11 +199,11 @@ impl Flusher {
                         run_bytes += bytes.len();
                         j += 1;
                     }
-                    self.write_run(&ops[i..j]).await?;
+                    self.write_run(&ops[i..j]).await.map_err(|e| (i, e))?;
                     i = j;
                 }
                 Op::Roll { old_base, new_base } => {
-                    self.roll(*old_base, *new_base).await?;
+                    self.roll(*old_base, *new_base).await.map_err(|e| (i, e))?;
                     i += 1;
                 }
             }
@@ -180,8 +258,10 @@ impl Flusher {
             }
         }
         let end = start + total;
+        self.unsynced_since.get_or_insert_with(Instant::now);
         let buf_len = align_up(tail_len + total) as usize;
         let mut buf = file.alloc_dma_buffer(buf_len);
+        let new_tail;
         debug_assert_eq!(
             buf.as_ptr() as u64 % BLOCK_BYTES,
             0,
@@ -199,23 +279,26 @@ impl Flusher {
             }
             dst[at..].fill(0);
             let keep_from = (align_down(end) - aligned_start) as usize;
-            self.tail = dst[keep_from..(end - aligned_start) as usize].to_vec();
+            new_tail = dst[keep_from..(end - aligned_start) as usize].to_vec();
         }
         let n = file
             .write_at(buf, aligned_start)
             .await
             .map_err(|e| StorageError::io(&path, e))?;
         if n != buf_len {
+            // A short direct write to a regular file means the filesystem ran out of blocks.
             return Err(StorageError::io(
                 &path,
                 std::io::Error::new(
-                    std::io::ErrorKind::WriteZero,
+                    std::io::ErrorKind::StorageFull,
                     format!("short write: {n} of {buf_len}"),
                 ),
             ));
         }
+        self.tail = new_tail;
         self.dirty = Some(file);
         self.unsynced_records += records;
+        self.unsynced_bytes += total;
         let mut st = self.shared.state.borrow_mut();
         st.segment_mut(*segment_base)
             .expect("segment exists")
@@ -228,17 +311,21 @@ impl Flusher {
     }
 
     async fn sync(&mut self) -> Result<(), StorageError> {
-        if let Some(file) = self.dirty.take() {
+        if let Some(file) = self.dirty.clone() {
             let written = self.shared.state.borrow().written_offset;
             file.fdatasync()
                 .await
                 .map_err(|e| StorageError::io(&self.shared.dir, e))?;
+            self.dirty = None;
             let mut st = self.shared.state.borrow_mut();
             st.durable_offset = written;
             st.sync_count += 1;
             st.waiters.wake_all();
+            let since = self.unsynced_since.take().unwrap_or(self.last_sync);
+            crate::metrics::group_commit(self.unsynced_bytes, since.elapsed());
         }
         self.unsynced_records = 0;
+        self.unsynced_bytes = 0;
         self.last_sync = Instant::now();
         Ok(())
     }

@@ -33,6 +33,11 @@ pub const SCAN_WINDOW_BYTES: usize = 1 << 20;
 /// Largest answer of one `read` (Kafka clients ask for 1 MiB per partition by default; 50 MiB total).
 pub const READ_BYTES_MAX: usize = 64 << 20;
 
+/// How often a log stalled on a full disk retries its pending writes.
+pub const DISK_FULL_RETRY_MS: u64 = 1000;
+/// Written in a log directory after a clean shutdown (Kafka's name), removed at start-up before serving.
+pub const CLEAN_SHUTDOWN_FILE_NAME: &str = ".kafka_cleanshutdown";
+
 /// The file `prepare_executor` opens so glommio's poll probe reads real data.
 pub const PROBE_FILE_NAME: &str = ".ringtide-probe";
 pub const PROBE_FILE_BYTES: usize = BLOCK_BYTES as usize;

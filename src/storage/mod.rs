@@ -34,6 +34,8 @@ use std::cell::{Cell, RefCell};
 use std::collections::{HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 use std::task::Waker;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -123,6 +125,8 @@ pub enum StorageError {
     Corrupt { path: PathBuf, position: u64 },
     #[error("the log has failed after an earlier error: {0}")]
     Failed(String),
+    #[error("the disk is full; writes resume once space is freed: {0}")]
+    DiskFull(String),
     #[error("the log is closed")]
     Closed,
 }
@@ -140,7 +144,23 @@ impl StorageError {
         match self {
             StorageError::OffsetOutOfRange { .. } => 1, // OFFSET_OUT_OF_RANGE
             StorageError::Closed => 6,                  // NOT_LEADER_OR_FOLLOWER (retriable)
-            StorageError::Io { .. } | StorageError::Corrupt { .. } | StorageError::Failed(_) => 56, // KAFKA_STORAGE_ERROR
+            StorageError::Io { .. }
+            | StorageError::Corrupt { .. }
+            | StorageError::Failed(_)
+            | StorageError::DiskFull(_) => 56, // KAFKA_STORAGE_ERROR
+        }
+    }
+
+    /// True for an error that means "no space left" (ENOSPC, EDQUOT, a short direct write): the flusher
+    /// retries those instead of taking the log offline.
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            StorageError::Io { source, .. } => matches!(
+                source.kind(),
+                std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+            ),
+            StorageError::DiskFull(_) => true,
+            _ => false,
         }
     }
 }
@@ -164,6 +184,7 @@ pub(crate) struct CachedBatch {
 }
 
 /// One entry of the ordered queue the flusher drains.
+#[derive(Clone)]
 pub(crate) enum Op {
     Write {
         segment_base: i64,
@@ -195,6 +216,8 @@ pub(crate) struct State {
     pub closing: bool,
     pub flusher_done: bool,
     pub failed: Option<String>,
+    /// Set while the flusher cannot write because the disk is full (it retries); appends are refused.
+    pub stalled: Option<String>,
     /// fdatasync calls of segment data so far (group commit makes this far smaller than the appends).
     pub sync_count: u64,
 }
@@ -241,6 +264,9 @@ impl State {
         if let Some(e) = &self.failed {
             return Err(StorageError::Failed(e.clone()));
         }
+        if let Some(e) = &self.stalled {
+            return Err(StorageError::DiskFull(e.clone()));
+        }
         if self.closing {
             return Err(StorageError::Closed);
         }
@@ -273,6 +299,60 @@ pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Logs whose `close` failed since the process started: a clean-shutdown marker is written only if none.
+static CLOSE_FAILURES: AtomicUsize = AtomicUsize::new(0);
+
+/// Log directories that were shut down cleanly before this start (their marker was found and removed).
+static CLEAN_DIRS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+/// Number of logs whose `close` failed in this process.
+pub fn close_failures() -> usize {
+    CLOSE_FAILURES.load(Ordering::Relaxed)
+}
+
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// At start-up, before any partition is opened or any client served: removes `<log_dir>/.kafka_cleanshutdown`
+/// (durably) and returns whether it was there. If it was, recovery of this directory's partitions trusts
+/// that the files are as a clean shutdown left them and skips CRC verification of the active segments
+/// (headers are still scanned, torn or zero-filled tails still trimmed). Removing it first means a crash at
+/// any later point never looks clean.
+pub fn take_clean_shutdown_marker(log_dir: &Path) -> std::io::Result<bool> {
+    let marker = log_dir.join(CLEAN_SHUTDOWN_FILE_NAME);
+    let clean = match std::fs::remove_file(&marker) {
+        Ok(()) => true,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+        Err(e) => return Err(e),
+    };
+    if clean {
+        sync_dir(log_dir)?;
+        CLEAN_DIRS
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(log_dir.to_path_buf());
+    }
+    Ok(clean)
+}
+
+/// Writes `<log_dir>/.kafka_cleanshutdown` durably, after every log has been closed.
+pub fn write_clean_shutdown_marker(log_dir: &Path) -> std::io::Result<()> {
+    let marker = log_dir.join(CLEAN_SHUTDOWN_FILE_NAME);
+    let f = std::fs::File::create(&marker)?;
+    f.sync_all()?;
+    sync_dir(log_dir)
+}
+
+/// True if `log_dir` had a clean-shutdown marker at start-up.
+pub(crate) fn started_clean(log_dir: &Path) -> bool {
+    CLEAN_DIRS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .any(|d| d == log_dir)
 }
 
 thread_local! {
@@ -372,7 +452,8 @@ impl PartitionLog {
         prepare_executor(log_dir).await?;
         let dir = log_dir.join(format!("{topic}-{partition}"));
         std::fs::create_dir_all(&dir).map_err(|e| StorageError::io(&dir, e))?;
-        let recovered = recovery::recover(&dir, &config, on_batch).await?;
+        let clean = started_clean(log_dir);
+        let recovered = recovery::recover(&dir, &config, clean, on_batch).await?;
         let leo = recovered
             .segments
             .last()
@@ -396,6 +477,7 @@ impl PartitionLog {
                 closing: false,
                 flusher_done: false,
                 failed: None,
+                stalled: None,
                 sync_count: 0,
             }),
         });
@@ -579,6 +661,8 @@ impl PartitionLog {
                 Some(Ok(()))
             } else if let Some(e) = &st.failed {
                 Some(Err(StorageError::Failed(e.clone())))
+            } else if let Some(e) = &st.stalled {
+                Some(Err(StorageError::DiskFull(e.clone())))
             } else if st.flusher_done {
                 Some(Err(StorageError::Closed))
             } else {
@@ -777,7 +861,7 @@ impl PartitionLog {
             st.wake_flusher();
             st.waiters.wake_all();
         }
-        WaitUntil::new(self.shared.clone(), |st: &State| {
+        let closed = WaitUntil::new(self.shared.clone(), |st: &State| {
             if !st.flusher_done {
                 None
             } else if let Some(e) = &st.failed {
@@ -786,7 +870,11 @@ impl PartitionLog {
                 Some(Ok(()))
             }
         })
-        .await
+        .await;
+        if closed.is_err() {
+            CLOSE_FAILURES.fetch_add(1, Ordering::Relaxed);
+        }
+        closed
     }
 
     /// Closes the log and removes its directory.

@@ -551,3 +551,85 @@ fn kafka_dump_log_fixture() {
         log.close().await.unwrap();
     });
 }
+
+#[test]
+fn recovery_rebuilds_truncated_index_and_trims_zeroed_last_batch() {
+    run(|| async {
+        let tmp = tempfile::tempdir().unwrap();
+        let (log, last) = write_batches(tmp.path(), 60).await;
+        log.close().await.unwrap();
+        let dir = partition_dir(tmp.path());
+        let idx = dir.join(index_file_name(0));
+        let want = std::fs::read(&idx).unwrap();
+        assert!(want.len() >= 2 * 8);
+        // Half an entry: a crash while the index was written.
+        std::fs::write(&idx, &want[..want.len() - 5]).unwrap();
+        // The last batch overwritten with zeros (a block that never reached the disk).
+        let path = active_log_path(tmp.path(), &log);
+        let mut data = std::fs::read(&path).unwrap();
+        let (last_pos, last_h) = iter_batches(&data).map(|r| r.unwrap()).last().unwrap();
+        data[last_pos..].fill(0);
+        std::fs::write(&path, &data).unwrap();
+        let log2 = open(tmp.path(), small_config()).await;
+        assert_eq!(
+            std::fs::read(&idx).unwrap(),
+            want,
+            "index rebuilt identically"
+        );
+        assert_eq!(log2.log_end_offset(), last_h.base_offset);
+        assert_eq!(log2.log_end_offset(), last - 1);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), last_pos as u64);
+        assert_eq!(read_all(&log2, 1 << 20).await.len(), 59);
+        log2.close().await.unwrap();
+    });
+}
+
+#[test]
+fn clean_shutdown_marker_is_taken_once_and_torn_tails_are_still_trimmed() {
+    run(|| async {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        assert!(!take_clean_shutdown_marker(root).unwrap(), "no marker yet");
+        let (log, last) = write_batches(root, 30).await;
+        log.close().await.unwrap();
+        write_clean_shutdown_marker(root).unwrap();
+        assert!(root.join(CLEAN_SHUTDOWN_FILE_NAME).exists());
+        assert!(take_clean_shutdown_marker(root).unwrap());
+        assert!(
+            !root.join(CLEAN_SHUTDOWN_FILE_NAME).exists(),
+            "taken means removed"
+        );
+        assert!(started_clean(root));
+        // Even after a clean shutdown, bytes appended behind the broker's back are cut off.
+        let path = active_log_path(root, &log);
+        let good_len = std::fs::metadata(&path).unwrap().len();
+        let mut data = std::fs::read(&path).unwrap();
+        data.extend_from_slice(&batch(3, 100, 1)[..120]);
+        std::fs::write(&path, &data).unwrap();
+        let log2 = open(root, small_config()).await;
+        assert_eq!(log2.log_end_offset(), last + 1);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), good_len);
+        assert_eq!(read_all(&log2, 1 << 20).await.len(), 30);
+        log2.close().await.unwrap();
+    });
+}
+
+#[test]
+fn disk_full_errors_are_told_apart() {
+    let full = StorageError::io(
+        Path::new("/x"),
+        std::io::Error::from_raw_os_error(libc::ENOSPC),
+    );
+    assert!(full.is_disk_full());
+    let quota = StorageError::io(
+        Path::new("/x"),
+        std::io::Error::from_raw_os_error(libc::EDQUOT),
+    );
+    assert!(quota.is_disk_full());
+    let eio = StorageError::io(
+        Path::new("/x"),
+        std::io::Error::from_raw_os_error(libc::EIO),
+    );
+    assert!(!eio.is_disk_full());
+    assert_eq!(StorageError::DiskFull("x".into()).kafka_error_code(), 56);
+}

@@ -204,6 +204,8 @@ class Broker:
         self.name = name
         self.port = free_port()
         self.controller_port = free_port() if TARGET == "kafka" else None
+        # ringtide's admin HTTP listener (/metrics, /v1/status); its own port so brokers never clash
+        self.admin_port = free_port() if TARGET != "kafka" else None
         self.tmp = Path(tempfile.mkdtemp(prefix=f"ringtide-it-{name}-"))
         self.data_dir = self.tmp / "data"
         self.data_dir.mkdir()
@@ -287,6 +289,7 @@ class Broker:
             "--override", f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}",
             "--override", f"log.dirs={self.data_dir}",
             "--override", "ringtide.cores=2",
+            "--override", f"ringtide.admin.listener=127.0.0.1:{self.admin_port}",
         ]
 
     # -- lifecycle ---------------------------------------------------------

@@ -1,0 +1,440 @@
+//! Metrics: counters and latency histograms kept per core, merged only when scraped.
+//!
+//! Each core counts into its own [`Probe`] (a thread-local: every glommio executor is one thread), so the
+//! hot path touches plain `Cell`s and a local histogram, never a shared atomic. A scrape on core 0 asks
+//! every core for a [`Snapshot`] over the mesh, merges them and renders the Prometheus text format.
+//! Metric names follow Kafka's JMX names where one exists (see `docs/metrics.md` for the mapping).
+
+pub mod http;
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+
+/// Latencies are recorded in microseconds, from 1 µs to 60 s, 2 significant digits.
+const LATENCY_US_MAX: u64 = 60_000_000;
+/// Group-commit sizes in bytes, up to 1 GiB.
+const COMMIT_BYTES_MAX: u64 = 1 << 30;
+/// API keys are small integers; Kafka 4 uses fewer than 100.
+const API_KEYS_MAX: usize = 100;
+
+fn latency_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, LATENCY_US_MAX, 2).expect("valid histogram bounds")
+}
+
+fn bytes_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, COMMIT_BYTES_MAX, 2).expect("valid histogram bounds")
+}
+
+#[derive(Clone, Default, Debug)]
+pub struct TopicCounters {
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub messages_in: u64,
+}
+
+#[derive(Clone, Debug)]
+pub struct ApiStats {
+    pub requests: u64,
+    pub errors: u64,
+    pub latency_us: Histogram<u64>,
+}
+
+/// One core's metrics. Owned by that core (thread-local); never shared.
+pub struct Probe {
+    topics: RefCell<BTreeMap<Arc<str>, TopicCounters>>,
+    apis: RefCell<BTreeMap<i16, ApiStats>>,
+    fsync_us: RefCell<Histogram<u64>>,
+    commit_bytes: RefCell<Histogram<u64>>,
+    forwards: RefCell<Vec<u64>>,
+    connections: Cell<i64>,
+    connections_total: Cell<u64>,
+    in_flight: Cell<i64>,
+}
+
+impl Default for Probe {
+    fn default() -> Self {
+        Probe {
+            topics: RefCell::new(BTreeMap::new()),
+            apis: RefCell::new(BTreeMap::new()),
+            fsync_us: RefCell::new(latency_histogram()),
+            commit_bytes: RefCell::new(bytes_histogram()),
+            forwards: RefCell::new(Vec::new()),
+            connections: Cell::new(0),
+            connections_total: Cell::new(0),
+            in_flight: Cell::new(0),
+        }
+    }
+}
+
+thread_local! {
+    static PROBE: Probe = Probe::default();
+}
+
+fn with<R>(f: impl FnOnce(&Probe) -> R) -> R {
+    PROBE.with(f)
+}
+
+fn topic_entry<R>(topic: &str, f: impl FnOnce(&mut TopicCounters) -> R) -> R {
+    with(|p| {
+        let mut topics = p.topics.borrow_mut();
+        if let Some(c) = topics.get_mut(topic) {
+            return f(c);
+        }
+        f(topics.entry(Arc::from(topic)).or_default())
+    })
+}
+
+/// Records appended to a topic on this core.
+pub fn produced(topic: &str, bytes: usize, messages: u64) {
+    topic_entry(topic, |c| {
+        c.bytes_in += bytes as u64;
+        c.messages_in += messages;
+    });
+}
+
+/// Record bytes served to consumers from a topic on this core.
+pub fn fetched(topic: &str, bytes: usize) {
+    if bytes > 0 {
+        topic_entry(topic, |c| c.bytes_out += bytes as u64);
+    }
+}
+
+/// One request handled, with its latency; `error` when it failed as a whole or closed the connection.
+pub fn request(api_key: i16, latency: Duration, error: bool) {
+    if api_key < 0 || api_key as usize >= API_KEYS_MAX {
+        return;
+    }
+    with(|p| {
+        let mut apis = p.apis.borrow_mut();
+        let s = apis.entry(api_key).or_insert_with(|| ApiStats {
+            requests: 0,
+            errors: 0,
+            latency_us: latency_histogram(),
+        });
+        s.requests += 1;
+        s.errors += error as u64;
+        s.latency_us
+            .saturating_record(latency.as_micros().max(1) as u64);
+    });
+}
+
+/// One group commit: bytes made durable by one fdatasync, and how long the write + sync took.
+pub fn group_commit(bytes: u64, latency: Duration) {
+    with(|p| {
+        p.fsync_us
+            .borrow_mut()
+            .saturating_record(latency.as_micros().max(1) as u64);
+        p.commit_bytes.borrow_mut().saturating_record(bytes.max(1));
+    });
+}
+
+/// A closure sent from this core to core `to`.
+pub fn forwarded(to: usize) {
+    with(|p| {
+        let mut f = p.forwards.borrow_mut();
+        if f.len() <= to {
+            f.resize(to + 1, 0);
+        }
+        f[to] += 1;
+    });
+}
+
+pub fn connection_opened() {
+    with(|p| {
+        p.connections.set(p.connections.get() + 1);
+        p.connections_total.set(p.connections_total.get() + 1);
+    });
+}
+
+pub fn connection_closed() {
+    with(|p| p.connections.set(p.connections.get() - 1));
+}
+
+/// A request started (+1) or finished (-1) on this core: the request queue depth.
+pub fn in_flight(delta: i64) {
+    with(|p| p.in_flight.set(p.in_flight.get() + delta));
+}
+
+/// A copy of one core's metrics, sent to the scraping core.
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    pub core: usize,
+    pub topics: BTreeMap<String, TopicCounters>,
+    pub apis: BTreeMap<i16, ApiStats>,
+    pub fsync_us: Histogram<u64>,
+    pub commit_bytes: Histogram<u64>,
+    pub forwards: Vec<u64>,
+    pub connections: i64,
+    pub connections_total: u64,
+    pub in_flight: i64,
+    pub partitions: usize,
+    pub log_size_bytes: u64,
+}
+
+/// Takes this core's snapshot (the partition figures are filled in by the caller, who owns them).
+pub fn snapshot(core: usize) -> Snapshot {
+    with(|p| Snapshot {
+        core,
+        topics: p
+            .topics
+            .borrow()
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect(),
+        apis: p.apis.borrow().clone(),
+        fsync_us: p.fsync_us.borrow().clone(),
+        commit_bytes: p.commit_bytes.borrow().clone(),
+        forwards: p.forwards.borrow().clone(),
+        connections: p.connections.get(),
+        connections_total: p.connections_total.get(),
+        in_flight: p.in_flight.get(),
+        partitions: 0,
+        log_size_bytes: 0,
+    })
+}
+
+fn api_name(key: i16) -> String {
+    match kafka_protocol::messages::ApiKey::try_from(key) {
+        Ok(k) => format!("{k:?}"),
+        Err(_) => key.to_string(),
+    }
+}
+
+fn escape(label: &str) -> String {
+    label
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// A per-topic counter: name, help, and how to read it.
+type TopicMetric = (&'static str, &'static str, fn(&TopicCounters) -> u64);
+/// A per-core metric: name, type, help, and how to read it.
+type CoreMetric = (&'static str, &'static str, &'static str, fn(&Snapshot) -> String);
+
+const QUANTILES: [f64; 4] = [0.5, 0.99, 0.999, 1.0];
+
+fn summary(out: &mut String, name: &str, labels: &str, h: &Histogram<u64>, scale: f64) {
+    let sep = if labels.is_empty() { "" } else { "," };
+    for q in QUANTILES {
+        let _ = writeln!(
+            out,
+            "{name}{{{labels}{sep}quantile=\"{q}\"}} {}",
+            h.value_at_quantile(q) as f64 * scale
+        );
+    }
+    let sum = h.mean() * h.len() as f64 * scale;
+    let braced = if labels.is_empty() {
+        String::new()
+    } else {
+        format!("{{{labels}}}")
+    };
+    let _ = writeln!(out, "{name}_sum{braced} {sum}");
+    let _ = writeln!(out, "{name}_count{braced} {}", h.len());
+}
+
+/// Renders merged snapshots in the Prometheus text format (version 0.0.4).
+pub fn render(snapshots: &[Snapshot]) -> String {
+    let mut out = String::with_capacity(16 * 1024);
+    // Per topic, summed over cores.
+    let mut topics: BTreeMap<&str, TopicCounters> = BTreeMap::new();
+    for s in snapshots {
+        for (t, c) in &s.topics {
+            let e = topics.entry(t.as_str()).or_default();
+            e.bytes_in += c.bytes_in;
+            e.bytes_out += c.bytes_out;
+            e.messages_in += c.messages_in;
+        }
+    }
+    let counters: [TopicMetric; 3] = [
+        (
+            "kafka_server_brokertopicmetrics_bytesin_total",
+            "Record bytes appended, per topic (Kafka: BrokerTopicMetrics BytesInPerSec).",
+            |c| c.bytes_in,
+        ),
+        (
+            "kafka_server_brokertopicmetrics_bytesout_total",
+            "Record bytes sent to consumers, per topic (Kafka: BrokerTopicMetrics BytesOutPerSec).",
+            |c| c.bytes_out,
+        ),
+        (
+            "kafka_server_brokertopicmetrics_messagesin_total",
+            "Records appended, per topic (Kafka: BrokerTopicMetrics MessagesInPerSec).",
+            |c| c.messages_in,
+        ),
+    ];
+    for (name, help, get) in counters {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+        for (t, c) in &topics {
+            let _ = writeln!(out, "{name}{{topic=\"{}\"}} {}", escape(t), get(c));
+        }
+    }
+
+    // Per API, summed over cores.
+    let mut apis: BTreeMap<i16, ApiStats> = BTreeMap::new();
+    for s in snapshots {
+        for (k, a) in &s.apis {
+            match apis.get_mut(k) {
+                Some(m) => {
+                    m.requests += a.requests;
+                    m.errors += a.errors;
+                    let _ = m.latency_us.add(&a.latency_us);
+                }
+                None => {
+                    apis.insert(*k, a.clone());
+                }
+            }
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP kafka_network_requestmetrics_requests_total Requests handled, per API (Kafka: RequestMetrics RequestsPerSec).\n# TYPE kafka_network_requestmetrics_requests_total counter"
+    );
+    for (k, a) in &apis {
+        let _ = writeln!(
+            out,
+            "kafka_network_requestmetrics_requests_total{{request=\"{}\"}} {}",
+            api_name(*k),
+            a.requests
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP kafka_network_requestmetrics_errors_total Requests that failed or closed the connection, per API (Kafka: RequestMetrics ErrorsPerSec).\n# TYPE kafka_network_requestmetrics_errors_total counter"
+    );
+    for (k, a) in &apis {
+        let _ = writeln!(
+            out,
+            "kafka_network_requestmetrics_errors_total{{request=\"{}\"}} {}",
+            api_name(*k),
+            a.errors
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP kafka_network_requestmetrics_totaltime_seconds Time from request read to response ready, per API (Kafka: RequestMetrics TotalTimeMs).\n# TYPE kafka_network_requestmetrics_totaltime_seconds summary"
+    );
+    for (k, a) in &apis {
+        summary(
+            &mut out,
+            "kafka_network_requestmetrics_totaltime_seconds",
+            &format!("request=\"{}\"", api_name(*k)),
+            &a.latency_us,
+            1e-6,
+        );
+    }
+
+    // Storage: group commits.
+    let mut fsync = latency_histogram();
+    let mut commit = bytes_histogram();
+    for s in snapshots {
+        let _ = fsync.add(&s.fsync_us);
+        let _ = commit.add(&s.commit_bytes);
+    }
+    let _ = writeln!(
+        out,
+        "# HELP ringtide_log_flush_seconds Write + fdatasync time of one group commit (Kafka: LogFlushStats LogFlushRateAndTimeMs).\n# TYPE ringtide_log_flush_seconds summary"
+    );
+    summary(&mut out, "ringtide_log_flush_seconds", "", &fsync, 1e-6);
+    let _ = writeln!(
+        out,
+        "# HELP ringtide_group_commit_bytes Bytes made durable by one fdatasync.\n# TYPE ringtide_group_commit_bytes summary"
+    );
+    summary(&mut out, "ringtide_group_commit_bytes", "", &commit, 1.0);
+
+    // Per core.
+    let per_core: [CoreMetric; 5] = [
+        (
+            "kafka_server_socketservermetrics_connection_count",
+            "gauge",
+            "Open client connections, per core.",
+            |s| s.connections.to_string(),
+        ),
+        (
+            "ringtide_connections_accepted_total",
+            "counter",
+            "Client connections accepted, per core.",
+            |s| s.connections_total.to_string(),
+        ),
+        (
+            "ringtide_requests_in_flight",
+            "gauge",
+            "Requests being handled (the request queue depth), per core.",
+            |s| s.in_flight.to_string(),
+        ),
+        (
+            "ringtide_partitions",
+            "gauge",
+            "Partitions owned, per core (Kafka: ReplicaManager PartitionCount).",
+            |s| s.partitions.to_string(),
+        ),
+        (
+            "kafka_log_log_size_bytes",
+            "gauge",
+            "Bytes of log segments owned, per core (Kafka: Log Size, summed per core).",
+            |s| s.log_size_bytes.to_string(),
+        ),
+    ];
+    for (name, kind, help, get) in per_core {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for s in snapshots {
+            let _ = writeln!(out, "{name}{{core=\"{}\"}} {}", s.core, get(s));
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP ringtide_cross_core_forwards_total Work sent from one core to another over the mesh.\n# TYPE ringtide_cross_core_forwards_total counter"
+    );
+    for s in snapshots {
+        for (to, n) in s.forwards.iter().enumerate() {
+            if to != s.core {
+                let _ = writeln!(
+                    out,
+                    "ringtide_cross_core_forwards_total{{from=\"{}\",to=\"{to}\"}} {n}",
+                    s.core
+                );
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_and_renders() {
+        produced("orders", 100, 3);
+        produced("orders", 50, 1);
+        fetched("orders", 70);
+        request(0, Duration::from_millis(2), false);
+        request(0, Duration::from_millis(4), true);
+        group_commit(4096, Duration::from_micros(900));
+        forwarded(1);
+        connection_opened();
+        let mut s = snapshot(0);
+        s.partitions = 3;
+        let text = render(&[s]);
+        assert!(
+            text.contains("kafka_server_brokertopicmetrics_bytesin_total{topic=\"orders\"} 150"),
+            "{text}"
+        );
+        assert!(
+            text.contains("kafka_server_brokertopicmetrics_messagesin_total{topic=\"orders\"} 4")
+        );
+        assert!(
+            text.contains("kafka_server_brokertopicmetrics_bytesout_total{topic=\"orders\"} 70")
+        );
+        assert!(text.contains("kafka_network_requestmetrics_requests_total{request=\"Produce\"} 2"));
+        assert!(text.contains("kafka_network_requestmetrics_errors_total{request=\"Produce\"} 1"));
+        assert!(text.contains("ringtide_log_flush_seconds_count 1"));
+        assert!(text.contains("ringtide_cross_core_forwards_total{from=\"0\",to=\"1\"} 1"));
+        assert!(text.contains("ringtide_partitions{core=\"0\"} 3"));
+    }
+}
