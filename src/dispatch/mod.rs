@@ -79,6 +79,7 @@ handlers! {
     IncrementalAlterConfigs: IncrementalAlterConfigsRequest => configs::handle_incremental_alter, kafka 0..=1;
     DescribeCluster: DescribeClusterRequest => metadata::handle_describe_cluster, kafka 0..=2;
     DescribeLogDirs: DescribeLogDirsRequest => ops::handle_describe_log_dirs, kafka 1..=4;
+    DeleteRecords: DeleteRecordsRequest => ops::handle_delete_records, kafka 0..=2;
     FindCoordinator: FindCoordinatorRequest => group::handle_find_coordinator, kafka 0..=6;
     JoinGroup: JoinGroupRequest => group::handle_join_group, kafka 0..=9;
     SyncGroup: SyncGroupRequest => group::handle_sync_group, kafka 0..=5;

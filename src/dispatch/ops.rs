@@ -67,7 +67,10 @@ pub async fn handle_describe_log_dirs(
             .invoke_on(owner, move |s| async move {
                 parts
                     .into_iter()
-                    .filter_map(|(t, p)| s.partition(&t, p).map(|part| (t, p, part.log().size_bytes() as i64)))
+                    .filter_map(|(t, p)| {
+                        s.partition(&t, p)
+                            .map(|part| (t, p, part.log().size_bytes() as i64))
+                    })
                     .collect::<Vec<_>>()
             })
             .await;
@@ -75,7 +78,8 @@ pub async fn handle_describe_log_dirs(
     }
     sizes.sort_by(|a, b| (&*a.0, a.1).cmp(&(&*b.0, b.1)));
 
-    let dir = std::fs::canonicalize(&shard.config.log_dirs).unwrap_or_else(|_| shard.config.log_dirs.clone());
+    let dir = std::fs::canonicalize(&shard.config.log_dirs)
+        .unwrap_or_else(|_| shard.config.log_dirs.clone());
     let mut result = DescribeLogDirsResult::default();
     result.log_dir = StrBytes::from_string(dir.display().to_string());
     if version >= 4 {
@@ -84,7 +88,11 @@ pub async fn handle_describe_log_dirs(
         result.usable_bytes = usable;
     }
     for (t, p, size) in sizes {
-        if result.topics.last().is_none_or(|last: &DescribeLogDirsTopic| last.name.0.as_str() != &*t) {
+        if result
+            .topics
+            .last()
+            .is_none_or(|last: &DescribeLogDirsTopic| last.name.0.as_str() != &*t)
+        {
             let mut topic = DescribeLogDirsTopic::default();
             topic.name = TopicName(StrBytes::from_string(t.to_string()));
             result.topics.push(topic);
@@ -93,9 +101,72 @@ pub async fn handle_describe_log_dirs(
         part.partition_index = p;
         part.partition_size = size;
         part.offset_lag = 0;
-        result.topics.last_mut().expect("pushed above").partitions.push(part);
+        result
+            .topics
+            .last_mut()
+            .expect("pushed above")
+            .partitions
+            .push(part);
     }
     let mut resp = DescribeLogDirsResponse::default();
     resp.results = vec![result];
+    Some(resp)
+}
+
+/// DeleteRecords (`kafka-delete-records`): moves each partition's log start offset forward on its owner.
+pub async fn handle_delete_records(
+    shard: &Rc<Shard>,
+    _header: &RequestHeader,
+    req: DeleteRecordsRequest,
+    _version: i16,
+) -> Option<DeleteRecordsResponse> {
+    use kafka_protocol::messages::delete_records_response::{
+        DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
+    };
+    let mut resp = DeleteRecordsResponse::default();
+    for t in req.topics {
+        let meta = shard.topic(t.name.0.as_str());
+        let answers = t.partitions.iter().map(|p| {
+            let meta = meta.clone();
+            let (index, offset) = (p.partition_index, p.offset);
+            async move {
+                let mut r = DeleteRecordsPartitionResult::default();
+                r.partition_index = index;
+                r.low_watermark = -1;
+                match meta {
+                    Some(m) if index >= 0 && index < m.partitions => {
+                        let owner = shard.owner_of(&m, index);
+                        let name: Arc<str> = Arc::from(m.name.as_str());
+                        // Cross-core hop to the partition's owner.
+                        let (code, low) = shard
+                            .invoke_on(owner, move |s| async move {
+                                let Some(part) = s.partition(&name, index) else {
+                                    return (crate::protocol::errors::NOT_LEADER_OR_FOLLOWER, -1);
+                                };
+                                // -1 means "up to the high watermark", as in Kafka.
+                                let target = if offset == -1 {
+                                    part.high_watermark()
+                                } else {
+                                    offset
+                                };
+                                match part.delete_records(target).await {
+                                    Ok(low) => (crate::protocol::errors::NONE, low),
+                                    Err(e) => (e.code, -1),
+                                }
+                            })
+                            .await;
+                        r.error_code = code;
+                        r.low_watermark = low;
+                    }
+                    _ => r.error_code = crate::protocol::errors::UNKNOWN_TOPIC_OR_PARTITION,
+                }
+                r
+            }
+        });
+        let mut tr = DeleteRecordsTopicResult::default();
+        tr.name = t.name.clone();
+        tr.partitions = futures::future::join_all(answers).await;
+        resp.topics.push(tr);
+    }
     Some(resp)
 }

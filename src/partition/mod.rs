@@ -288,6 +288,14 @@ impl Partition {
     }
 
     /// Deletes expired segments; returns how many.
+    /// DeleteRecords: records below `offset` are deleted; returns the new log start offset.
+    pub async fn delete_records(&self, offset: i64) -> Result<i64, PartitionError> {
+        self.log
+            .delete_records_before(offset)
+            .await
+            .map_err(PartitionError::from)
+    }
+
     pub async fn enforce_retention(&self, now_ms: i64) -> Result<usize, PartitionError> {
         Ok(self.log.enforce_retention(now_ms).await?)
     }

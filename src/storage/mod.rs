@@ -388,6 +388,33 @@ pub async fn prepare_executor(data_dir: &Path) -> Result<(), StorageError> {
     Ok(())
 }
 
+/// The file in a partition directory that keeps the log start offset set by DeleteRecords (Kafka keeps
+/// the same fact in `log-start-offset-checkpoint`). Text: the offset in decimal.
+pub(crate) const LOG_START_FILE: &str = "ringtide-log-start-offset";
+
+fn read_log_start(dir: &Path) -> Option<i64> {
+    std::fs::read_to_string(dir.join(LOG_START_FILE))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Writes the log start offset durably (temp file, fsync, rename, fsync the directory). A rare admin
+/// operation, so the blocking calls are acceptable here.
+fn write_log_start(dir: &Path, offset: i64) -> Result<(), StorageError> {
+    use std::io::Write as _;
+    let tmp = dir.join(format!("{LOG_START_FILE}.tmp"));
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(offset.to_string().as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, dir.join(LOG_START_FILE))?;
+        std::fs::File::open(dir)?.sync_all()
+    })();
+    result.map_err(|e| StorageError::io(dir, e))
+}
+
 /// Opens a segment file read+write for direct I/O (`DmaFile::create` would be write-only).
 pub(crate) async fn open_segment_file(
     path: &Path,
@@ -459,7 +486,11 @@ impl PartitionLog {
             .last()
             .expect("recovery yields a segment")
             .next_offset;
-        let log_start = recovered.segments[0].base_offset;
+        // DeleteRecords may have moved the log start past the first segment's base offset.
+        let log_start = read_log_start(&dir)
+            .filter(|&o| o <= leo)
+            .unwrap_or(i64::MIN)
+            .max(recovered.segments[0].base_offset);
         let shared = Rc::new(Shared {
             dir,
             config: Cell::new(config),
@@ -483,6 +514,54 @@ impl PartitionLog {
         });
         glommio::spawn_local(flusher::run(shared.clone(), recovered.tail_block)).detach();
         Ok(PartitionLog { shared })
+    }
+
+    /// DeleteRecords: makes `offset` the log start offset (records below it are no longer served),
+    /// deletes the whole segments below it and persists the new start so it survives a restart.
+    /// Returns the new log start offset (the "low watermark").
+    pub async fn delete_records_before(&self, offset: i64) -> Result<i64, StorageError> {
+        let hw = self.high_watermark();
+        let (victims, start) = {
+            let mut st = self.shared.state.borrow_mut();
+            if offset < 0 || offset > hw {
+                return Err(StorageError::OffsetOutOfRange {
+                    offset,
+                    log_start_offset: st.log_start_offset,
+                    log_end_offset: st.log_end_offset,
+                });
+            }
+            if offset <= st.log_start_offset {
+                return Ok(st.log_start_offset);
+            }
+            st.log_start_offset = offset;
+            while st.cache.front().is_some_and(|b| b.last_offset < offset) {
+                let b = st.cache.pop_front().expect("checked");
+                st.cache_bytes -= b.bytes.len();
+            }
+            let mut victims = Vec::new();
+            while st.segments.len() > 1
+                && st.segments[0].sealed
+                && st.segments[1].base_offset <= offset
+            {
+                victims.push(st.segments.remove(0));
+            }
+            (victims, offset)
+        };
+        write_log_start(&self.shared.dir, start)?;
+        for s in victims {
+            tracing::info!(segment = %s.log_path.display(), "DeleteRecords deletes segment");
+            let paths = [s.log_path.clone(), s.index_path(), s.time_index_path()];
+            drop(s);
+            for p in paths {
+                if let Err(e) = glommio::io::remove(&p).await {
+                    let e = std::io::Error::from(e);
+                    if e.kind() != std::io::ErrorKind::NotFound {
+                        return Err(StorageError::io(&p, e));
+                    }
+                }
+            }
+        }
+        Ok(start)
     }
 
     /// The partition's directory.
@@ -820,7 +899,8 @@ impl PartitionLog {
                 victims.push(st.segments.remove(0));
             }
             if !victims.is_empty() {
-                st.log_start_offset = st.segments[0].base_offset;
+                // Never backwards: DeleteRecords may already have moved it past this segment's base.
+                st.log_start_offset = st.log_start_offset.max(st.segments[0].base_offset);
                 let start = st.log_start_offset;
                 while st.cache.front().is_some_and(|b| b.last_offset < start) {
                     let b = st.cache.pop_front().expect("checked");

@@ -51,6 +51,8 @@ pub(crate) async fn recover(
             parse_file_name(&name, "index").or_else(|| parse_file_name(&name, "timeindex"))
         {
             index_bases.insert((b, name));
+        } else if name == super::LOG_START_FILE {
+            // The DeleteRecords checkpoint; read by `PartitionLog::open`.
         } else {
             tracing::warn!(file = %entry.path().display(), "ignoring stray file in partition directory");
         }

@@ -191,3 +191,30 @@ def test_grafana_dashboard_uses_served_metrics(broker):
     used = {m for e in exprs for m in re.findall(r"\b((?:kafka|ringtide)_[a-z_]+)", e)}
     missing = {m for m in used if m not in served and re.sub(r"_(sum|count)$", "", m) not in served}
     assert used and not missing, missing
+
+
+def test_delete_records(broker, topic_name, tmp_path):
+    """kafka-delete-records moves the log start offset; it holds across a restart."""
+    create_topic(broker.bootstrap, topic_name, partitions=1)
+    produce(broker.bootstrap, topic_name, 300, partitions=1)
+    spec = tmp_path / "delete.json"
+    spec.write_text(json.dumps({"version": 1, "partitions": [
+        {"topic": topic_name, "partition": 0, "offset": 120}]}))
+    p = kafka_tool("org.apache.kafka.tools.DeleteRecordsCommand", "--bootstrap-server", broker.bootstrap,
+                   "--offset-json-file", str(spec))
+    assert "low_watermark: 120" in p.stdout, p.stdout
+
+    def earliest():
+        out = kafka_tool("org.apache.kafka.tools.GetOffsetShell", "--bootstrap-server", broker.bootstrap,
+                         "--topic", topic_name, "--time", "-2").stdout
+        return int(re.search(rf"^{re.escape(topic_name)}:0:(\d+)$", out, re.M).group(1))
+
+    assert earliest() == 120
+    broker.restart()
+    assert earliest() == 120
+    # beyond the high watermark is refused with OFFSET_OUT_OF_RANGE
+    spec.write_text(json.dumps({"version": 1, "partitions": [
+        {"topic": topic_name, "partition": 0, "offset": 10_000}]}))
+    p = kafka_tool("org.apache.kafka.tools.DeleteRecordsCommand", "--bootstrap-server", broker.bootstrap,
+                   "--offset-json-file", str(spec), check=False)
+    assert "OffsetOutOfRange" in (p.stdout + p.stderr) or "out of range" in (p.stdout + p.stderr).lower(), p.stdout + p.stderr
