@@ -1,8 +1,8 @@
 //! Start-up and shutdown: one pinned glommio executor per core, each with its own listener on the same
 //! port, its share of the partitions, and its ends of the cross-core mesh.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Barrier};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use glommio::channels::channel_mesh::MeshBuilder;
@@ -117,7 +117,7 @@ pub fn run(config: Config) -> Result<(), ServerError> {
     let config = Arc::new(config);
     let meta = Arc::new(meta);
     let mesh = MeshBuilder::<CrossCoreTask, _>::full(cores, limits::MESH_CHANNEL_CAPACITY);
-    let barrier = Arc::new(Barrier::new(cores));
+    let barrier = Arc::new(AtomicUsize::new(0));
     tracing::info!(
         cores,
         node_id = config.node_id,
@@ -203,7 +203,7 @@ async fn run_shard(
     config: Arc<Config>,
     meta: Arc<ClusterMeta>,
     mesh: MeshBuilder<CrossCoreTask, glommio::channels::channel_mesh::Full>,
-    barrier: Arc<Barrier>,
+    barrier: Arc<AtomicUsize>,
     started: Instant,
 ) -> Result<(), String> {
     let (senders, receivers) = mesh
@@ -225,7 +225,12 @@ async fn run_shard(
         "partitions recovered"
     );
     // Every core has opened its partitions before any core accepts a client.
-    barrier.wait();
+    // Wait without blocking the thread: a core that is still opening partitions may need this core to
+    // run a cross-core task for it meanwhile.
+    barrier.fetch_add(1, Ordering::SeqCst);
+    while barrier.load(Ordering::SeqCst) < shard.cores {
+        glommio::timer::sleep(Duration::from_millis(1)).await;
+    }
     let listener = crate::net::bind(&config.listener.host, config.listener.port).map_err(|e| {
         format!(
             "core {id}: cannot listen on port {}: {e}",

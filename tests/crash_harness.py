@@ -1,0 +1,325 @@
+#!/usr/bin/env python3
+"""Crash-consistency harness: no acknowledged record is lost, changed or duplicated across SIGKILLs.
+
+    python3 tests/crash_harness.py --cycles 100            # long run (report the numbers)
+    python3 tests/crash_harness.py --cycles 5 --seed 7     # what CI runs (tests/integration/test_crash.py)
+
+One broker process (target/release/ringtide, or $RINGTIDE_BIN) on a fresh data directory. An idempotent
+confluent-kafka producer (acks=all) writes records with unique keys and values derived from the key, as fast
+as it can, over several partitions, and records every acknowledgement: (partition, offset) -> key. Each
+cycle the broker is killed with SIGKILL at a random moment under that load and restarted on the same data
+directory and port; the producer keeps going (librdkafka retries what was in flight). At the end the
+producer is flushed and the whole log read back, and the harness checks:
+
+  * every acknowledged record is present at its acknowledged (partition, offset) with the same key and an
+    unchanged value (hash of the bytes);
+  * every partition's offsets run from 0 to the high watermark without a gap;
+  * no key appears twice (the idempotent producer's retries caused no duplicates);
+  * every record read, acknowledged or not, has exactly the value its key implies (no corrupt bytes).
+
+Exit status 0 if all hold; the summary line reports cycles, records acknowledged, records read, kills.
+Reproducible kill timing with --seed (the broker's scheduling is not).
+"""
+
+import argparse
+import hashlib
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port():
+    """A free port BELOW the ephemeral range: a client that keeps reconnecting to a port in the ephemeral
+    range while no broker listens can connect to itself (TCP simultaneous open) and hold the port."""
+    lo = 32768
+    try:
+        lo = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+    except (OSError, ValueError):
+        pass
+    for _ in range(200):
+        port = random.randrange(max(1024, lo - 12000), lo)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+                return port
+            except OSError:
+                continue
+    raise RuntimeError("no free port")
+
+
+def port_open(port):
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def value_of(key: int) -> bytes:
+    """The value a key implies: varying length, content derived from the key."""
+    n = 20 + (key * 7919) % 700
+    seed = hashlib.sha256(str(key).encode()).digest()
+    return (seed * (n // len(seed) + 1))[:n]
+
+
+def digest(b: bytes) -> str:
+    return hashlib.sha256(b).hexdigest()[:16]
+
+
+class Broker:
+    def __init__(self, data_dir: Path, port: int, log_path: Path, extra=()):
+        self.data_dir, self.port, self.log_path = data_dir, port, log_path
+        self.binary = os.environ.get("RINGTIDE_BIN", str(REPO / "target" / "release" / "ringtide"))
+        self.extra = list(extra)
+        self.proc = None
+        self.starts = 0
+
+    def start(self, timeout=30):
+        self.starts += 1
+        cmd = [self.binary,
+               "--override", f"listeners=PLAINTEXT://127.0.0.1:{self.port}",
+               "--override", f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}",
+               "--override", f"log.dirs={self.data_dir}",
+               "--override", "ringtide.cores=2",
+               "--override", "ringtide.admin.listener=none",
+               *self.extra]
+        log = open(self.log_path, "ab", buffering=0)
+        log.write(f"=== start #{self.starts}\n".encode())
+        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     start_new_session=True, env={**os.environ, "NO_COLOR": "1"})
+        log.close()
+        deadline = time.monotonic() + timeout
+        while not port_open(self.port):
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"broker exited with {self.proc.returncode} during start; log {self.log_path}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"broker not up within {timeout}s; log {self.log_path}")
+            time.sleep(0.02)
+
+    def kill(self, sig=signal.SIGKILL, timeout=60):
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, sig)
+            self.proc.wait(timeout=timeout)
+        deadline = time.monotonic() + 30
+        while port_open(self.port) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return self.proc.returncode if self.proc else None
+
+
+class Load:
+    """An idempotent acks=all producer in a thread, recording every acknowledgement."""
+
+    def __init__(self, bootstrap, topic):
+        from confluent_kafka import Producer
+        self.topic = topic
+        self.producer = Producer({
+            "bootstrap.servers": bootstrap,
+            "acks": "all",
+            "enable.idempotence": True,
+            "linger.ms": 2,
+            "batch.num.messages": 500,
+            "message.timeout.ms": 120000,
+            "retry.backoff.ms": 20,
+            "retry.backoff.max.ms": 200,
+            "reconnect.backoff.ms": 20,
+            "reconnect.backoff.max.ms": 200,
+            "queue.buffering.max.messages": 20000,
+            "topic.metadata.refresh.interval.ms": 1000,
+        })
+        self.acked = {}  # (partition, offset) -> (key, value digest)
+        self.failed = []  # (key, error) of records whose delivery failed (never acknowledged)
+        self.fatal = None
+        self.next_key = 0
+        self.lock = threading.Lock()
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _cb(self, err, msg):
+        key = int(msg.key())
+        if err is not None:
+            if err.fatal():
+                self.fatal = err
+            self.failed.append((key, str(err)))
+            return
+        with self.lock:
+            where = (msg.partition(), msg.offset())
+            if where in self.acked:
+                self.fatal = f"two acknowledgements for {where}: {self.acked[where]} and {key}"
+            self.acked[where] = (key, digest(msg.value()))
+
+    def _run(self):
+        while not self.stopping.is_set():
+            key = self.next_key
+            try:
+                self.producer.produce(self.topic, key=str(key).encode(), value=value_of(key), on_delivery=self._cb)
+                self.next_key += 1
+            except BufferError:
+                self.producer.poll(0.05)
+                continue
+            if key % 64 == 0:
+                self.producer.poll(0)
+
+    def start(self):
+        self.thread.start()
+
+    def stop(self, timeout=120):
+        self.stopping.set()
+        self.thread.join()
+        left = self.producer.flush(timeout)
+        return left
+
+
+def read_all(bootstrap, topic, partitions, timeout=120):
+    """Every record of every partition: {partition: [(offset, key bytes, value bytes)]}, read up to the
+    high watermark."""
+    from confluent_kafka import Consumer, TopicPartition, OFFSET_BEGINNING
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "crash-harness-unused",
+                  "enable.auto.commit": False, "fetch.max.bytes": 8 << 20,
+                  "check.crcs": True, "enable.partition.eof": True})
+    out = {}
+    try:
+        hw = {}
+        for p in range(partitions):
+            lo, hi = c.get_watermark_offsets(TopicPartition(topic, p), timeout=30)
+            hw[p] = hi
+            out[p] = []
+        c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
+        done = {p for p in range(partitions) if hw[p] == 0}
+        deadline = time.monotonic() + timeout
+        while len(done) < partitions:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"reading back timed out: {[(p, len(out[p]), hw[p]) for p in out]}")
+            m = c.poll(1.0)
+            if m is None:
+                continue
+            if m.error():
+                if m.error().code() == -191:  # _PARTITION_EOF
+                    if out[m.partition()] and out[m.partition()][-1][0] + 1 >= hw[m.partition()]:
+                        done.add(m.partition())
+                    continue
+                raise RuntimeError(f"consumer error: {m.error()}")
+            out[m.partition()].append((m.offset(), m.key(), m.value()))
+            if m.offset() + 1 >= hw[m.partition()]:
+                done.add(m.partition())
+        return out, hw
+    finally:
+        c.close()
+
+
+def verify(acked, records, hw):
+    """Returns a list of violations (empty = all good) and counts."""
+    problems = []
+    seen_keys = {}
+    total = 0
+    for p, recs in records.items():
+        offsets = [o for o, _, _ in recs]
+        if offsets != list(range(hw[p])):
+            missing = sorted(set(range(hw[p])) - set(offsets))
+            problems.append(f"partition {p}: offsets are not 0..{hw[p] - 1} without gaps "
+                            f"(read {len(offsets)}, first missing {missing[:5]})")
+        for o, k, v in recs:
+            total += 1
+            key = int(k)
+            if v != value_of(key):
+                problems.append(f"partition {p} offset {o}: value of key {key} is corrupt")
+            if key in seen_keys:
+                problems.append(f"key {key} duplicated at {seen_keys[key]} and {(p, o)}")
+            seen_keys[key] = (p, o)
+    index = {(p, o): (int(k), digest(v)) for p, recs in records.items() for o, k, v in recs}
+    lost = 0
+    for where, (key, d) in acked.items():
+        got = index.get(where)
+        if got is None:
+            lost += 1
+            if lost <= 10:
+                problems.append(f"acknowledged key {key} at {where} is missing")
+        elif got != (key, d):
+            problems.append(f"acknowledged key {key} at {where} reads back as key {got[0]} (changed)")
+    if lost > 10:
+        problems.append(f"... {lost} acknowledged records missing in all")
+    return problems, total
+
+
+def run(cycles, seed, partitions=3, kill_min=0.15, kill_max=1.2, keep=False, log=print):
+    from confluent_kafka.admin import AdminClient, NewTopic
+    rng = random.Random(seed)
+    tmp = Path(tempfile.mkdtemp(prefix="ringtide-crash-"))
+    logs = Path(os.environ.get("RINGTIDE_TEST_LOGS", REPO / "target" / "integration-logs"))
+    logs.mkdir(parents=True, exist_ok=True)
+    log_path = logs / f"{time.strftime('%Y%m%d-%H%M%S')}-crash-harness-{os.getpid()}.log"
+    broker = Broker(tmp / "data", free_port(), log_path)
+    topic = "crash"
+    t0 = time.monotonic()
+    kills = 0
+    try:
+        broker.start()
+        bootstrap = f"127.0.0.1:{broker.port}"
+        admin = AdminClient({"bootstrap.servers": bootstrap})
+        admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])[topic].result(30)
+        load = Load(bootstrap, topic)
+        load.start()
+        for cycle in range(cycles):
+            # Let the load run (the producer has to reconnect first), then crash at a random moment.
+            time.sleep(rng.uniform(kill_min, kill_max))
+            before = len(load.acked)
+            broker.kill(signal.SIGKILL)
+            kills += 1
+            time.sleep(rng.uniform(0.0, 0.3))
+            broker.start()
+            if load.fatal:
+                raise RuntimeError(f"producer fatal error: {load.fatal}")
+            log(f"cycle {cycle + 1}/{cycles}: killed at {before} acks; produced {load.next_key}, "
+                f"failed deliveries {len(load.failed)}")
+        # Let the producer catch up with a live broker, then stop it.
+        time.sleep(1.0)
+        left = load.stop()
+        if left:
+            raise RuntimeError(f"{left} records still undelivered after flush")
+        # One more crash after the last acknowledgement: what was acknowledged must survive it too.
+        broker.kill(signal.SIGKILL)
+        kills += 1
+        broker.start()
+        records, hw = read_all(bootstrap, topic, partitions)
+        problems, total = verify(load.acked, records, hw)
+        if load.fatal:
+            problems.append(f"producer fatal error: {load.fatal}")
+        summary = {
+            "cycles": cycles, "kills": kills, "produced": load.next_key, "acked": len(load.acked),
+            "failed_deliveries": len(load.failed), "read": total, "high_watermarks": hw,
+            "seconds": round(time.monotonic() - t0, 1), "problems": len(problems), "broker_log": str(log_path),
+        }
+        return problems, summary
+    finally:
+        broker.kill(signal.SIGKILL)
+        if not keep:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--cycles", type=int, default=20)
+    ap.add_argument("--seed", type=int, default=None)
+    ap.add_argument("--partitions", type=int, default=3)
+    ap.add_argument("--keep", action="store_true", help="keep the data directory")
+    a = ap.parse_args()
+    seed = a.seed if a.seed is not None else random.randrange(1 << 30)
+    print(f"seed {seed}")
+    problems, summary = run(a.cycles, seed, a.partitions, keep=a.keep)
+    for p in problems[:50]:
+        print("VIOLATION:", p)
+    print("summary:", summary)
+    sys.exit(1 if problems else 0)
+
+
+if __name__ == "__main__":
+    main()
