@@ -69,7 +69,9 @@ fn batch(records: usize, value_bytes: usize) -> Vec<u8> {
     let last_delta = records.saturating_sub(1) as i32;
     let mut b = Vec::with_capacity(records::HEADER_BYTES + body.len());
     b.extend_from_slice(&0i64.to_be_bytes());
-    b.extend_from_slice(&((records::HEADER_BYTES - records::LOG_OVERHEAD_BYTES + body.len()) as i32).to_be_bytes());
+    b.extend_from_slice(
+        &((records::HEADER_BYTES - records::LOG_OVERHEAD_BYTES + body.len()) as i32).to_be_bytes(),
+    );
     b.extend_from_slice(&(-1i32).to_be_bytes());
     b.push(records::MAGIC_V2 as u8);
     b.extend_from_slice(&0u32.to_be_bytes());
@@ -127,7 +129,11 @@ fn bench_records(c: &mut Criterion) {
 // ------------------------------------------------------------------------------------------ protocol
 fn produce_request(partitions: i32, blob: &Bytes) -> ProduceRequest {
     let parts = (0..partitions)
-        .map(|p| PartitionProduceData::default().with_index(p).with_records(Some(blob.clone())))
+        .map(|p| {
+            PartitionProduceData::default()
+                .with_index(p)
+                .with_records(Some(blob.clone()))
+        })
         .collect();
     ProduceRequest::default()
         .with_acks(-1)
@@ -154,7 +160,10 @@ fn bench_protocol(c: &mut Criterion) {
         // Decoding shares the records with the frame (no copy): count requests, not bytes.
         g.throughput(Throughput::Elements(1));
         g.bench_function(format!("produce_request_decode/{label}"), |b| {
-            b.iter(|| ProduceRequest::decode(&mut black_box(wire.clone()), PRODUCE_VERSION).expect("decode"))
+            b.iter(|| {
+                ProduceRequest::decode(&mut black_box(wire.clone()), PRODUCE_VERSION)
+                    .expect("decode")
+            })
         });
     }
     let resp = ProduceResponse::default().with_responses(vec![TopicProduceResponse::default()
@@ -171,7 +180,10 @@ fn bench_protocol(c: &mut Criterion) {
                 .collect(),
         )]);
     g.bench_function("produce_response_encode/2p", |b| {
-        b.iter(|| ringtide::protocol::encode_response(42, hv, black_box(&resp), PRODUCE_VERSION).expect("encode"))
+        b.iter(|| {
+            ringtide::protocol::encode_response(42, hv, black_box(&resp), PRODUCE_VERSION)
+                .expect("encode")
+        })
     });
 
     let topic_id = uuid::Uuid::from_u128(0x1234_5678_9abc_def0_1234_5678_9abc_def0);
@@ -181,20 +193,24 @@ fn bench_protocol(c: &mut Criterion) {
         .with_max_bytes(52_428_800)
         .with_session_id(0)
         .with_session_epoch(-1)
-        .with_topics(vec![FetchTopic::default().with_topic_id(topic_id).with_partitions(
-            (0..2)
-                .map(|p| {
-                    FetchPartition::default()
-                        .with_partition(p)
-                        .with_fetch_offset(1_000_000)
-                        .with_partition_max_bytes(1_048_576)
-                        .with_current_leader_epoch(0)
-                })
-                .collect(),
-        )]);
+        .with_topics(vec![FetchTopic::default()
+            .with_topic_id(topic_id)
+            .with_partitions(
+                (0..2)
+                    .map(|p| {
+                        FetchPartition::default()
+                            .with_partition(p)
+                            .with_fetch_offset(1_000_000)
+                            .with_partition_max_bytes(1_048_576)
+                            .with_current_leader_epoch(0)
+                    })
+                    .collect(),
+            )]);
     let wire = encode(&fetch, FETCH_VERSION);
     g.bench_function("fetch_request_decode/2p", |b| {
-        b.iter(|| FetchRequest::decode(&mut black_box(wire.clone()), FETCH_VERSION).expect("decode"))
+        b.iter(|| {
+            FetchRequest::decode(&mut black_box(wire.clone()), FETCH_VERSION).expect("decode")
+        })
     });
     let fhv = ApiKey::Fetch.response_header_version(FETCH_VERSION);
     for per_batch in [15usize, 1000] {
@@ -214,9 +230,15 @@ fn bench_protocol(c: &mut Criterion) {
                     .collect(),
             )]);
         g.throughput(Throughput::Bytes(2 * blob.len() as u64));
-        g.bench_function(format!("fetch_response_encode/2p/{}KiB", blob.len() / 1024), |b| {
-            b.iter(|| ringtide::protocol::encode_response(42, fhv, black_box(&resp), FETCH_VERSION).expect("encode"))
-        });
+        g.bench_function(
+            format!("fetch_response_encode/2p/{}KiB", blob.len() / 1024),
+            |b| {
+                b.iter(|| {
+                    ringtide::protocol::encode_response(42, fhv, black_box(&resp), FETCH_VERSION)
+                        .expect("encode")
+                })
+            },
+        );
     }
     g.finish();
 }
@@ -252,7 +274,9 @@ async fn next_job(jobs: &mpsc::Receiver<u64>) -> Option<u64> {
     loop {
         match jobs.try_recv() {
             Ok(n) => return Some(n),
-            Err(mpsc::TryRecvError::Empty) => glommio::timer::sleep(Duration::from_micros(200)).await,
+            Err(mpsc::TryRecvError::Empty) => {
+                glommio::timer::sleep(Duration::from_micros(200)).await
+            }
             Err(mpsc::TryRecvError::Disconnected) => return None,
         }
     }
@@ -333,7 +357,9 @@ fn bench_storage(c: &mut Criterion) {
         ..base
     };
     let t = storage_thread(written, blob.clone(), 64);
-    g.bench_function("append/ack_after_write", |b| b.iter_custom(|iters| t.run(iters)));
+    g.bench_function("append/ack_after_write", |b| {
+        b.iter_custom(|iters| t.run(iters))
+    });
     drop(t);
     // The default: acked after fdatasync; 16 appends share one group commit.
     let t = storage_thread(base, blob.clone(), 16);
@@ -393,11 +419,19 @@ fn bench_mesh(c: &mut Criterion) {
     let mut g = c.benchmark_group("mesh");
     g.sample_size(20).measurement_time(Duration::from_secs(3));
     let (t, echo) = mesh_pair();
-    g.bench_function("cross_core_round_trip", |b| b.iter_custom(|iters| t.run(iters)));
+    g.bench_function("cross_core_round_trip", |b| {
+        b.iter_custom(|iters| t.run(iters))
+    });
     drop(t);
     let _ = echo.join();
     g.finish();
 }
 
-criterion_group!(benches, bench_records, bench_protocol, bench_storage, bench_mesh);
+criterion_group!(
+    benches,
+    bench_records,
+    bench_protocol,
+    bench_storage,
+    bench_mesh
+);
 criterion_main!(benches);

@@ -215,7 +215,12 @@ fn escape(label: &str) -> String {
 /// A per-topic counter: name, help, and how to read it.
 type TopicMetric = (&'static str, &'static str, fn(&TopicCounters) -> u64);
 /// A per-core metric: name, type, help, and how to read it.
-type CoreMetric = (&'static str, &'static str, &'static str, fn(&Snapshot) -> String);
+type CoreMetric = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&Snapshot) -> String,
+);
 
 const QUANTILES: [f64; 4] = [0.5, 0.99, 0.999, 1.0];
 

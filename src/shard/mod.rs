@@ -110,13 +110,17 @@ impl Shard {
         // Try without waiting first so that requests leave in the order they were issued.
         let sent = match self.senders.try_send_to(target, task) {
             Ok(()) => Ok(()),
-            Err(glommio::GlommioError::WouldBlock(glommio::ResourceType::Channel(t))) => {
-                self.senders.send_to(target, t).await.map_err(|e| e.to_string())
-            }
+            Err(glommio::GlommioError::WouldBlock(glommio::ResourceType::Channel(t))) => self
+                .senders
+                .send_to(target, t)
+                .await
+                .map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
         };
         let answer = match sent {
-            Ok(()) => rx.await.map_err(|_| "the task was dropped without answering".to_string()),
+            Ok(()) => rx
+                .await
+                .map_err(|_| "the task was dropped without answering".to_string()),
             Err(e) => Err(e),
         };
         match answer {
