@@ -1081,7 +1081,8 @@ async fn read_disk(
     max_bytes: usize,
     max_offset: i64,
 ) -> Result<Bytes, StorageError> {
-    let mut out = BytesMut::new();
+    // Sized once: growing by doubling would copy the answer several times over.
+    let mut out = BytesMut::with_capacity(max_bytes.min(d.limit.saturating_sub(d.start) as usize));
     let mut win = None;
     let mut pos = d.start;
     loop {
