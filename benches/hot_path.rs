@@ -30,7 +30,7 @@ use kafka_protocol::messages::{
     ApiKey, FetchRequest, FetchResponse, ProduceRequest, ProduceResponse, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
-use ringtide::records::{self, compute_crc, validate_batches};
+use ringtide::records::{self, validate_batches};
 use ringtide::storage::{LogConfig, PartitionLog};
 
 const RECORD_BYTES: usize = 1024;
@@ -38,55 +38,15 @@ const PRODUCE_VERSION: i16 = 11;
 const FETCH_VERSION: i16 = 16;
 
 // ------------------------------------------------------------------------------------------ batches
-fn put_varint(out: &mut Vec<u8>, v: i64) {
-    let mut z = ((v << 1) ^ (v >> 63)) as u64;
-    loop {
-        if z < 0x80 {
-            out.push(z as u8);
-            return;
-        }
-        out.push((z as u8 & 0x7f) | 0x80);
-        z >>= 7;
-    }
-}
-
-/// One valid magic-2 batch of `records` uncompressed records of `value_bytes` each, as a producer sends it
-/// (base offset 0, no producer id).
+/// One valid magic-2 batch of `records` uncompressed records of `value_bytes` each, null keys, base
+/// offset 0 and no producer id, as a producer sends it.
 fn batch(records: usize, value_bytes: usize) -> Vec<u8> {
-    let mut body = Vec::with_capacity(records * (value_bytes + 16));
-    for i in 0..records {
-        let mut r = vec![0u8]; // attributes
-        put_varint(&mut r, i as i64); // timestamp delta
-        put_varint(&mut r, i as i64); // offset delta
-        put_varint(&mut r, -1); // null key
-        put_varint(&mut r, value_bytes as i64);
-        r.extend((0..value_bytes).map(|j| (i + j) as u8 | 1));
-        put_varint(&mut r, 0); // no headers
-        put_varint(&mut body, r.len() as i64);
-        body.extend_from_slice(&r);
-    }
-    let ts: i64 = 1_700_000_000_000;
-    let last_delta = records.saturating_sub(1) as i32;
-    let mut b = Vec::with_capacity(records::HEADER_BYTES + body.len());
-    b.extend_from_slice(&0i64.to_be_bytes());
-    b.extend_from_slice(
-        &((records::HEADER_BYTES - records::LOG_OVERHEAD_BYTES + body.len()) as i32).to_be_bytes(),
-    );
-    b.extend_from_slice(&(-1i32).to_be_bytes());
-    b.push(records::MAGIC_V2 as u8);
-    b.extend_from_slice(&0u32.to_be_bytes());
-    b.extend_from_slice(&0i16.to_be_bytes());
-    b.extend_from_slice(&last_delta.to_be_bytes());
-    b.extend_from_slice(&ts.to_be_bytes());
-    b.extend_from_slice(&(ts + last_delta as i64).to_be_bytes());
-    b.extend_from_slice(&(-1i64).to_be_bytes());
-    b.extend_from_slice(&(-1i16).to_be_bytes());
-    b.extend_from_slice(&(-1i32).to_be_bytes());
-    b.extend_from_slice(&(records as i32).to_be_bytes());
-    b.extend_from_slice(&body);
-    let crc = compute_crc(&b);
-    b[records::CRC_OFFSET..records::CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
-    b
+    let values: Vec<Vec<u8>> = (0..records)
+        .map(|i| (0..value_bytes).map(|j| (i + j) as u8 | 1).collect())
+        .collect();
+    let kvs: Vec<records::KeyValue<'_>> =
+        values.iter().map(|v| (None, Some(v.as_slice()))).collect();
+    records::build_batch(&kvs, 1_700_000_000_000)
 }
 
 /// `n` batches of `records` records each, concatenated as in one partition's produce data.

@@ -390,12 +390,12 @@ pub fn put_varint(out: &mut Vec<u8>, v: i64) {
     }
 }
 
-/// Builds one uncompressed v2 batch of `(key, value)` records (no headers, no producer id) stamped with
-/// `timestamp_ms`, for records the broker writes itself (e.g. `__consumer_offsets`). A `None` value is a
-/// tombstone. The base offset is 0; the log assigns the real one.
 /// One record's key and value for [`build_batch`] (`None` = null).
 pub type KeyValue<'a> = (Option<&'a [u8]>, Option<&'a [u8]>);
 
+/// Builds one uncompressed v2 batch of `(key, value)` records (no headers, no producer id) stamped with
+/// `timestamp_ms`, for records the broker writes itself (e.g. `__consumer_offsets`). A `None` value is a
+/// tombstone. The base offset is 0; the log assigns the real one.
 pub fn build_batch(records: &[KeyValue<'_>], timestamp_ms: i64) -> Vec<u8> {
     assert!(!records.is_empty(), "a batch holds at least one record");
     let mut body = Vec::new();
@@ -444,18 +444,6 @@ pub fn build_batch(records: &[KeyValue<'_>], timestamp_ms: i64) -> Vec<u8> {
 #[cfg(test)]
 pub mod test_util {
     use super::*;
-
-    fn put_varint(out: &mut Vec<u8>, v: i64) {
-        let mut z = ((v << 1) ^ (v >> 63)) as u64;
-        loop {
-            if z < 0x80 {
-                out.push(z as u8);
-                return;
-            }
-            out.push((z as u8 & 0x7f) | 0x80);
-            z >>= 7;
-        }
-    }
 
     /// Parameters of a test batch.
     #[derive(Clone, Debug)]
