@@ -214,6 +214,8 @@ fn escape(label: &str) -> String {
 
 /// A per-topic counter: name, help, and how to read it.
 type TopicMetric = (&'static str, &'static str, fn(&TopicCounters) -> u64);
+/// A per-API counter: name, help, and how to read it.
+type ApiMetric = (&'static str, &'static str, fn(&ApiStats) -> u64);
 /// A per-core metric: name, type, help, and how to read it.
 type CoreMetric = (
     &'static str,
@@ -296,29 +298,23 @@ pub fn render(snapshots: &[Snapshot]) -> String {
             }
         }
     }
-    let _ = writeln!(
-        out,
-        "# HELP kafka_network_requestmetrics_requests_total Requests handled, per API (Kafka: RequestMetrics RequestsPerSec).\n# TYPE kafka_network_requestmetrics_requests_total counter"
-    );
-    for (k, a) in &apis {
-        let _ = writeln!(
-            out,
-            "kafka_network_requestmetrics_requests_total{{request=\"{}\"}} {}",
-            api_name(*k),
-            a.requests
-        );
-    }
-    let _ = writeln!(
-        out,
-        "# HELP kafka_network_requestmetrics_errors_total Requests that failed or closed the connection, per API (Kafka: RequestMetrics ErrorsPerSec).\n# TYPE kafka_network_requestmetrics_errors_total counter"
-    );
-    for (k, a) in &apis {
-        let _ = writeln!(
-            out,
-            "kafka_network_requestmetrics_errors_total{{request=\"{}\"}} {}",
-            api_name(*k),
-            a.errors
-        );
+    let api_counters: [ApiMetric; 2] = [
+        (
+            "kafka_network_requestmetrics_requests_total",
+            "Requests handled, per API (Kafka: RequestMetrics RequestsPerSec).",
+            |a| a.requests,
+        ),
+        (
+            "kafka_network_requestmetrics_errors_total",
+            "Requests that failed or closed the connection, per API (Kafka: RequestMetrics ErrorsPerSec).",
+            |a| a.errors,
+        ),
+    ];
+    for (name, help, get) in api_counters {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+        for (k, a) in &apis {
+            let _ = writeln!(out, "{name}{{request=\"{}\"}} {}", api_name(*k), get(a));
+        }
     }
     let _ = writeln!(
         out,
