@@ -70,6 +70,8 @@ pub struct Config {
     pub connections_max_idle_ms: u64,
     /// `queued.max.request.bytes`, per core (`-1` = unlimited = `u64::MAX`).
     pub queued_max_request_bytes: u64,
+    /// `fetch.max.bytes`: the most record bytes one Fetch answer holds.
+    pub fetch_max_bytes: usize,
     pub cores: usize,
     pub io_memory_bytes: usize,
     pub tail_cache_bytes: usize,
@@ -109,6 +111,7 @@ const KNOWN_KEYS: &[&str] = &[
     "max.connections",
     "connections.max.idle.ms",
     "queued.max.request.bytes",
+    "fetch.max.bytes",
     "ringtide.cores",
     "ringtide.io.memory.bytes",
     "ringtide.tail.cache.bytes",
@@ -157,6 +160,10 @@ fn defaults() -> Vec<(&'static str, String)> {
         (
             "queued.max.request.bytes",
             limits::QUEUED_MAX_REQUEST_BYTES_DEFAULT.to_string(),
+        ),
+        (
+            "fetch.max.bytes",
+            limits::FETCH_MAX_BYTES_DEFAULT.to_string(),
         ),
         (
             "ringtide.io.memory.bytes",
@@ -494,6 +501,12 @@ impl Config {
                 i64::MAX as u64,
             )?,
         };
+        let fetch_max_bytes = parse_num(
+            "fetch.max.bytes",
+            &get(&entries, "fetch.max.bytes").unwrap_or_default(),
+            limits::FETCH_MAX_BYTES_MIN,
+            limits::FETCH_MAX_BYTES_MAX,
+        )?;
         let message_max_bytes = parse_num(
             "message.max.bytes",
             &get(&entries, "message.max.bytes").unwrap_or_default(),
@@ -611,6 +624,7 @@ impl Config {
             max_connections,
             connections_max_idle_ms,
             queued_max_request_bytes,
+            fetch_max_bytes,
             cores,
             io_memory_bytes,
             tail_cache_bytes,

@@ -22,6 +22,14 @@ pub const MESH_CHANNEL_CAPACITY: usize = 1024;
 pub const IO_MEMORY_BYTES_DEFAULT: usize = 10 * 1024 * 1024;
 /// Longest a Fetch may wait (Kafka clients send up to 500 ms by default; we cap hostile values).
 pub const FETCH_MAX_WAIT_MS_MAX: i64 = 60_000;
+/// Default `fetch.max.bytes`: the most record bytes one Fetch answer holds, whatever the request asks
+/// (Kafka's default, 55 MiB).
+pub const FETCH_MAX_BYTES_DEFAULT: usize = 55 * 1024 * 1024;
+/// Smallest `fetch.max.bytes` accepted (Kafka's minimum).
+pub const FETCH_MAX_BYTES_MIN: usize = 1024;
+/// Largest `fetch.max.bytes` accepted: a Fetch answer's length must fit the i32 frame length with room
+/// for its framing.
+pub const FETCH_MAX_BYTES_MAX: usize = 1 << 30;
 /// Partitions one CreateTopics/CreatePartitions may ask for per topic.
 pub const TOPIC_PARTITIONS_MAX: i32 = 10_000;
 /// Longest topic name Kafka allows.
@@ -52,3 +60,6 @@ const _: () = assert!(MESSAGE_MAX_BYTES_DEFAULT < SOCKET_REQUEST_MAX_BYTES_DEFAU
 const _: () = assert!(CONNECTION_IN_FLIGHT_MAX >= 5);
 const _: () = assert!(QUEUED_MAX_REQUEST_BYTES_DEFAULT >= SOCKET_REQUEST_MAX_BYTES_DEFAULT as u64);
 const _: () = assert!(SHUTDOWN_DRAIN_MS_MAX < SHUTDOWN_MS_MAX);
+const _: () = assert!(FETCH_MAX_BYTES_MIN <= FETCH_MAX_BYTES_DEFAULT);
+const _: () = assert!(FETCH_MAX_BYTES_DEFAULT <= FETCH_MAX_BYTES_MAX);
+const _: () = assert!(2 * FETCH_MAX_BYTES_MAX <= i32::MAX as usize + 1);

@@ -33,6 +33,13 @@ pub const LOG_OVERHEAD_BYTES: usize = 12;
 /// Smallest legal `batch_length`: the header after the length field, with zero records.
 pub const BATCH_LENGTH_MIN: i32 = (HEADER_BYTES - LOG_OVERHEAD_BYTES) as i32;
 /// Position of the CRC field.
+/// The size of the batch at the start of `b` (log overhead included), from its length field; `None` if
+/// `b` is too short to say or the length is not positive.
+pub fn batch_size_at(b: &[u8]) -> Option<usize> {
+    let len = i32::from_be_bytes(b.get(8..12)?.try_into().ok()?);
+    (len > 0).then(|| LOG_OVERHEAD_BYTES + len as usize)
+}
+
 pub const CRC_OFFSET: usize = 17;
 /// First byte covered by the CRC (the attributes field).
 pub const ATTRIBUTES_OFFSET: usize = 21;

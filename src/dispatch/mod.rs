@@ -54,7 +54,7 @@ macro_rules! handlers {
                     };
                     let resp = $handler(shard, &header, req, prefix.api_version).await;
                     match resp {
-                        Some(resp) => encode(prefix, key, &resp),
+                        Some(resp) => resp.into_reply(prefix, key),
                         None => Reply::Nothing,
                     }
                 })*
@@ -105,6 +105,27 @@ pub fn advertised() -> Vec<Served> {
             s
         })
         .collect()
+}
+
+/// What a handler's answer becomes on the wire.
+pub trait Answer {
+    fn into_reply(self, prefix: HeaderPrefix, key: ApiKey) -> Reply;
+}
+
+impl<R: Encodable> Answer for R {
+    fn into_reply(self, prefix: HeaderPrefix, key: ApiKey) -> Reply {
+        encode(prefix, key, &self)
+    }
+}
+
+/// A Fetch answer leaves as chunks: the record bytes are the log's own slices.
+impl Answer for crate::protocol::fetch_response::FetchAnswer {
+    fn into_reply(self, prefix: HeaderPrefix, _key: ApiKey) -> Reply {
+        match self.encode(prefix.correlation_id, prefix.api_version) {
+            Some(chunks) => Reply::Frames(chunks),
+            None => Reply::Close("Fetch answer longer than a frame can be".into()),
+        }
+    }
 }
 
 fn encode<R: Encodable>(prefix: HeaderPrefix, key: ApiKey, resp: &R) -> Reply {

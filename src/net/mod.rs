@@ -268,6 +268,9 @@ impl AsyncWrite for Half {
 pub enum Reply {
     /// A response frame, length prefix included.
     Frame(Bytes),
+    /// A response frame as chunks whose concatenation is the frame (a Fetch answer: record bytes stay
+    /// the slices the log holds). Written with vectored writes.
+    Frames(Vec<Bytes>),
     /// No response (Produce with acks=0).
     Nothing,
     /// Close the connection without answering (what Kafka does for a request it cannot parse).
@@ -326,6 +329,13 @@ async fn serve_connection(
                     Some(Err(e)) => e.to_string(),
                     None => idle_error(idle, "the client read no response").to_string(),
                 },
+                Some(Reply::Frames(chunks)) => {
+                    match within(idle, write_chunks(fd, &mut writer, &chunks)).await {
+                        Some(Ok(())) => continue,
+                        Some(Err(e)) => e.to_string(),
+                        None => idle_error(idle, "the client read no response").to_string(),
+                    }
+                }
                 Some(Reply::Nothing) => continue,
                 Some(Reply::Close(reason)) => {
                     tracing::warn!(%reason, "closing connection");
@@ -360,6 +370,71 @@ async fn serve_connection(
     drop(tx);
     let written = writer_task.await;
     result.and(written)
+}
+
+/// Chunks handed to one `sendmsg` at most (Linux's IOV_MAX is 1024).
+const IOVECS_PER_WRITE_MAX: usize = 64;
+
+/// Writes `chunks` in order with vectored, non-blocking `sendmsg` calls; when the socket buffer is full it
+/// waits through the stream (glommio's write waits for the socket to drain, then sends some bytes).
+async fn write_chunks(fd: RawFd, writer: &mut Half, chunks: &[Bytes]) -> io::Result<()> {
+    let mut i = 0usize; // first chunk not fully written
+    let mut at = 0usize; // bytes of chunk `i` already written
+    while i < chunks.len() {
+        if chunks[i].len() == at {
+            i += 1;
+            at = 0;
+            continue;
+        }
+        let mut iov: [libc::iovec; IOVECS_PER_WRITE_MAX] = [libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0,
+        }; IOVECS_PER_WRITE_MAX];
+        let mut n_iov = 0;
+        for (k, c) in chunks[i..].iter().enumerate().take(IOVECS_PER_WRITE_MAX) {
+            let c = if k == 0 { &c[at..] } else { &c[..] };
+            iov[n_iov] = libc::iovec {
+                iov_base: c.as_ptr() as *mut libc::c_void,
+                iov_len: c.len(),
+            };
+            n_iov += 1;
+        }
+        // SAFETY: `iov` points into `chunks`, which outlive the call; `fd` is this connection's open socket.
+        let sent = unsafe {
+            let mut msg: libc::msghdr = std::mem::zeroed();
+            msg.msg_iov = iov.as_mut_ptr();
+            msg.msg_iovlen = n_iov as _;
+            libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
+        };
+        let mut advance = if sent >= 0 {
+            sent as usize
+        } else {
+            let e = io::Error::last_os_error();
+            match e.kind() {
+                io::ErrorKind::Interrupted => 0,
+                io::ErrorKind::WouldBlock => {
+                    // Full socket buffer: let glommio wait for room and send part of this chunk.
+                    match writer.write(&chunks[i][at..]).await? {
+                        0 => return Err(io::ErrorKind::WriteZero.into()),
+                        n => n,
+                    }
+                }
+                _ => return Err(e),
+            }
+        };
+        while advance > 0 {
+            let left = chunks[i].len() - at;
+            if advance >= left {
+                advance -= left;
+                i += 1;
+                at = 0;
+            } else {
+                at += advance;
+                advance = 0;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// What the reader of one connection works with.

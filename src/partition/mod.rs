@@ -15,7 +15,7 @@ use bytes::Bytes;
 use uuid::Uuid;
 
 use crate::records::{self, RecordError};
-use crate::storage::{LogConfig, PartitionLog, StorageError};
+use crate::storage::{FetchRead, LogConfig, PartitionLog, StorageError};
 use producer_state::{BatchMetadata, ProducerStateManager, SequenceCheck};
 
 /// INVALID_RECORD: clients may not write control batches.
@@ -257,6 +257,25 @@ impl Partition {
     pub async fn read(&self, offset: i64, max_bytes: usize) -> Result<Bytes, PartitionError> {
         let hw = self.log.high_watermark();
         Ok(self.log.read(offset, max_bytes, hw).await?)
+    }
+
+    /// The fetch read (see [`PartitionLog::read_batches`]): whole batches below `max_offset` as slices.
+    pub async fn read_batches(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        max_offset: i64,
+        min_one: bool,
+    ) -> Result<FetchRead, PartitionError> {
+        Ok(self
+            .log
+            .read_batches(offset, max_bytes, max_offset, min_one)
+            .await?)
+    }
+
+    /// An upper bound of the bytes a fetch from `offset` could read now (no I/O).
+    pub fn bytes_from(&self, offset: i64) -> u64 {
+        self.log.bytes_from(offset)
     }
 
     /// Like [`Partition::read`] with an explicit exclusive upper offset.

@@ -5,6 +5,7 @@
 //! an answer or a clean close), and framing responses. It knows nothing of the runtime.
 
 pub mod errors;
+pub mod fetch_response;
 pub mod fuzz;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};

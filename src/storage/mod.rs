@@ -180,7 +180,11 @@ pub(crate) struct CachedBatch {
     pub last_offset: i64,
     pub max_timestamp: i64,
     pub segment_base: i64,
+    /// This batch: `append[at..at + len]`.
     pub bytes: Bytes,
+    /// The whole buffer of the append this batch came with (so adjacent batches read as one slice).
+    pub append: Bytes,
+    pub at: usize,
 }
 
 /// One entry of the ordered queue the flusher drains.
@@ -698,6 +702,8 @@ impl PartitionLog {
                 max_timestamp: fh.max_timestamp,
                 segment_base,
                 bytes: bytes.slice(at..at + size),
+                append: bytes.clone(),
+                at,
             });
             pos += size as u64;
             at += size;
@@ -761,14 +767,47 @@ impl PartitionLog {
     }
 
     /// Reads whole batches starting with the one holding `fetch_offset`, up to `max_bytes` but at least
-    /// one batch if any exists below `max_offset` (exclusive; usually the high watermark).
+    /// one batch if any exists below `max_offset` (exclusive; usually the high watermark). One buffer.
     pub async fn read(
         &self,
         fetch_offset: i64,
         max_bytes: usize,
         max_offset: i64,
     ) -> Result<Bytes, StorageError> {
+        let r = self
+            .read_batches(fetch_offset, max_bytes, max_offset, true)
+            .await?;
+        Ok(match r.chunks.len() {
+            0 => Bytes::new(),
+            1 => r.chunks.into_iter().next().expect("one chunk"),
+            _ => {
+                let mut out = BytesMut::with_capacity(r.bytes);
+                for c in &r.chunks {
+                    out.extend_from_slice(c);
+                }
+                out.freeze()
+            }
+        })
+    }
+
+    /// The fetch read: whole batches from the one holding `fetch_offset`, below `max_offset` (exclusive),
+    /// at most `max_bytes` in all. With `min_one` the first batch is returned even when it alone is larger
+    /// than `max_bytes` (Kafka's rule for the first non-empty partition of a fetch); without it such a
+    /// batch is not returned and [`FetchRead::first_batch_over_limit`] says so. The answer is slices of the
+    /// tail cache, or of one buffer read from disk: record bytes are not copied again on their way out.
+    pub async fn read_batches(
+        &self,
+        fetch_offset: i64,
+        max_bytes: usize,
+        max_offset: i64,
+        min_one: bool,
+    ) -> Result<FetchRead, StorageError> {
         let max_bytes = max_bytes.min(READ_BYTES_MAX);
+        let limit = ReadLimit {
+            fetch_offset,
+            max_bytes,
+            min_one,
+        };
         let plan = {
             let st = self.shared.state.borrow();
             if fetch_offset < st.log_start_offset || fetch_offset > st.log_end_offset {
@@ -780,14 +819,14 @@ impl PartitionLog {
             }
             let max_offset = max_offset.min(st.log_end_offset);
             if fetch_offset >= max_offset {
-                return Ok(Bytes::new());
+                return Ok(FetchRead::default());
             }
             if st
                 .cache
                 .front()
                 .is_some_and(|b| b.base_offset <= fetch_offset)
             {
-                return Ok(read_cache(&st, fetch_offset, max_bytes, max_offset));
+                return Ok(read_cache(&st, &limit, max_offset));
             }
             let first = st
                 .segments
@@ -807,18 +846,34 @@ impl PartitionLog {
                 .collect::<Vec<_>>()
         };
         for d in plan {
-            let out = read_disk(&d, fetch_offset, max_bytes, max_offset).await?;
-            if !out.is_empty() {
+            let out = read_disk(&d, &limit, max_offset).await?;
+            if out.bytes > 0 || out.first_batch_over_limit {
                 return Ok(out);
             }
         }
         let st = self.shared.state.borrow();
-        Ok(read_cache(
-            &st,
-            fetch_offset,
-            max_bytes,
-            max_offset.min(st.log_end_offset),
-        ))
+        Ok(read_cache(&st, &limit, max_offset.min(st.log_end_offset)))
+    }
+
+    /// An upper bound of the bytes a fetch from `offset` could read now (no I/O): from the indexed
+    /// position at or before `offset` to the end of the log. Used to plan a fetch's budget before reading.
+    pub fn bytes_from(&self, offset: i64) -> u64 {
+        let st = self.shared.state.borrow();
+        let first = st
+            .segments
+            .partition_point(|s| s.base_offset <= offset)
+            .saturating_sub(1);
+        st.segments[first..]
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                if i == 0 {
+                    s.size.saturating_sub(s.lookup(offset))
+                } else {
+                    s.size
+                }
+            })
+            .sum()
     }
 
     /// The first batch whose max timestamp is >= `ts`: `(its base offset, its max timestamp)`. Batch
@@ -975,35 +1030,73 @@ impl PartitionLog {
     }
 }
 
-/// Whole batches from the tail cache, starting with the batch holding `fetch_offset`.
-fn read_cache(st: &State, fetch_offset: i64, max_bytes: usize, max_offset: i64) -> Bytes {
-    let i = st.cache.partition_point(|b| b.last_offset < fetch_offset);
-    let mut picked: Vec<&Bytes> = Vec::new();
-    let mut total = 0usize;
+/// What one fetch read may take.
+struct ReadLimit {
+    fetch_offset: i64,
+    max_bytes: usize,
+    min_one: bool,
+}
+
+impl ReadLimit {
+    /// Whether a batch of `size` bytes still fits after `taken` bytes; records on `out` the case of a
+    /// first batch that alone is over the limit.
+    fn admits(&self, taken: usize, size: usize, out: &mut FetchRead) -> bool {
+        if taken == 0 && size > self.max_bytes && !self.min_one {
+            out.first_batch_over_limit = true;
+            return false;
+        }
+        taken == 0 || taken + size <= self.max_bytes
+    }
+}
+
+/// Whole batches read for a fetch, in offset order.
+#[derive(Clone, Debug, Default)]
+pub struct FetchRead {
+    /// Slices of the tail cache or of one read buffer; their concatenation is the records.
+    pub chunks: Vec<Bytes>,
+    /// Total length of `chunks`.
+    pub bytes: usize,
+    /// Nothing was returned because the first batch alone is larger than the limit and `min_one` was off.
+    pub first_batch_over_limit: bool,
+}
+
+/// Whole batches from the tail cache, starting with the batch holding `fetch_offset`: slices of the
+/// cache, with the adjacent batches of one append as one slice.
+fn read_cache(st: &State, limit: &ReadLimit, max_offset: i64) -> FetchRead {
+    let i = st
+        .cache
+        .partition_point(|b| b.last_offset < limit.fetch_offset);
+    let mut out = FetchRead::default();
+    // The run being gathered: (append buffer, start, end) within it.
+    let mut run: Option<(Bytes, usize, usize)> = None;
     for b in st.cache.iter().skip(i) {
         if b.base_offset >= max_offset {
             break;
         }
-        if !picked.is_empty() && total + b.bytes.len() > max_bytes {
+        let size = b.bytes.len();
+        if !limit.admits(out.bytes, size, &mut out) {
             break;
         }
-        total += b.bytes.len();
-        picked.push(&b.bytes);
-        if total >= max_bytes {
-            break;
-        }
-    }
-    match picked.len() {
-        0 => Bytes::new(),
-        1 => picked[0].clone(),
-        _ => {
-            let mut out = BytesMut::with_capacity(total);
-            for b in picked {
-                out.extend_from_slice(b);
+        out.bytes += size;
+        match &mut run {
+            Some((buf, _, end)) if buf.as_ptr() == b.append.as_ptr() && *end == b.at => {
+                *end += size;
             }
-            out.freeze()
+            _ => {
+                if let Some((buf, start, end)) = run.take() {
+                    out.chunks.push(buf.slice(start..end));
+                }
+                run = Some((b.append.clone(), b.at, b.at + size));
+            }
+        }
+        if out.bytes >= limit.max_bytes {
+            break;
         }
     }
+    if let Some((buf, start, end)) = run {
+        out.chunks.push(buf.slice(start..end));
+    }
+    out
 }
 
 /// A window of file bytes read with direct I/O.
@@ -1075,37 +1168,46 @@ async fn header_at(
     Ok(Some(h))
 }
 
+/// Whole batches of one segment file, copied once from the direct-I/O buffer into one answer buffer.
 async fn read_disk(
     d: &DiskRead,
-    fetch_offset: i64,
-    max_bytes: usize,
+    limit: &ReadLimit,
     max_offset: i64,
-) -> Result<Bytes, StorageError> {
+) -> Result<FetchRead, StorageError> {
+    let mut result = FetchRead::default();
     // Sized once: growing by doubling would copy the answer several times over.
-    let mut out = BytesMut::with_capacity(max_bytes.min(d.limit.saturating_sub(d.start) as usize));
+    let mut out = BytesMut::new();
     let mut win = None;
     let mut pos = d.start;
     loop {
-        let want = READ_WINDOW_BYTES_MIN.max(max_bytes.saturating_sub(out.len()));
+        let want = READ_WINDOW_BYTES_MIN.max(limit.max_bytes.saturating_sub(out.len()));
         let Some(h) = header_at(d, &mut win, pos, want).await? else {
             break;
         };
         let size = h.total_size();
-        if h.last_offset() < fetch_offset {
+        if h.last_offset() < limit.fetch_offset {
             pos += size as u64;
             continue;
         }
-        if h.base_offset >= max_offset || (!out.is_empty() && out.len() + size > max_bytes) {
+        if h.base_offset >= max_offset || !limit.admits(out.len(), size, &mut result) {
             break;
+        }
+        if out.capacity() == 0 {
+            let left = d.limit.saturating_sub(pos) as usize;
+            out.reserve(limit.max_bytes.max(size).min(left));
         }
         ensure_window(d, &mut win, pos, size, want).await?;
         out.extend_from_slice(win.as_ref().expect("ensured").slice(pos, size));
         pos += size as u64;
-        if out.len() >= max_bytes {
+        if out.len() >= limit.max_bytes {
             break;
         }
     }
-    Ok(out.freeze())
+    result.bytes = out.len();
+    if !out.is_empty() {
+        result.chunks.push(out.freeze());
+    }
+    Ok(result)
 }
 
 /// Calls `f` with every batch header from `d.start` to `d.limit` until it returns false.
