@@ -72,6 +72,10 @@ pub struct Config {
     pub queued_max_request_bytes: u64,
     /// `fetch.max.bytes`: the most record bytes one Fetch answer holds.
     pub fetch_max_bytes: usize,
+    /// `producer.id.expiration.ms`: idle time after which a partition forgets a producer id.
+    pub producer_id_expiration_ms: i64,
+    /// `producer.id.expiration.check.interval.ms`: how often each core expires producer ids.
+    pub producer_id_expiration_check_interval_ms: u64,
     pub cores: usize,
     pub io_memory_bytes: usize,
     pub tail_cache_bytes: usize,
@@ -112,6 +116,8 @@ const KNOWN_KEYS: &[&str] = &[
     "connections.max.idle.ms",
     "queued.max.request.bytes",
     "fetch.max.bytes",
+    "producer.id.expiration.ms",
+    "producer.id.expiration.check.interval.ms",
     "ringtide.cores",
     "ringtide.io.memory.bytes",
     "ringtide.tail.cache.bytes",
@@ -164,6 +170,14 @@ fn defaults() -> Vec<(&'static str, String)> {
         (
             "fetch.max.bytes",
             limits::FETCH_MAX_BYTES_DEFAULT.to_string(),
+        ),
+        (
+            "producer.id.expiration.ms",
+            limits::PRODUCER_ID_EXPIRATION_MS_DEFAULT.to_string(),
+        ),
+        (
+            "producer.id.expiration.check.interval.ms",
+            limits::PRODUCER_ID_EXPIRATION_CHECK_INTERVAL_MS_DEFAULT.to_string(),
         ),
         (
             "ringtide.io.memory.bytes",
@@ -507,6 +521,18 @@ impl Config {
             limits::FETCH_MAX_BYTES_MIN,
             limits::FETCH_MAX_BYTES_MAX,
         )?;
+        let producer_id_expiration_ms = parse_num(
+            "producer.id.expiration.ms",
+            &get(&entries, "producer.id.expiration.ms").unwrap_or_default(),
+            1i64,
+            limits::PRODUCER_ID_EXPIRATION_MS_MAX,
+        )?;
+        let producer_id_expiration_check_interval_ms = parse_num(
+            "producer.id.expiration.check.interval.ms",
+            &get(&entries, "producer.id.expiration.check.interval.ms").unwrap_or_default(),
+            1u64,
+            limits::PRODUCER_ID_EXPIRATION_MS_MAX as u64,
+        )?;
         let message_max_bytes = parse_num(
             "message.max.bytes",
             &get(&entries, "message.max.bytes").unwrap_or_default(),
@@ -625,6 +651,8 @@ impl Config {
             connections_max_idle_ms,
             queued_max_request_bytes,
             fetch_max_bytes,
+            producer_id_expiration_ms,
+            producer_id_expiration_check_interval_ms,
             cores,
             io_memory_bytes,
             tail_cache_bytes,
@@ -660,6 +688,35 @@ mod tests {
         assert_eq!(c.advertised.host, "localhost");
         assert_eq!(c.log_retention_ms, 168 * 3_600_000);
         assert!(c.log_flush_interval_messages.is_none());
+        assert_eq!(c.producer_id_expiration_ms, 86_400_000);
+        assert_eq!(c.producer_id_expiration_check_interval_ms, 600_000);
+    }
+
+    #[test]
+    fn producer_id_expiration_range() {
+        let c = Config::load(
+            None,
+            &[
+                "producer.id.expiration.ms=1000".into(),
+                "producer.id.expiration.check.interval.ms=10".into(),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.producer_id_expiration_ms, 1000);
+        assert_eq!(c.producer_id_expiration_check_interval_ms, 10);
+        for bad in [
+            "producer.id.expiration.ms=0",
+            "producer.id.expiration.ms=2147483648",
+            "producer.id.expiration.check.interval.ms=0",
+        ] {
+            let err = Config::load(None, &[bad.into()]).unwrap_err();
+            let key = bad.split('=').next().unwrap();
+            assert!(err.to_string().contains(key), "{err}");
+        }
+        assert!(Config::load(None, &[])
+            .unwrap()
+            .describe()
+            .contains("producer.id.expiration.ms=86400000"));
     }
 
     #[test]

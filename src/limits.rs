@@ -55,6 +55,16 @@ pub const SHUTDOWN_DRAIN_MS_MAX: u64 = 10_000;
 /// exits with status 1 without writing the clean-shutdown marker (the next start recovers fully).
 pub const SHUTDOWN_MS_MAX: u64 = 30_000;
 
+/// Default `producer.id.expiration.ms`: a producer id with no append to a partition for this long is
+/// forgotten by that partition (Kafka's default, 1 day). Bounds the idempotent-producer state.
+pub const PRODUCER_ID_EXPIRATION_MS_DEFAULT: i64 = 86_400_000;
+/// Default `producer.id.expiration.check.interval.ms`: how often each core looks for expired producer
+/// ids in its partitions (Kafka's default, 10 minutes).
+pub const PRODUCER_ID_EXPIRATION_CHECK_INTERVAL_MS_DEFAULT: u64 = 600_000;
+/// Largest `producer.id.expiration.ms` and `producer.id.expiration.check.interval.ms` (Kafka declares
+/// both as INT).
+pub const PRODUCER_ID_EXPIRATION_MS_MAX: i64 = i32::MAX as i64;
+
 const _: () = assert!(REQUEST_HEADER_BYTES_MIN < CONNECTION_READ_BUFFER_BYTES);
 const _: () = assert!(MESSAGE_MAX_BYTES_DEFAULT < SOCKET_REQUEST_MAX_BYTES_DEFAULT);
 const _: () = assert!(CONNECTION_IN_FLIGHT_MAX >= 5);
@@ -63,3 +73,7 @@ const _: () = assert!(SHUTDOWN_DRAIN_MS_MAX < SHUTDOWN_MS_MAX);
 const _: () = assert!(FETCH_MAX_BYTES_MIN <= FETCH_MAX_BYTES_DEFAULT);
 const _: () = assert!(FETCH_MAX_BYTES_DEFAULT <= FETCH_MAX_BYTES_MAX);
 const _: () = assert!(2 * FETCH_MAX_BYTES_MAX <= i32::MAX as usize + 1);
+const _: () = assert!(PRODUCER_ID_EXPIRATION_MS_DEFAULT <= PRODUCER_ID_EXPIRATION_MS_MAX);
+const _: () = assert!(
+    PRODUCER_ID_EXPIRATION_CHECK_INTERVAL_MS_DEFAULT as i64 <= PRODUCER_ID_EXPIRATION_MS_DEFAULT
+);

@@ -270,6 +270,7 @@ async fn run_shard(
     ))
     .detach();
     let retention = glommio::spawn_local(retention_loop(shard.clone())).detach();
+    let producer_expiry = glommio::spawn_local(producer_expiry_loop(shard.clone())).detach();
 
     while !STOP.load(Ordering::SeqCst) {
         glommio::timer::sleep(STOP_POLL).await;
@@ -280,6 +281,7 @@ async fn run_shard(
         admin.cancel();
     }
     retention.cancel();
+    producer_expiry.cancel();
     // Stop reading requests; let every connection answer what it has in flight (produce acks need the
     // flushers, which still run), bounded by SHUTDOWN_DRAIN_MS_MAX.
     let drain_deadline = Instant::now() + Duration::from_millis(limits::SHUTDOWN_DRAIN_MS_MAX);
@@ -326,6 +328,26 @@ async fn retention_loop(shard: std::rc::Rc<Shard>) {
             if let Err(e) = p.enforce_retention(now_ms).await {
                 tracing::warn!(topic = %tp.topic, partition = tp.partition, error = %e, "retention failed");
             }
+        }
+    }
+}
+
+/// Forgets the producer ids idle for `producer.id.expiration.ms` in this core's partitions, every
+/// `producer.id.expiration.check.interval.ms` (Kafka's `PeriodicProducerExpirationCheck`): the
+/// idempotent-producer state stays bounded by the producers active within the expiration window.
+async fn producer_expiry_loop(shard: std::rc::Rc<Shard>) {
+    let every = Duration::from_millis(shard.config.producer_id_expiration_check_interval_ms);
+    let expiration_ms = shard.config.producer_id_expiration_ms;
+    loop {
+        glommio::timer::sleep(every).await;
+        let now_ms = crate::storage::now_ms();
+        let expired: usize = shard
+            .owned_partitions()
+            .iter()
+            .map(|(_, p)| p.expire_producers(now_ms, expiration_ms))
+            .sum();
+        if expired > 0 {
+            tracing::debug!(core = shard.id, expired, "idle producer ids expired");
         }
     }
 }

@@ -99,6 +99,7 @@ impl Partition {
         config: LogConfig,
     ) -> Result<Rc<Partition>, StorageError> {
         let mut producers = ProducerStateManager::new();
+        let now_ms = crate::storage::now_ms();
         let log = PartitionLog::open(log_dir, topic, partition, config, &mut |h| {
             if h.has_producer_id() && !h.is_control() {
                 producers.replay(
@@ -109,6 +110,8 @@ impl Partition {
                         last_seq: h.last_sequence(),
                         base_offset: h.base_offset,
                         last_offset_delta: h.last_offset_delta,
+                        // The stored max timestamp is the append time with LogAppendTime.
+                        max_timestamp: h.max_timestamp.min(now_ms),
                     },
                 );
             }
@@ -187,6 +190,18 @@ impl Partition {
         }
         let log_start_offset = self.log.log_start_offset();
         let base = self.log.log_end_offset();
+        // The producer's last timestamp, which expiry ages it by: the batch's max timestamp as Kafka
+        // keeps it (the append time with LogAppendTime). A CreateTime ahead of the broker's clock counts
+        // as the broker's clock, so that a producer whose clock runs ahead still expires once idle
+        // (Kafka would keep it until its future timestamps were old).
+        let now_ms = crate::storage::now_ms();
+        let batch_timestamp = |h: &records::BatchHeader| {
+            if config.log_append_time {
+                now_ms
+            } else {
+                h.max_timestamp.min(now_ms)
+            }
+        };
         let mut overlay = {
             let producers = self.producers.borrow();
             producers.subset(
@@ -227,6 +242,7 @@ impl Partition {
                             last_seq,
                             base_offset: next,
                             last_offset_delta: h.last_offset_delta,
+                            max_timestamp: batch_timestamp(h),
                         },
                     ),
                 }
@@ -332,6 +348,14 @@ impl Partition {
     pub fn producer_count(&self) -> usize {
         self.producers.borrow().len()
     }
+
+    /// Forgets the producer ids whose last batch is `expiration_ms` or more older than `now_ms`
+    /// (`producer.id.expiration.ms`); returns how many.
+    pub fn expire_producers(&self, now_ms: i64, expiration_ms: i64) -> usize {
+        self.producers
+            .borrow_mut()
+            .remove_expired(now_ms, expiration_ms)
+    }
 }
 
 #[cfg(test)]
@@ -416,6 +440,55 @@ mod tests {
                 records::validate_batches(&bytes, usize::MAX).unwrap().len(),
                 4
             );
+            p.close().await.unwrap();
+        });
+    }
+
+    #[test]
+    fn expired_producer_starts_over_at_any_sequence() {
+        run(|| async {
+            let tmp = tempfile::tempdir().unwrap();
+            let p = open(tmp.path()).await;
+            p.append(idem(0, 3, 0)).unwrap();
+            assert_eq!(
+                p.append(idem(7, 1, 0)).unwrap_err().code,
+                OUT_OF_ORDER_SEQUENCE_NUMBER
+            );
+            // CreateTime: the producer is aged by its batch's max timestamp.
+            let last_ts = BatchSpec::default().base_timestamp + 2;
+            let day_ms = 86_400_000;
+            assert_eq!(p.expire_producers(last_ts + day_ms - 1, day_ms), 0);
+            assert_eq!(p.producer_count(), 1);
+            assert_eq!(p.expire_producers(last_ts + day_ms, day_ms), 1);
+            assert_eq!(p.producer_count(), 0);
+            // Forgotten: the next batch is accepted at any sequence and becomes the new state.
+            let r = p.append(idem(7, 1, 0)).unwrap();
+            assert_eq!((r.base_offset, r.duplicate), (3, false));
+            assert_eq!(p.append(idem(8, 1, 0)).unwrap().base_offset, 4);
+            p.wait_durable(4).await.unwrap();
+            p.close().await.unwrap();
+        });
+    }
+
+    #[test]
+    fn producer_with_future_timestamps_still_expires() {
+        run(|| async {
+            let tmp = tempfile::tempdir().unwrap();
+            let p = open(tmp.path()).await;
+            let future = Bytes::from(build(&BatchSpec {
+                producer_id: 42,
+                producer_epoch: 0,
+                base_sequence: 0,
+                base_timestamp: i64::MAX / 2,
+                ..Default::default()
+            }));
+            let before = crate::storage::now_ms();
+            p.append(future).unwrap();
+            let day_ms = 86_400_000;
+            let after = crate::storage::now_ms();
+            assert_eq!(p.expire_producers(before + day_ms - 1, day_ms), 0);
+            assert_eq!(p.expire_producers(after + day_ms, day_ms), 1);
+            p.wait_durable(0).await.unwrap();
             p.close().await.unwrap();
         });
     }

@@ -6,7 +6,10 @@
 //! - within the epoch, a batch whose (first, last) sequence equals one of the last five cached batches is a
 //!   duplicate and is answered with the original offsets, without appending;
 //! - otherwise its first sequence must follow the last one (wrapping from `i32::MAX` to 0);
-//! - an unknown producer id (no state, e.g. all its data expired) may start at any sequence.
+//! - an unknown producer id (no state, e.g. all its data expired) may start at any sequence;
+//! - a producer id with no batch for `producer.id.expiration.ms` is forgotten
+//!   ([`ProducerStateManager::remove_expired`], Kafka's `removeExpiredProducers`), so the state stays
+//!   bounded by the producers active within that window; it may then start again at any sequence.
 //!
 //! Fault model: clients retry (duplicates), restart (epoch bumps) and misbehave (gaps); the broker restarts
 //! (state is rebuilt from the log with [`ProducerStateManager::replay`], which applies no checks).
@@ -32,6 +35,9 @@ pub struct BatchMetadata {
     pub last_seq: i32,
     pub base_offset: i64,
     pub last_offset_delta: i32,
+    /// The batch's max timestamp as Kafka keeps it (the append time with LogAppendTime), never later
+    /// than the broker's clock when it was recorded. Producer expiry ages an entry by its last batch's.
+    pub max_timestamp: i64,
 }
 
 impl BatchMetadata {
@@ -57,6 +63,11 @@ impl ProducerEntry {
 
     pub fn last_seq(&self) -> i32 {
         self.batches.back().map_or(NO_SEQUENCE, |b| b.last_seq)
+    }
+
+    /// The timestamp of the last batch (Kafka's `lastTimestamp`); `i64::MIN` if there is none.
+    pub fn last_timestamp(&self) -> i64 {
+        self.batches.back().map_or(i64::MIN, |b| b.max_timestamp)
     }
 
     fn find_duplicate(&self, epoch: i16, first_seq: i32, last_seq: i32) -> Option<BatchMetadata> {
@@ -192,6 +203,19 @@ impl ProducerStateManager {
         self.producers.extend(overlay.producers);
     }
 
+    /// Forgets every producer whose last batch is `expiration_ms` or more older than `now_ms` (Kafka's
+    /// `removeExpiredProducers` with `producer.id.expiration.ms`); returns how many were forgotten.
+    ///
+    /// Kafka never expires a producer with an ongoing transaction; Ringtide has no transactions yet (a
+    /// transactional produce is refused), so no entry here can have one. When transactions arrive, an
+    /// entry with an open transaction must be kept here.
+    pub fn remove_expired(&mut self, now_ms: i64, expiration_ms: i64) -> usize {
+        let before = self.producers.len();
+        self.producers
+            .retain(|_, e| now_ms.saturating_sub(e.last_timestamp()) < expiration_ms);
+        before - self.producers.len()
+    }
+
     /// Forgets every producer whose last batch ends before `log_start_offset` (its data was deleted).
     pub fn expire_before(&mut self, log_start_offset: i64) {
         self.producers.retain(|_, e| {
@@ -207,11 +231,16 @@ mod tests {
     use super::*;
 
     fn meta(first: i32, last: i32, base: i64) -> BatchMetadata {
+        meta_at(first, last, base, 0)
+    }
+
+    fn meta_at(first: i32, last: i32, base: i64, max_timestamp: i64) -> BatchMetadata {
         BatchMetadata {
             first_seq: first,
             last_seq: last,
             base_offset: base,
             last_offset_delta: last.wrapping_sub(first),
+            max_timestamp,
         }
     }
 
@@ -304,5 +333,42 @@ mod tests {
         assert!(s.entry(1).is_none());
         assert!(s.entry(2).is_some());
         assert_eq!(s.len(), 1);
+    }
+
+    #[test]
+    fn expiry_drops_idle_producers_and_keeps_recent_ones() {
+        const EXPIRATION_MS: i64 = 1_000;
+        let mut s = ProducerStateManager::new();
+        s.record(1, 0, meta_at(0, 4, 0, 1_000)); // idle since 1_000
+        s.record(2, 0, meta_at(0, 0, 5, 1_000));
+        s.record(2, 0, meta_at(1, 1, 6, 1_800)); // its last batch counts, not its first
+        s.record(3, 0, meta_at(0, 0, 7, 1_999));
+        assert_eq!(s.remove_expired(1_999, EXPIRATION_MS), 0);
+        assert_eq!(s.len(), 3);
+        // Kafka's rule: expired once `now - lastTimestamp >= expiration`.
+        assert_eq!(s.remove_expired(2_000, EXPIRATION_MS), 1);
+        assert!(s.entry(1).is_none());
+        assert!(s.entry(2).is_some() && s.entry(3).is_some());
+        assert_eq!(s.remove_expired(2_800, EXPIRATION_MS), 1);
+        assert!(s.entry(2).is_none());
+        assert_eq!(s.entry(3).unwrap().last_seq(), 0);
+        assert_eq!(s.remove_expired(i64::MAX, EXPIRATION_MS), 1);
+        assert!(s.is_empty());
+    }
+
+    #[test]
+    fn expired_producer_may_start_at_any_sequence() {
+        let mut s = ProducerStateManager::new();
+        s.record(1, 3, meta_at(0, 9, 0, 100));
+        assert_eq!(s.check(1, 3, 17, 20), Err(OUT_OF_ORDER_SEQUENCE_NUMBER));
+        assert_eq!(s.check(1, 2, 10, 10), Err(INVALID_PRODUCER_EPOCH));
+        s.remove_expired(100 + 60_000, 60_000);
+        assert!(s.entry(1).is_none());
+        // Unknown again: any sequence and any epoch, as for a producer never seen.
+        assert_eq!(s.check(1, 3, 17, 20), Ok(SequenceCheck::Append));
+        assert_eq!(s.check(1, 2, 10, 10), Ok(SequenceCheck::Append));
+        s.record(1, 3, meta_at(17, 20, 10, 61_000));
+        assert_eq!(s.check(1, 3, 21, 21), Ok(SequenceCheck::Append));
+        assert_eq!(s.check(1, 3, 23, 23), Err(OUT_OF_ORDER_SEQUENCE_NUMBER));
     }
 }
