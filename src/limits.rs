@@ -65,6 +65,10 @@ pub const PRODUCER_ID_EXPIRATION_CHECK_INTERVAL_MS_DEFAULT: u64 = 600_000;
 /// both as INT).
 pub const PRODUCER_ID_EXPIRATION_MS_MAX: i64 = i32::MAX as i64;
 
+/// Latency and size quantiles in `/metrics` cover the current and the previous window of this length,
+/// i.e. the last one to two minutes (`_count` and `_sum` stay lifetime counters).
+pub const METRICS_QUANTILE_WINDOW_MS: u64 = 60_000;
+
 const _: () = assert!(REQUEST_HEADER_BYTES_MIN < CONNECTION_READ_BUFFER_BYTES);
 const _: () = assert!(MESSAGE_MAX_BYTES_DEFAULT < SOCKET_REQUEST_MAX_BYTES_DEFAULT);
 const _: () = assert!(CONNECTION_IN_FLIGHT_MAX >= 5);

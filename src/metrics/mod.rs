@@ -4,6 +4,10 @@
 //! hot path touches plain `Cell`s and a local histogram, never a shared atomic. A scrape on core 0 asks
 //! every core for a [`Snapshot`] over the mesh, merges them and renders the Prometheus text format.
 //! Metric names follow Kafka's JMX names where one exists (see `docs/metrics.md` for the mapping).
+//!
+//! Quantiles cover a recent window, not the process lifetime: each distribution is a [`Windowed`] pair
+//! of histograms rotated every [`limits::METRICS_QUANTILE_WINDOW_MS`], and a scrape reports the union of
+//! the current and the previous window. The `_count` and `_sum` of a summary stay lifetime counters.
 
 pub mod http;
 
@@ -11,9 +15,11 @@ use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
+
+use crate::limits;
 
 /// Latencies are recorded in microseconds, from 1 µs to 60 s, 2 significant digits.
 const LATENCY_US_MAX: u64 = 60_000_000;
@@ -37,19 +43,109 @@ pub struct TopicCounters {
     pub messages_in: u64,
 }
 
+const QUANTILE_WINDOW: Duration = Duration::from_millis(limits::METRICS_QUANTILE_WINDOW_MS);
+
+/// A distribution whose quantiles cover the last one to two windows, with lifetime count and sum.
+///
+/// Samples go into `current`; once a window has passed, `current` becomes `previous` and a new
+/// `current` starts (after two windows without a sample both are cleared). Rotation happens when a
+/// sample is recorded or a summary taken, so an idle series still ages. Costs two histograms and one
+/// clock read per sample.
+#[derive(Clone, Debug)]
+struct Windowed {
+    current: Histogram<u64>,
+    previous: Histogram<u64>,
+    window_start: Instant,
+    count: u64,
+    sum: u64,
+}
+
+impl Windowed {
+    fn new(empty: Histogram<u64>, now: Instant) -> Self {
+        Windowed {
+            previous: empty.clone(),
+            current: empty,
+            window_start: now,
+            count: 0,
+            sum: 0,
+        }
+    }
+
+    fn rotate(&mut self, now: Instant) {
+        let elapsed = now.saturating_duration_since(self.window_start);
+        if elapsed < QUANTILE_WINDOW {
+            return;
+        }
+        std::mem::swap(&mut self.current, &mut self.previous);
+        self.current.reset();
+        if elapsed < 2 * QUANTILE_WINDOW {
+            self.window_start += QUANTILE_WINDOW;
+        } else {
+            // Even the newest sample of the old `current` is older than a whole window.
+            self.previous.reset();
+            self.window_start = now;
+        }
+    }
+
+    fn record(&mut self, value: u64, now: Instant) {
+        self.rotate(now);
+        self.current.saturating_record(value);
+        self.count += 1;
+        self.sum = self.sum.saturating_add(value);
+    }
+
+    /// The union of the current and previous windows, with the lifetime count and sum.
+    fn summary(&mut self, now: Instant) -> Summary {
+        self.rotate(now);
+        let mut window = self.current.clone();
+        // Same bounds on both sides: adding cannot fail.
+        let _ = window.add(&self.previous);
+        Summary {
+            window,
+            count: self.count,
+            sum: self.sum,
+        }
+    }
+}
+
+/// A distribution as a scrape sees it: the recent window's histogram, and lifetime count and sum.
+#[derive(Clone, Debug)]
+pub struct Summary {
+    pub window: Histogram<u64>,
+    pub count: u64,
+    pub sum: u64,
+}
+
+impl Summary {
+    fn merge(&mut self, other: &Summary) {
+        // Same bounds on both sides: adding cannot fail.
+        let _ = self.window.add(&other.window);
+        self.count += other.count;
+        self.sum = self.sum.saturating_add(other.sum);
+    }
+}
+
+/// One API's figures in a [`Snapshot`].
 #[derive(Clone, Debug)]
 pub struct ApiStats {
     pub requests: u64,
     pub errors: u64,
-    pub latency_us: Histogram<u64>,
+    pub latency_us: Summary,
+}
+
+/// One API's figures as its core keeps them.
+struct ApiProbe {
+    requests: u64,
+    errors: u64,
+    latency_us: Windowed,
 }
 
 /// One core's metrics. Owned by that core (thread-local); never shared.
 pub struct Probe {
     topics: RefCell<BTreeMap<Arc<str>, TopicCounters>>,
-    apis: RefCell<BTreeMap<i16, ApiStats>>,
-    fsync_us: RefCell<Histogram<u64>>,
-    commit_bytes: RefCell<Histogram<u64>>,
+    apis: RefCell<BTreeMap<i16, ApiProbe>>,
+    fsync_us: RefCell<Windowed>,
+    commit_bytes: RefCell<Windowed>,
     forwards: RefCell<Vec<u64>>,
     connections: Cell<i64>,
     connections_total: Cell<u64>,
@@ -58,11 +154,12 @@ pub struct Probe {
 
 impl Default for Probe {
     fn default() -> Self {
+        let now = Instant::now();
         Probe {
             topics: RefCell::new(BTreeMap::new()),
             apis: RefCell::new(BTreeMap::new()),
-            fsync_us: RefCell::new(latency_histogram()),
-            commit_bytes: RefCell::new(bytes_histogram()),
+            fsync_us: RefCell::new(Windowed::new(latency_histogram(), now)),
+            commit_bytes: RefCell::new(Windowed::new(bytes_histogram(), now)),
             forwards: RefCell::new(Vec::new()),
             connections: Cell::new(0),
             connections_total: Cell::new(0),
@@ -109,27 +206,28 @@ pub fn request(api_key: i16, latency: Duration, error: bool) {
     if api_key < 0 || api_key as usize >= API_KEYS_MAX {
         return;
     }
+    let now = Instant::now();
     with(|p| {
         let mut apis = p.apis.borrow_mut();
-        let s = apis.entry(api_key).or_insert_with(|| ApiStats {
+        let s = apis.entry(api_key).or_insert_with(|| ApiProbe {
             requests: 0,
             errors: 0,
-            latency_us: latency_histogram(),
+            latency_us: Windowed::new(latency_histogram(), now),
         });
         s.requests += 1;
         s.errors += error as u64;
-        s.latency_us
-            .saturating_record(latency.as_micros().max(1) as u64);
+        s.latency_us.record(latency.as_micros().max(1) as u64, now);
     });
 }
 
 /// One group commit: bytes made durable by one fdatasync, and how long the write + sync took.
 pub fn group_commit(bytes: u64, latency: Duration) {
+    let now = Instant::now();
     with(|p| {
         p.fsync_us
             .borrow_mut()
-            .saturating_record(latency.as_micros().max(1) as u64);
-        p.commit_bytes.borrow_mut().saturating_record(bytes.max(1));
+            .record(latency.as_micros().max(1) as u64, now);
+        p.commit_bytes.borrow_mut().record(bytes.max(1), now);
     });
 }
 
@@ -166,8 +264,8 @@ pub struct Snapshot {
     pub core: usize,
     pub topics: BTreeMap<String, TopicCounters>,
     pub apis: BTreeMap<i16, ApiStats>,
-    pub fsync_us: Histogram<u64>,
-    pub commit_bytes: Histogram<u64>,
+    pub fsync_us: Summary,
+    pub commit_bytes: Summary,
     pub forwards: Vec<u64>,
     pub connections: i64,
     pub connections_total: u64,
@@ -178,6 +276,10 @@ pub struct Snapshot {
 
 /// Takes this core's snapshot (the partition figures are filled in by the caller, who owns them).
 pub fn snapshot(core: usize) -> Snapshot {
+    snapshot_at(core, Instant::now())
+}
+
+fn snapshot_at(core: usize, now: Instant) -> Snapshot {
     with(|p| Snapshot {
         core,
         topics: p
@@ -186,9 +288,21 @@ pub fn snapshot(core: usize) -> Snapshot {
             .iter()
             .map(|(k, v)| (k.to_string(), v.clone()))
             .collect(),
-        apis: p.apis.borrow().clone(),
-        fsync_us: p.fsync_us.borrow().clone(),
-        commit_bytes: p.commit_bytes.borrow().clone(),
+        apis: p
+            .apis
+            .borrow_mut()
+            .iter_mut()
+            .map(|(k, a)| {
+                let stats = ApiStats {
+                    requests: a.requests,
+                    errors: a.errors,
+                    latency_us: a.latency_us.summary(now),
+                };
+                (*k, stats)
+            })
+            .collect(),
+        fsync_us: p.fsync_us.borrow_mut().summary(now),
+        commit_bytes: p.commit_bytes.borrow_mut().summary(now),
         forwards: p.forwards.borrow().clone(),
         connections: p.connections.get(),
         connections_total: p.connections_total.get(),
@@ -226,23 +340,25 @@ type CoreMetric = (
 
 const QUANTILES: [f64; 4] = [0.5, 0.99, 0.999, 1.0];
 
-fn summary(out: &mut String, name: &str, labels: &str, h: &Histogram<u64>, scale: f64) {
+/// Quantiles of the recent window (NaN when it holds no sample, as Prometheus clients report an empty
+/// summary), then the lifetime `_sum` and `_count`.
+fn summary(out: &mut String, name: &str, labels: &str, s: &Summary, per_unit: f64) {
     let sep = if labels.is_empty() { "" } else { "," };
     for q in QUANTILES {
-        let _ = writeln!(
-            out,
-            "{name}{{{labels}{sep}quantile=\"{q}\"}} {}",
-            h.value_at_quantile(q) as f64 * scale
-        );
+        let value = if s.window.is_empty() {
+            f64::NAN
+        } else {
+            s.window.value_at_quantile(q) as f64 / per_unit
+        };
+        let _ = writeln!(out, "{name}{{{labels}{sep}quantile=\"{q}\"}} {value}");
     }
-    let sum = h.mean() * h.len() as f64 * scale;
     let braced = if labels.is_empty() {
         String::new()
     } else {
         format!("{{{labels}}}")
     };
-    let _ = writeln!(out, "{name}_sum{braced} {sum}");
-    let _ = writeln!(out, "{name}_count{braced} {}", h.len());
+    let _ = writeln!(out, "{name}_sum{braced} {}", s.sum as f64 / per_unit);
+    let _ = writeln!(out, "{name}_count{braced} {}", s.count);
 }
 
 /// Renders merged snapshots in the Prometheus text format (version 0.0.4).
@@ -290,7 +406,7 @@ pub fn render(snapshots: &[Snapshot]) -> String {
                 Some(m) => {
                     m.requests += a.requests;
                     m.errors += a.errors;
-                    let _ = m.latency_us.add(&a.latency_us);
+                    m.latency_us.merge(&a.latency_us);
                 }
                 None => {
                     apis.insert(*k, a.clone());
@@ -318,7 +434,7 @@ pub fn render(snapshots: &[Snapshot]) -> String {
     }
     let _ = writeln!(
         out,
-        "# HELP kafka_network_requestmetrics_totaltime_seconds Time from request read to response ready, per API (Kafka: RequestMetrics TotalTimeMs).\n# TYPE kafka_network_requestmetrics_totaltime_seconds summary"
+        "# HELP kafka_network_requestmetrics_totaltime_seconds Time from request read to response ready, per API (Kafka: RequestMetrics TotalTimeMs); quantiles over the last 1-2 minutes.\n# TYPE kafka_network_requestmetrics_totaltime_seconds summary"
     );
     for (k, a) in &apis {
         summary(
@@ -326,25 +442,30 @@ pub fn render(snapshots: &[Snapshot]) -> String {
             "kafka_network_requestmetrics_totaltime_seconds",
             &format!("request=\"{}\"", api_name(*k)),
             &a.latency_us,
-            1e-6,
+            1e6,
         );
     }
 
     // Storage: group commits.
-    let mut fsync = latency_histogram();
-    let mut commit = bytes_histogram();
+    let empty = |window| Summary {
+        window,
+        count: 0,
+        sum: 0,
+    };
+    let mut fsync = empty(latency_histogram());
+    let mut commit = empty(bytes_histogram());
     for s in snapshots {
-        let _ = fsync.add(&s.fsync_us);
-        let _ = commit.add(&s.commit_bytes);
+        fsync.merge(&s.fsync_us);
+        commit.merge(&s.commit_bytes);
     }
     let _ = writeln!(
         out,
-        "# HELP ringtide_log_flush_seconds Write + fdatasync time of one group commit (Kafka: LogFlushStats LogFlushRateAndTimeMs).\n# TYPE ringtide_log_flush_seconds summary"
+        "# HELP ringtide_log_flush_seconds Write + fdatasync time of one group commit (Kafka: LogFlushStats LogFlushRateAndTimeMs); quantiles over the last 1-2 minutes.\n# TYPE ringtide_log_flush_seconds summary"
     );
-    summary(&mut out, "ringtide_log_flush_seconds", "", &fsync, 1e-6);
+    summary(&mut out, "ringtide_log_flush_seconds", "", &fsync, 1e6);
     let _ = writeln!(
         out,
-        "# HELP ringtide_group_commit_bytes Bytes made durable by one fdatasync.\n# TYPE ringtide_group_commit_bytes summary"
+        "# HELP ringtide_group_commit_bytes Bytes made durable by one fdatasync; quantiles over the last 1-2 minutes.\n# TYPE ringtide_group_commit_bytes summary"
     );
     summary(&mut out, "ringtide_group_commit_bytes", "", &commit, 1.0);
 
@@ -437,5 +558,62 @@ mod tests {
         assert!(text.contains("ringtide_log_flush_seconds_count 1"));
         assert!(text.contains("ringtide_cross_core_forwards_total{from=\"0\",to=\"1\"} 1"));
         assert!(text.contains("ringtide_partitions{core=\"0\"} 3"));
+    }
+
+    #[test]
+    fn old_samples_leave_the_quantiles_after_two_rotations() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let window = limits::METRICS_QUANTILE_WINDOW_MS;
+        let mut w = Windowed::new(latency_histogram(), t0);
+        for _ in 0..10 {
+            w.record(50_000, t0);
+        }
+        let slowest_is_50ms = |h: &Histogram<u64>| h.equivalent(h.max(), 50_000);
+        assert!(slowest_is_50ms(&w.summary(at(window - 1)).window));
+        // First rotation: the slow samples are in the previous window, still reported.
+        w.record(100, at(window + 1));
+        let s = w.summary(at(window + 2));
+        assert_eq!(s.window.len(), 11);
+        assert!(slowest_is_50ms(&s.window));
+        // Second rotation: they are gone; the fast sample is still there.
+        w.record(120, at(2 * window + 1));
+        let s = w.summary(at(2 * window + 2));
+        assert_eq!(s.window.len(), 2);
+        assert!(s.window.max() < 1_000, "{}", s.window.max());
+        // Count and sum stay lifetime counters (Prometheus rate() needs them monotonic).
+        assert_eq!((s.count, s.sum), (12, 10 * 50_000 + 100 + 120));
+        // Idle for more than two windows: nothing left, even without a new sample.
+        let s = w.summary(at(5 * window));
+        assert!(s.window.is_empty());
+        assert_eq!(s.count, 12);
+    }
+
+    #[test]
+    fn idle_series_renders_no_quantiles_but_keeps_count() {
+        request(3, Duration::from_millis(7), false);
+        let now = Instant::now();
+        let text = render(&[snapshot_at(0, now)]);
+        assert!(
+            text.contains(
+                "kafka_network_requestmetrics_totaltime_seconds{request=\"Metadata\",quantile=\"0.5\"} 0.007"
+            ),
+            "{text}"
+        );
+        let later = now + 3 * QUANTILE_WINDOW;
+        let text = render(&[snapshot_at(0, later)]);
+        assert!(
+            text.contains(
+                "kafka_network_requestmetrics_totaltime_seconds{request=\"Metadata\",quantile=\"0.5\"} NaN"
+            ),
+            "{text}"
+        );
+        assert!(text.contains(
+            "kafka_network_requestmetrics_totaltime_seconds_count{request=\"Metadata\"} 1"
+        ));
+        assert!(text.contains(
+            "kafka_network_requestmetrics_totaltime_seconds_sum{request=\"Metadata\"} 0.007"
+        ));
+        assert!(text.contains("ringtide_log_flush_seconds{quantile=\"0.99\"} NaN"));
     }
 }
