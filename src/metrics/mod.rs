@@ -201,6 +201,13 @@ pub fn fetched(topic: &str, bytes: usize) {
     }
 }
 
+/// Drops a deleted topic's counters from this core's probe, so that its series leave `/metrics`.
+/// Every core counts for any topic (produce on the owner, fetch wherever it is served), so every core
+/// calls this when it installs the metadata without the topic.
+pub fn forget_topic(topic: &str) {
+    with(|p| p.topics.borrow_mut().remove(topic));
+}
+
 /// One request handled, with its latency; `error` when it failed as a whole or closed the connection.
 pub fn request(api_key: i16, latency: Duration, error: bool) {
     if api_key < 0 || api_key as usize >= API_KEYS_MAX {
@@ -615,5 +622,21 @@ mod tests {
             "kafka_network_requestmetrics_totaltime_seconds_sum{request=\"Metadata\"} 0.007"
         ));
         assert!(text.contains("ringtide_log_flush_seconds{quantile=\"0.99\"} NaN"));
+    }
+
+    #[test]
+    fn forgotten_topic_leaves_the_metrics() {
+        produced("kept", 10, 1);
+        produced("deleted", 10, 1);
+        fetched("deleted", 5);
+        forget_topic("deleted");
+        forget_topic("never-seen");
+        let text = render(&[snapshot(0)]);
+        assert!(!text.contains("topic=\"deleted\""), "{text}");
+        assert!(text.contains("kafka_server_brokertopicmetrics_bytesin_total{topic=\"kept\"} 10"));
+        // Recreated under the same name, it starts from zero.
+        produced("deleted", 3, 1);
+        let text = render(&[snapshot(0)]);
+        assert!(text.contains("kafka_server_brokertopicmetrics_bytesin_total{topic=\"deleted\"} 3"));
     }
 }

@@ -175,7 +175,14 @@ impl Shard {
         if snapshot.version < self.meta.borrow().version {
             return; // an older snapshot overtaken by a newer one: already superseded
         }
-        *self.meta.borrow_mut() = snapshot.clone();
+        let previous = self.meta.replace(snapshot.clone());
+        // A deleted (or deleted and recreated) topic's per-topic metrics leave /metrics. Every core runs
+        // this: the controller broadcasts each snapshot to every core (`controller_mutate`).
+        for (name, t) in &previous.topics {
+            if snapshot.topics.get(name).is_none_or(|now| now.id != t.id) {
+                crate::metrics::forget_topic(name);
+            }
+        }
 
         // Partitions to drop: topic gone, or recreated with another id, or partition beyond count.
         let stale: Vec<(TopicPartition, Rc<Partition>)> = self

@@ -72,6 +72,22 @@ def test_metrics_and_status(broker, topic_name):
     assert status == 200 and s["cores"] == 2 and s["partitions"] >= 2 and s["uptime_s"] >= 0
 
 
+@ringtide_only
+def test_deleted_topic_leaves_metrics(broker, topic_name):
+    """A deleted topic's per-topic series disappear from /metrics (each core drops its own)."""
+    from confluent_kafka.admin import AdminClient
+    topic = topic_name
+    create_topic(broker.bootstrap, topic, partitions=2)
+    produce(broker.bootstrap, topic, 50, partitions=2)
+    _, text = http_get(broker.admin_port, "/metrics")
+    assert metric(text, "kafka_server_brokertopicmetrics_messagesin_total", f'{{topic="{topic}"}}') == 50
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    admin.delete_topics([topic])[topic].result(timeout=30)
+    # DeleteTopics is answered once every core has installed the metadata without the topic.
+    _, text = http_get(broker.admin_port, "/metrics")
+    assert f'topic="{topic}"' not in text, text
+
+
 def test_log_dirs_describe(broker, topic_name):
     topic = topic_name
     create_topic(broker.bootstrap, topic, partitions=2)
