@@ -28,6 +28,10 @@ pub const MAX_MESSAGE_BYTES_DEFAULT: usize = 1_048_588;
 pub const WRITE_RUN_BYTES_MAX: usize = 8 << 20;
 /// Smallest read window on the fetch path.
 pub const READ_WINDOW_BYTES_MIN: usize = 64 << 10;
+/// Bytes a consumer reading from disk gets read at once (and the next block read ahead of it).
+pub const READ_AHEAD_BLOCK_BYTES: usize = 4 << 20;
+/// Read-ahead blocks one core holds over all its partitions; past it nothing is read ahead.
+pub const READ_AHEAD_CORE_BYTES_MAX: usize = 64 << 20;
 /// Window used when scanning batch headers (recovery, timestamp lookups).
 pub const SCAN_WINDOW_BYTES: usize = 1 << 20;
 /// Largest answer of one `read` (Kafka clients ask for 1 MiB per partition by default; 50 MiB total).
@@ -48,6 +52,8 @@ const _: () = assert!(SEGMENT_BYTES_DEFAULT <= SEGMENT_BYTES_MAX);
 const _: () = assert!((WRITE_RUN_BYTES_MAX as u64).is_multiple_of(BLOCK_BYTES));
 const _: () = assert!((SCAN_WINDOW_BYTES as u64).is_multiple_of(BLOCK_BYTES));
 const _: () = assert!(PROBE_FILE_BYTES as u64 >= BLOCK_BYTES);
+const _: () = assert!(READ_AHEAD_BLOCK_BYTES >= READ_WINDOW_BYTES_MIN);
+const _: () = assert!(READ_AHEAD_CORE_BYTES_MAX >= 2 * READ_AHEAD_BLOCK_BYTES);
 const _: () = assert!(MAX_MESSAGE_BYTES_DEFAULT <= READ_BYTES_MAX);
 const _: () = assert!((MAX_MESSAGE_BYTES_DEFAULT as u64) < SEGMENT_BYTES_DEFAULT);
 const _: () = assert!(TAIL_CACHE_BYTES_DEFAULT >= MAX_MESSAGE_BYTES_DEFAULT);

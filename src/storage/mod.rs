@@ -23,6 +23,7 @@
 
 mod flusher;
 pub mod limits;
+pub mod readahead;
 mod recovery;
 pub mod segment;
 mod wait;
@@ -215,6 +216,8 @@ pub(crate) struct State {
     pub pending: VecDeque<Op>,
     pub cache: VecDeque<CachedBatch>,
     pub cache_bytes: usize,
+    /// Blocks read from disk ahead of a consumer (see [`readahead`]).
+    pub readahead: readahead::ReadAhead,
     pub waiters: Waiters,
     pub flusher_waker: Option<Waker>,
     pub closing: bool,
@@ -463,6 +466,7 @@ pub(crate) async fn write_small_file(path: &Path, bytes: Vec<u8>) -> Result<(), 
 
 /// A plan for reading one segment from disk, taken while the state is borrowed.
 pub(crate) struct DiskRead {
+    pub segment_base: i64,
     pub file: Rc<DmaFile>,
     pub path: PathBuf,
     pub start: u64,
@@ -507,6 +511,7 @@ impl PartitionLog {
                 pending: VecDeque::new(),
                 cache: VecDeque::new(),
                 cache_bytes: 0,
+                readahead: Default::default(),
                 waiters: Waiters::default(),
                 flusher_waker: None,
                 closing: false,
@@ -808,8 +813,9 @@ impl PartitionLog {
             max_bytes,
             min_one,
         };
+        let block_bytes = READ_AHEAD_BLOCK_BYTES.max(max_bytes);
         let plan = {
-            let st = self.shared.state.borrow();
+            let mut st = self.shared.state.borrow_mut();
             if fetch_offset < st.log_start_offset || fetch_offset > st.log_end_offset {
                 return Err(StorageError::OffsetOutOfRange {
                     offset: fetch_offset,
@@ -828,6 +834,12 @@ impl PartitionLog {
             {
                 return Ok(read_cache(&st, &limit, max_offset));
             }
+            if st.readahead.covers(fetch_offset) {
+                let out = st.readahead.serve(&limit, max_offset);
+                drop(st);
+                self.maybe_read_ahead(fetch_offset, out.bytes, block_bytes);
+                return Ok(out);
+            }
             let first = st
                 .segments
                 .partition_point(|s| s.base_offset <= fetch_offset)
@@ -837,6 +849,7 @@ impl PartitionLog {
                 .filter_map(|s| {
                     let file = s.file.clone()?;
                     Some(DiskRead {
+                        segment_base: s.base_offset,
                         file,
                         path: s.log_path.clone(),
                         start: s.lookup(fetch_offset),
@@ -846,13 +859,89 @@ impl PartitionLog {
                 .collect::<Vec<_>>()
         };
         for d in plan {
-            let out = read_disk(&d, &limit, max_offset).await?;
-            if out.bytes > 0 || out.first_batch_over_limit {
+            let mut pos = d.start;
+            while let Some(block) =
+                readahead::read_block(&d, d.segment_base, pos, block_bytes).await?
+            {
+                pos = block.next_pos();
+                if block.end_offset <= fetch_offset {
+                    continue;
+                }
+                let mut ra = readahead::ReadAhead::default();
+                ra.blocks.push_back(block);
+                let out = ra.serve(&limit, max_offset);
+                {
+                    let mut st = self.shared.state.borrow_mut();
+                    // Kept for the next fetches only within this core's read-ahead budget.
+                    if !st.readahead.prefetching
+                        && !st.closing
+                        && readahead::held_bytes() <= READ_AHEAD_CORE_BYTES_MAX
+                    {
+                        st.readahead = ra;
+                    }
+                }
+                self.maybe_read_ahead(fetch_offset, out.bytes, block_bytes);
                 return Ok(out);
             }
         }
         let st = self.shared.state.borrow();
         Ok(read_cache(&st, &limit, max_offset.min(st.log_end_offset)))
+    }
+
+    /// Starts reading the next block in the background when what the blocks hold past this fetch is
+    /// less than a block (so the consumer's next fetches find it in memory), within the core's budget.
+    fn maybe_read_ahead(&self, fetch_offset: i64, served: usize, block_bytes: usize) {
+        let job = {
+            let mut st = self.shared.state.borrow_mut();
+            let ra = &st.readahead;
+            if ra.prefetching
+                || st.closing
+                || ra.bytes_after(fetch_offset).saturating_sub(served) >= block_bytes
+                || !readahead::budget_allows(block_bytes)
+            {
+                return;
+            }
+            let Some(last) = ra.blocks.back() else {
+                return;
+            };
+            let (base, pos) = (last.segment_base, last.next_pos());
+            let Some(seg) = st.segments.iter().find(|s| s.base_offset == base) else {
+                return;
+            };
+            let Some(file) = seg.file.clone() else {
+                return;
+            };
+            if pos + records::HEADER_BYTES as u64 > seg.written {
+                return; // nothing more written in this segment yet
+            }
+            let d = DiskRead {
+                segment_base: base,
+                file,
+                path: seg.log_path.clone(),
+                start: pos,
+                limit: seg.written,
+            };
+            st.readahead.prefetching = true;
+            d
+        };
+        let shared = self.shared.clone();
+        glommio::spawn_local(async move {
+            // An error here is met again, and reported, by the fetch that needs these bytes.
+            let block = readahead::read_block(&job, job.segment_base, job.start, block_bytes).await;
+            let mut st = shared.state.borrow_mut();
+            st.readahead.prefetching = false;
+            if let Ok(Some(b)) = block {
+                let follows = st
+                    .readahead
+                    .blocks
+                    .back()
+                    .is_some_and(|l| l.segment_base == b.segment_base && l.next_pos() == b.pos);
+                if follows && !st.closing {
+                    st.readahead.blocks.push_back(b);
+                }
+            }
+        })
+        .detach();
     }
 
     /// An upper bound of the bytes a fetch from `offset` could read now (no I/O): from the indexed
@@ -885,6 +974,7 @@ impl PartitionLog {
                 return Ok(None);
             };
             let disk = seg.file.clone().map(|file| DiskRead {
+                segment_base: seg.base_offset,
                 file,
                 path: seg.log_path.clone(),
                 start: seg.lookup_time(ts),
@@ -1025,22 +1115,23 @@ impl PartitionLog {
             }
             st.cache.clear();
             st.cache_bytes = 0;
+            st.readahead = Default::default();
         }
         std::fs::remove_dir_all(&self.shared.dir).map_err(|e| StorageError::io(&self.shared.dir, e))
     }
 }
 
 /// What one fetch read may take.
-struct ReadLimit {
-    fetch_offset: i64,
-    max_bytes: usize,
-    min_one: bool,
+pub(crate) struct ReadLimit {
+    pub fetch_offset: i64,
+    pub max_bytes: usize,
+    pub min_one: bool,
 }
 
 impl ReadLimit {
     /// Whether a batch of `size` bytes still fits after `taken` bytes; records on `out` the case of a
     /// first batch that alone is over the limit.
-    fn admits(&self, taken: usize, size: usize, out: &mut FetchRead) -> bool {
+    pub(crate) fn admits(&self, taken: usize, size: usize, out: &mut FetchRead) -> bool {
         if taken == 0 && size > self.max_bytes && !self.min_one {
             out.first_batch_over_limit = true;
             return false;
@@ -1166,48 +1257,6 @@ async fn header_at(
         });
     }
     Ok(Some(h))
-}
-
-/// Whole batches of one segment file, copied once from the direct-I/O buffer into one answer buffer.
-async fn read_disk(
-    d: &DiskRead,
-    limit: &ReadLimit,
-    max_offset: i64,
-) -> Result<FetchRead, StorageError> {
-    let mut result = FetchRead::default();
-    // Sized once: growing by doubling would copy the answer several times over.
-    let mut out = BytesMut::new();
-    let mut win = None;
-    let mut pos = d.start;
-    loop {
-        let want = READ_WINDOW_BYTES_MIN.max(limit.max_bytes.saturating_sub(out.len()));
-        let Some(h) = header_at(d, &mut win, pos, want).await? else {
-            break;
-        };
-        let size = h.total_size();
-        if h.last_offset() < limit.fetch_offset {
-            pos += size as u64;
-            continue;
-        }
-        if h.base_offset >= max_offset || !limit.admits(out.len(), size, &mut result) {
-            break;
-        }
-        if out.capacity() == 0 {
-            let left = d.limit.saturating_sub(pos) as usize;
-            out.reserve(limit.max_bytes.max(size).min(left));
-        }
-        ensure_window(d, &mut win, pos, size, want).await?;
-        out.extend_from_slice(win.as_ref().expect("ensured").slice(pos, size));
-        pos += size as u64;
-        if out.len() >= limit.max_bytes {
-            break;
-        }
-    }
-    result.bytes = out.len();
-    if !out.is_empty() {
-        result.chunks.push(out.freeze());
-    }
-    Ok(result)
 }
 
 /// Calls `f` with every batch header from `d.start` to `d.limit` until it returns false.

@@ -91,6 +91,7 @@ pub(crate) async fn recover(
         let mut seg = Segment::new(dir, base, created_ms, None);
         let interval = config.index_interval_bytes;
         let disk = DiskRead {
+            segment_base: base,
             file: file.clone(),
             path: path.clone(),
             start: 0,
