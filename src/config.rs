@@ -72,6 +72,9 @@ pub struct Config {
     pub queued_max_request_bytes: u64,
     /// `fetch.max.bytes`: the most record bytes one Fetch answer holds.
     pub fetch_max_bytes: usize,
+    /// `max.incremental.fetch.session.cache.slots`: fetch sessions over the whole broker (each core keeps
+    /// `slots / cores`).
+    pub max_incremental_fetch_session_cache_slots: usize,
     /// `producer.id.expiration.ms`: idle time after which a partition forgets a producer id.
     pub producer_id_expiration_ms: i64,
     /// `producer.id.expiration.check.interval.ms`: how often each core expires producer ids.
@@ -116,6 +119,7 @@ const KNOWN_KEYS: &[&str] = &[
     "connections.max.idle.ms",
     "queued.max.request.bytes",
     "fetch.max.bytes",
+    "max.incremental.fetch.session.cache.slots",
     "producer.id.expiration.ms",
     "producer.id.expiration.check.interval.ms",
     "ringtide.cores",
@@ -170,6 +174,10 @@ fn defaults() -> Vec<(&'static str, String)> {
         (
             "fetch.max.bytes",
             limits::FETCH_MAX_BYTES_DEFAULT.to_string(),
+        ),
+        (
+            "max.incremental.fetch.session.cache.slots",
+            limits::MAX_INCREMENTAL_FETCH_SESSION_CACHE_SLOTS_DEFAULT.to_string(),
         ),
         (
             "producer.id.expiration.ms",
@@ -521,6 +529,13 @@ impl Config {
             limits::FETCH_MAX_BYTES_MIN,
             limits::FETCH_MAX_BYTES_MAX,
         )?;
+        // Kafka: INT, at least 0 (0 = no sessions: every fetch is answered sessionless).
+        let max_incremental_fetch_session_cache_slots = parse_num(
+            "max.incremental.fetch.session.cache.slots",
+            &get(&entries, "max.incremental.fetch.session.cache.slots").unwrap_or_default(),
+            0usize,
+            i32::MAX as usize,
+        )?;
         let producer_id_expiration_ms = parse_num(
             "producer.id.expiration.ms",
             &get(&entries, "producer.id.expiration.ms").unwrap_or_default(),
@@ -651,6 +666,7 @@ impl Config {
             connections_max_idle_ms,
             queued_max_request_bytes,
             fetch_max_bytes,
+            max_incremental_fetch_session_cache_slots,
             producer_id_expiration_ms,
             producer_id_expiration_check_interval_ms,
             cores,
@@ -717,6 +733,38 @@ mod tests {
             .unwrap()
             .describe()
             .contains("producer.id.expiration.ms=86400000"));
+    }
+
+    #[test]
+    fn fetch_session_cache_slots_range() {
+        assert_eq!(
+            Config::load(None, &[])
+                .unwrap()
+                .max_incremental_fetch_session_cache_slots,
+            1000
+        );
+        let c = Config::load(
+            None,
+            &["max.incremental.fetch.session.cache.slots=0".into()],
+        )
+        .unwrap();
+        assert_eq!(c.max_incremental_fetch_session_cache_slots, 0);
+        for bad in ["-1", "2147483648", "many"] {
+            let err = Config::load(
+                None,
+                &[format!("max.incremental.fetch.session.cache.slots={bad}")],
+            )
+            .unwrap_err();
+            assert!(
+                err.to_string()
+                    .contains("max.incremental.fetch.session.cache.slots"),
+                "{err}"
+            );
+        }
+        assert!(Config::load(None, &[])
+            .unwrap()
+            .describe()
+            .contains("max.incremental.fetch.session.cache.slots=1000"));
     }
 
     #[test]

@@ -30,6 +30,14 @@ pub const FETCH_MAX_BYTES_MIN: usize = 1024;
 /// Largest `fetch.max.bytes` accepted: a Fetch answer's length must fit the i32 frame length with room
 /// for its framing.
 pub const FETCH_MAX_BYTES_MAX: usize = 1 << 30;
+/// Default `max.incremental.fetch.session.cache.slots`: incremental fetch sessions (KIP-227) kept by the
+/// whole broker (Kafka's default). Split evenly over the cores, rounding down, as Kafka splits it over its
+/// cache shards: each core keeps `slots / cores` sessions for the connections it accepted.
+pub const MAX_INCREMENTAL_FETCH_SESSION_CACHE_SLOTS_DEFAULT: usize = 1000;
+/// A fetch session unused for longer than this may be evicted by any new session; a session younger than
+/// this is never evicted for a larger one. Kafka's `MIN_INCREMENTAL_FETCH_SESSION_EVICTION_MS`, a constant
+/// in Kafka too (not a configuration key).
+pub const MIN_INCREMENTAL_FETCH_SESSION_EVICTION_MS: i64 = 120_000;
 /// Partitions one CreateTopics/CreatePartitions may ask for per topic.
 pub const TOPIC_PARTITIONS_MAX: i32 = 10_000;
 /// Longest topic name Kafka allows.
@@ -78,6 +86,8 @@ const _: () = assert!(FETCH_MAX_BYTES_MIN <= FETCH_MAX_BYTES_DEFAULT);
 const _: () = assert!(FETCH_MAX_BYTES_DEFAULT <= FETCH_MAX_BYTES_MAX);
 const _: () = assert!(2 * FETCH_MAX_BYTES_MAX <= i32::MAX as usize + 1);
 const _: () = assert!(PRODUCER_ID_EXPIRATION_MS_DEFAULT <= PRODUCER_ID_EXPIRATION_MS_MAX);
+const _: () = assert!(MAX_INCREMENTAL_FETCH_SESSION_CACHE_SLOTS_DEFAULT <= i32::MAX as usize);
+const _: () = assert!(MIN_INCREMENTAL_FETCH_SESSION_EVICTION_MS > 0);
 const _: () = assert!(
     PRODUCER_ID_EXPIRATION_CHECK_INTERVAL_MS_DEFAULT as i64 <= PRODUCER_ID_EXPIRATION_MS_DEFAULT
 );

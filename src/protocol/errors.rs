@@ -30,6 +30,11 @@ pub const UNKNOWN_SERVER_ERROR: i16 = -1;
 pub const INVALID_RECORD: i16 = 87;
 pub const UNKNOWN_TOPIC_ID: i16 = 100;
 
+// Fetch session errors (KIP-227), top-level codes of a Fetch response.
+pub const FETCH_SESSION_ID_NOT_FOUND: i16 = 70;
+pub const INVALID_FETCH_SESSION_EPOCH: i16 = 71;
+pub const FETCH_SESSION_TOPIC_ID_ERROR: i16 = 106;
+
 // Group coordinator errors.
 pub const OFFSET_METADATA_TOO_LARGE: i16 = 12;
 pub const COORDINATOR_LOAD_IN_PROGRESS: i16 = 14;
