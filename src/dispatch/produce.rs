@@ -39,7 +39,7 @@ impl PartitionOutcome {
     }
 }
 
-/// Appends on the owning core and waits for durability unless acks=0. Runs on the partition's owner.
+/// Appends on the owning core and waits for durability (acks=0: for the write). Runs on the partition's owner.
 async fn append_local(
     shard: Rc<Shard>,
     topic: Arc<str>,
@@ -66,6 +66,11 @@ async fn append_local(
         if let Err(e) = part.wait_durable(appended.last_offset).await {
             return PartitionOutcome::error(e.code, e.message);
         }
+    } else if !appended.duplicate {
+        // No answer goes out, but the request (and its bytes in the tail cache) stays charged to the
+        // connection's request budget and in-flight slots until written: a flood of acks=0 produces
+        // waits on the disk instead of growing memory without bound.
+        part.wait_written(appended.last_offset).await;
     }
     PartitionOutcome {
         error_code: errors::NONE,

@@ -269,6 +269,11 @@ impl Partition {
         Ok(self.log.wait_durable(last_offset).await?)
     }
 
+    /// Resolves once `last_offset` is written to its file (see [`PartitionLog::wait_written`]).
+    pub async fn wait_written(&self, last_offset: i64) {
+        self.log.wait_written(last_offset).await
+    }
+
     /// Whole batches from `offset`, up to `max_bytes` (at least one batch), below the high watermark.
     pub async fn read(&self, offset: i64, max_bytes: usize) -> Result<Bytes, PartitionError> {
         let hw = self.log.high_watermark();

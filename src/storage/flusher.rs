@@ -307,6 +307,9 @@ impl Flusher {
         let budget = self.shared.config.get().tail_cache_bytes;
         st.evict_cache(budget);
         st.waiters.wake_all();
+        drop(st);
+        // Written bytes are evictable now: keep the core's caches within their bound.
+        super::tail_cache::enforce_core_budget();
         Ok(())
     }
 

@@ -19,6 +19,12 @@ pub const RETENTION_MS_DEFAULT: i64 = 7 * 24 * 60 * 60 * 1000;
 pub const INDEX_INTERVAL_BYTES_DEFAULT: u64 = 4096;
 /// Tail cache budget per partition.
 pub const TAIL_CACHE_BYTES_DEFAULT: usize = 8 << 20;
+/// Tail cache bytes of all partitions of one core together; past it written batches are evicted from
+/// the partitions read least recently (they stay readable from disk).
+pub const TAIL_CACHE_CORE_BYTES_MAX: usize = 128 << 20;
+/// Once over [`TAIL_CACHE_CORE_BYTES_MAX`], a core evicts down to this percentage of it (hysteresis, so
+/// that eviction does not run on every write).
+pub const TAIL_CACHE_CORE_EVICT_TO_PERCENT: usize = 90;
 /// Smallest tail cache: one block, so the partial last block is always cached.
 pub const TAIL_CACHE_BYTES_MIN: usize = BLOCK_BYTES as usize;
 /// `max.message.bytes` default (Kafka: 1 MiB + overhead).
@@ -57,3 +63,6 @@ const _: () = assert!(READ_AHEAD_CORE_BYTES_MAX >= 2 * READ_AHEAD_BLOCK_BYTES);
 const _: () = assert!(MAX_MESSAGE_BYTES_DEFAULT <= READ_BYTES_MAX);
 const _: () = assert!((MAX_MESSAGE_BYTES_DEFAULT as u64) < SEGMENT_BYTES_DEFAULT);
 const _: () = assert!(TAIL_CACHE_BYTES_DEFAULT >= MAX_MESSAGE_BYTES_DEFAULT);
+const _: () = assert!(TAIL_CACHE_CORE_BYTES_MAX >= TAIL_CACHE_BYTES_DEFAULT);
+const _: () =
+    assert!(TAIL_CACHE_CORE_EVICT_TO_PERCENT > 0 && TAIL_CACHE_CORE_EVICT_TO_PERCENT < 100);

@@ -26,6 +26,7 @@ pub mod limits;
 pub mod readahead;
 mod recovery;
 pub mod segment;
+pub mod tail_cache;
 mod wait;
 
 #[cfg(test)]
@@ -214,8 +215,7 @@ pub(crate) struct State {
     /// Every offset below this is fdatasync'ed.
     pub durable_offset: i64,
     pub pending: VecDeque<Op>,
-    pub cache: VecDeque<CachedBatch>,
-    pub cache_bytes: usize,
+    pub cache: tail_cache::TailCache,
     /// Blocks read from disk ahead of a consumer (see [`readahead`]).
     pub readahead: readahead::ReadAhead,
     pub waiters: Waiters,
@@ -256,15 +256,8 @@ impl State {
 
     /// Drops written batches from the front of the cache while it is over budget.
     pub(crate) fn evict_cache(&mut self, budget: usize) {
-        while self.cache_bytes > budget {
-            match self.cache.front() {
-                Some(b) if b.last_offset < self.written_offset => {
-                    self.cache_bytes -= b.bytes.len();
-                    self.cache.pop_front();
-                }
-                _ => break,
-            }
-        }
+        let written = self.written_offset;
+        self.cache.evict_written(budget, written);
     }
 
     fn check_usable(&self) -> Result<(), StorageError> {
@@ -509,8 +502,7 @@ impl PartitionLog {
                 written_offset: leo,
                 durable_offset: leo,
                 pending: VecDeque::new(),
-                cache: VecDeque::new(),
-                cache_bytes: 0,
+                cache: Default::default(),
                 readahead: Default::default(),
                 waiters: Waiters::default(),
                 flusher_waker: None,
@@ -521,6 +513,7 @@ impl PartitionLog {
                 sync_count: 0,
             }),
         });
+        tail_cache::register(&shared);
         glommio::spawn_local(flusher::run(shared.clone(), recovered.tail_block)).detach();
         Ok(PartitionLog { shared })
     }
@@ -543,10 +536,7 @@ impl PartitionLog {
                 return Ok(st.log_start_offset);
             }
             st.log_start_offset = offset;
-            while st.cache.front().is_some_and(|b| b.last_offset < offset) {
-                let b = st.cache.pop_front().expect("checked");
-                st.cache_bytes -= b.bytes.len();
-            }
+            st.cache.drop_below(offset);
             let mut victims = Vec::new();
             while st.segments.len() > 1
                 && st.segments[0].sealed
@@ -715,7 +705,6 @@ impl PartitionLog {
         }
         active.size += len;
         st.cache.extend(cached);
-        st.cache_bytes += bytes.len();
         st.log_end_offset = next;
         st.pending.push_back(Op::Write {
             segment_base,
@@ -758,6 +747,20 @@ impl PartitionLog {
             } else {
                 None
             }
+        })
+        .await
+    }
+
+    /// Resolves once `last_offset` is written to its file (not necessarily synced), or the log fails, stalls
+    /// or closes. An `acks=0` produce waits for this so that its bytes stay charged to the connection's
+    /// request budget until they have left memory-only state.
+    pub async fn wait_written(&self, last_offset: i64) {
+        WaitUntil::new(self.shared.clone(), move |st: &State| {
+            (st.written_offset > last_offset
+                || st.failed.is_some()
+                || st.stalled.is_some()
+                || st.flusher_done)
+                .then_some(())
         })
         .await
     }
@@ -832,6 +835,7 @@ impl PartitionLog {
                 .front()
                 .is_some_and(|b| b.base_offset <= fetch_offset)
             {
+                st.cache.touch();
                 return Ok(read_cache(&st, &limit, max_offset));
             }
             if st.readahead.covers(fetch_offset) {
@@ -1000,6 +1004,7 @@ impl PartitionLog {
         let st = self.shared.state.borrow();
         Ok(st
             .cache
+            .batches
             .iter()
             .find(|b| b.segment_base >= segment_base && b.max_timestamp >= ts)
             .map(|b| (b.base_offset, b.max_timestamp)))
@@ -1047,10 +1052,7 @@ impl PartitionLog {
                 // Never backwards: DeleteRecords may already have moved it past this segment's base.
                 st.log_start_offset = st.log_start_offset.max(st.segments[0].base_offset);
                 let start = st.log_start_offset;
-                while st.cache.front().is_some_and(|b| b.last_offset < start) {
-                    let b = st.cache.pop_front().expect("checked");
-                    st.cache_bytes -= b.bytes.len();
-                }
+                st.cache.drop_below(start);
             }
             victims
         };
@@ -1114,7 +1116,6 @@ impl PartitionLog {
                 s.file = None;
             }
             st.cache.clear();
-            st.cache_bytes = 0;
             st.readahead = Default::default();
         }
         std::fs::remove_dir_all(&self.shared.dir).map_err(|e| StorageError::io(&self.shared.dir, e))
@@ -1156,11 +1157,12 @@ pub struct FetchRead {
 fn read_cache(st: &State, limit: &ReadLimit, max_offset: i64) -> FetchRead {
     let i = st
         .cache
+        .batches
         .partition_point(|b| b.last_offset < limit.fetch_offset);
     let mut out = FetchRead::default();
     // The run being gathered: (append buffer, start, end) within it.
     let mut run: Option<(Bytes, usize, usize)> = None;
-    for b in st.cache.iter().skip(i) {
+    for b in st.cache.batches.iter().skip(i) {
         if b.base_offset >= max_offset {
             break;
         }

@@ -505,7 +505,6 @@ fn fresh_segment_on_every_executor() {
             {
                 let mut st = log.shared.state.borrow_mut();
                 st.cache.clear();
-                st.cache_bytes = 0;
             }
             let got: Bytes = log
                 .read(0, 1 << 20, i64::MAX)
@@ -632,4 +631,46 @@ fn disk_full_errors_are_told_apart() {
     );
     assert!(!eio.is_disk_full());
     assert_eq!(StorageError::DiskFull("x".into()).kafka_error_code(), 56);
+}
+
+#[test]
+fn core_budget_evicts_least_recently_read_caches_and_reads_still_work() {
+    run(|| async {
+        let tmp = tempfile::tempdir().unwrap();
+        let config = LogConfig {
+            tail_cache_bytes: 1 << 20,
+            ..LogConfig::default()
+        };
+        let mut logs = Vec::new();
+        for p in 0..3 {
+            let log = PartitionLog::open(tmp.path(), TOPIC, p, config, &mut |_| {})
+                .await
+                .expect("log opens");
+            let mut last = 0;
+            for i in 0..4 {
+                last = append(&log, &batch(10, 1000, i)).last_offset;
+            }
+            log.wait_durable(last).await.unwrap();
+            logs.push(log);
+        }
+        let per_log = logs[0].shared.state.borrow().cache.bytes();
+        assert!(per_log > 0);
+        let before = tail_cache::core_bytes();
+        assert!(before >= 3 * per_log);
+        // Log 1 was read most recently, then log 0: log 2 is the least recently read.
+        logs[0].read(0, 1 << 20, i64::MAX).await.unwrap();
+        logs[1].read(0, 1 << 20, i64::MAX).await.unwrap();
+        // A bound that one log's cache exceeds: the least recently read goes first.
+        tail_cache::enforce(before - per_log / 2, before - per_log);
+        assert_eq!(logs[2].shared.state.borrow().cache.bytes(), 0);
+        assert_eq!(logs[1].shared.state.borrow().cache.bytes(), per_log);
+        assert_eq!(tail_cache::core_bytes(), before - per_log);
+        // Its records are still there, from disk.
+        let headers = read_all(&logs[2], 4096).await;
+        assert_eq!(headers.len(), 4);
+        for log in &logs {
+            log.delete().await.unwrap();
+        }
+        assert_eq!(tail_cache::core_bytes(), 0);
+    });
 }
