@@ -16,6 +16,11 @@ pub const MESSAGE_MAX_BYTES_DEFAULT: usize = 1_048_588;
 pub const CONNECTION_IN_FLIGHT_MAX: usize = 16;
 /// Read buffer a connection starts with; grows to the frame size of a large request.
 pub const CONNECTION_READ_BUFFER_BYTES: usize = 64 * 1024;
+/// Longest the start-up waits for a listener on its port that no process holds any more (a killed
+/// broker's socket being torn down) before refusing the port.
+pub const PORT_TAKEOVER_WAIT_MS_MAX: u64 = 5_000;
+/// Backlog of each listening socket (glommio's own bind uses the same).
+pub const LISTEN_BACKLOG: i32 = 1024;
 /// Messages that may wait in one cross-core channel before the sender waits.
 pub const MESH_CHANNEL_CAPACITY: usize = 1024;
 /// Default glommio io_memory per core (registered buffers for direct IO).

@@ -37,22 +37,56 @@ use crate::limits;
 use crate::protocol;
 use crate::shard::Shard;
 
-/// Checks that nobody else holds the port: glommio always sets SO_REUSEPORT, which would silently share
-/// a port with another process. A plain bind (without SO_REUSEPORT) fails if the port is taken. It also
-/// fails while connections of a previous broker process (killed, say) linger in TIME_WAIT on the port, so
-/// a failed bind counts only if some socket is LISTENING on the port.
-pub fn check_port_free(host: &str, port: u16) -> io::Result<()> {
-    let host = if host.is_empty() { "0.0.0.0" } else { host };
-    match std::net::TcpListener::bind((host, port)) {
-        Ok(_) => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::AddrInUse && !someone_listens_on(port) => Ok(()),
-        Err(e) => Err(e),
+/// Checks that no other live process listens on the port before this broker binds it.
+///
+/// The listeners bind with SO_REUSEPORT (one per core) and SO_REUSEADDR (so connections of a stopped
+/// broker, Kafka or Ringtide, lingering in TIME_WAIT do not block the port). SO_REUSEPORT would also let
+/// us share the port with another process's listener, so the sockets listening on it are looked up in
+/// `/proc/net/tcp{,6}` and their owners in `/proc/*/fd`:
+/// - a listener held by a live process: refused (the error names the process);
+/// - a listener held by no process (a killed broker's socket, torn down asynchronously by the kernel
+///   after its io_uring instances go away, for up to ~100 ms): waited for, up to
+///   `limits::PORT_TAKEOVER_WAIT_MS_MAX`, with one log line, so `kill -9` and an immediate restart work.
+pub fn check_port_free(_host: &str, port: u16) -> io::Result<()> {
+    let deadline = Instant::now() + Duration::from_millis(limits::PORT_TAKEOVER_WAIT_MS_MAX);
+    let mut told = false;
+    loop {
+        let listeners = listeners_on(port);
+        if listeners.is_empty() {
+            return Ok(());
+        }
+        let me = std::process::id();
+        if let Some(pid) = listeners.iter().flatten().find(|&&pid| pid != me) {
+            let what = std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .map(|c| c.trim().to_string())
+                .unwrap_or_default();
+            return Err(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                format!("Address already in use: process {pid} ({what}) listens on port {port}"),
+            ));
+        }
+        if Instant::now() >= deadline {
+            return Err(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                format!(
+                    "Address already in use: a listener without a process held port {port} for {} ms",
+                    limits::PORT_TAKEOVER_WAIT_MS_MAX
+                ),
+            ));
+        }
+        if !told {
+            tracing::info!(port, "waiting for a previous broker's listener to close");
+            told = true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
 
-/// True if `/proc/net/tcp` or `/proc/net/tcp6` shows a socket in LISTEN state on `port` (or if they
-/// cannot be read: then assume the worst).
-fn someone_listens_on(port: u16) -> bool {
+/// The sockets in LISTEN state on `port`, each with the pid of a process that holds it (`None`: no
+/// process holds it, or the owner could not be found). If `/proc/net/tcp*` cannot be read, one
+/// unknown-owner entry (assume the worst).
+fn listeners_on(port: u16) -> Vec<Option<u32>> {
+    let mut inodes = Vec::new();
     let mut readable = false;
     for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
         let Ok(text) = std::fs::read_to_string(table) else {
@@ -60,24 +94,67 @@ fn someone_listens_on(port: u16) -> bool {
         };
         readable = true;
         for line in text.lines().skip(1) {
-            let mut cols = line.split_whitespace();
-            let local = cols.nth(1).unwrap_or_default();
-            let state = cols.nth(1).unwrap_or_default();
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            let (Some(local), Some(state), Some(inode)) = (cols.get(1), cols.get(3), cols.get(9))
+            else {
+                continue;
+            };
             let local_port = local
                 .rsplit_once(':')
                 .and_then(|(_, p)| u16::from_str_radix(p, 16).ok());
-            if state == "0A" && local_port == Some(port) {
-                return true;
+            if *state == "0A" && local_port == Some(port) {
+                inodes.push(format!("socket:[{inode}]"));
             }
         }
     }
-    !readable
+    if !readable {
+        return vec![None];
+    }
+    if inodes.is_empty() {
+        return Vec::new();
+    }
+    let mut owners: Vec<Option<u32>> = vec![None; inodes.len()];
+    if let Ok(procs) = std::fs::read_dir("/proc") {
+        for p in procs.flatten() {
+            let Some(pid) = p.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+                continue;
+            };
+            let Ok(fds) = std::fs::read_dir(p.path().join("fd")) else {
+                continue;
+            };
+            for fd in fds.flatten() {
+                if let Ok(target) = std::fs::read_link(fd.path()) {
+                    if let Some(i) = inodes.iter().position(|n| target.as_os_str() == n.as_str()) {
+                        owners[i] = Some(pid);
+                    }
+                }
+            }
+        }
+    }
+    owners
 }
 
-/// Binds this core's listener.
+/// Binds this core's listener: SO_REUSEPORT (one listener per core, the kernel spreads connections) and
+/// SO_REUSEADDR (TIME_WAIT connections of an earlier broker on this port do not block it).
 pub fn bind(host: &str, port: u16) -> io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    use std::net::ToSocketAddrs;
     let host = if host.is_empty() { "0.0.0.0" } else { host };
-    TcpListener::bind((host, port)).map_err(|e| io::Error::other(e.to_string()))
+    let addr = (host, port)
+        .to_socket_addrs()?
+        .next()
+        .ok_or_else(|| io::Error::other(format!("{host}:{port} resolves to no address")))?;
+    let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    sock.set_reuse_address(true)?;
+    sock.set_reuse_port(true)?;
+    sock.bind(&addr.into())?;
+    sock.listen(limits::LISTEN_BACKLOG)?;
+    // SAFETY: the fd is a bound, listening TCP socket that we own; glommio takes it over.
+    Ok(unsafe {
+        <TcpListener as std::os::fd::FromRawFd>::from_raw_fd(std::os::fd::IntoRawFd::into_raw_fd(
+            sock,
+        ))
+    })
 }
 
 /// Open client connections over the whole broker (every core), for `max.connections`.

@@ -199,13 +199,16 @@ class Broker:
 
     _seq = 0
 
-    def __init__(self, name):
+    def __init__(self, name, kind=None, port=None):
+        """kind: "ringtide" or "kafka" (default: the test target); port: the client port (default: a
+        free one)."""
         Broker._seq += 1
         self.name = name
-        self.port = free_port()
-        self.controller_port = free_port() if TARGET == "kafka" else None
+        self.kind = kind or TARGET
+        self.port = port or free_port()
+        self.controller_port = free_port() if self.kind == "kafka" else None
         # ringtide's admin HTTP listener (/metrics, /v1/status); its own port so brokers never clash
-        self.admin_port = free_port() if TARGET != "kafka" else None
+        self.admin_port = free_port() if self.kind != "kafka" else None
         self.tmp = Path(tempfile.mkdtemp(prefix=f"ringtide-it-{name}-"))
         self.data_dir = self.tmp / "data"
         self.data_dir.mkdir()
@@ -215,7 +218,7 @@ class Broker:
         self.last_exit_code = None  # exit code of the last stop()
         self.starts = 0
         self._log = None
-        if TARGET == "kafka":
+        if self.kind == "kafka":
             self._kafka_prepare()
 
     @property
@@ -272,7 +275,7 @@ class Broker:
             pytest.fail(f"kafka-storage format failed:\n{p.stdout}\n{p.stderr}")
 
     def _command(self):
-        if TARGET == "kafka":
+        if self.kind == "kafka":
             return [
                 "java", "-Xmx1G", "-Xms256M", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
                 "-Djava.awt.headless=true",
@@ -309,7 +312,7 @@ class Broker:
             if time.monotonic() > deadline:
                 self._fail(f"broker did not accept connections on {self.bootstrap} within {START_TIMEOUT}s")
             time.sleep(0.05)
-        if TARGET == "kafka":
+        if self.kind == "kafka":
             self._wait_kafka_ready(deadline)
         return self
 
@@ -335,8 +338,9 @@ class Broker:
         self.stop(signal.SIGKILL)
         pytest.fail(f"{msg}\n--- broker log {self.log_path} (tail) ---\n{self.log_tail()}", pytrace=False)
 
-    def stop(self, sig=signal.SIGTERM, timeout=60):
-        """Stop the broker with `sig` (SIGTERM: clean shutdown; SIGKILL: crash)."""
+    def stop(self, sig=signal.SIGTERM, timeout=60, wait_port=True):
+        """Stop the broker with `sig` (SIGTERM: clean shutdown; SIGKILL: crash). With wait_port (the
+        default) return only once the port no longer accepts connections."""
         if self.proc is not None and self.proc.poll() is None:
             try:
                 os.killpg(self.proc.pid, sig)
@@ -356,7 +360,8 @@ class Broker:
             self._log.close()
             self._log = None
         # the port must be free again before a restart on it
-        wait_for(lambda: not port_open(self.port), 30, what=f"port {self.port} to close")
+        if wait_port:
+            wait_for(lambda: not port_open(self.port), 30, what=f"port {self.port} to close")
 
     def restart(self, sig=signal.SIGTERM):
         self.stop(sig)
