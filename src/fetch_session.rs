@@ -328,11 +328,6 @@ impl FetchSessionCache {
             self.remove(id);
             return Context::Sessionless;
         }
-        self.touch(id, now_ms);
-        let session = self
-            .sessions
-            .get_mut(&id)
-            .expect("the session was just touched");
         session.epoch = next_epoch(session.epoch);
         let partitions = session
             .partitions
@@ -350,6 +345,7 @@ impl FetchSessionCache {
                 }
             })
             .collect();
+        self.touch(id, now_ms);
         Context::Incremental {
             session_id: id,
             request_epoch: req.epoch,

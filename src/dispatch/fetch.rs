@@ -5,28 +5,37 @@
 //!
 //! - **Partitions**: named once each, in order of first appearance; a partition named again replaces the
 //!   earlier fetch position and limit (Kafka keeps them in a map keyed by topic-partition).
+//! - **Sessions** (KIP-227, `crate::fetch_session`): epoch -1 (and Fetch v4-6) is a sessionless fetch
+//!   (session id 0); epoch 0 is a full fetch whose answer is cached as a new session on this core; any
+//!   other epoch continues a session: the request names only changed partitions and the ones to forget,
+//!   the fetch reads every partition of the session in the session's order (the budget and the long poll
+//!   apply to all of them), and the answer carries only those with records, a new high watermark or log
+//!   start offset, or an error. Partitions that returned records move to the end of the session's order.
+//!   An unknown session id, a wrong epoch or a topic-id mismatch is a top-level error with no partitions.
 //! - **Budget**: the answer holds at most `min(max_bytes, fetch.max.bytes)` record bytes and each partition at
-//!   most its `partition_max_bytes`, in request order; the first batch of the first non-empty partition is
+//!   most its `partition_max_bytes`, in read order; the first batch of the first non-empty partition is
 //!   returned whole even when it is larger than both (KIP-74), so a consumer always makes progress. When the
 //!   partition limits add up to more than the answer may hold, each owner first reports an upper bound of
 //!   what its partitions hold (no I/O) and the limits are handed out in order from those bounds, so the
 //!   reads themselves never exceed the budget.
 //! - **Long poll**: with fewer than `min_bytes` ready, the fetch waits on the owners until a partition's
 //!   high watermark passes the one already seen (not merely the fetch offset: that would spin) or
-//!   `max_wait_ms` passes, then re-reads only the partitions that moved.
-//! - Fetch sessions are not kept: every answer has session id 0, which clients treat as "no session".
+//!   `max_wait_ms` passes, then re-reads only the partitions that moved. As in Kafka it answers at once
+//!   when no partition passed the metadata check or a read failed.
 
 use std::collections::HashMap;
 use std::rc::Rc;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use indexmap::IndexMap;
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
 };
 use kafka_protocol::messages::*;
 use uuid::Uuid;
 
+use crate::fetch_session::{self, Context, FetchParams, Outcome, PartitionKey, TopicKey, Wanted};
 use crate::limits;
 use crate::protocol::errors;
 use crate::protocol::fetch_response::{FetchAnswer, PartitionAnswer, TopicAnswer};
@@ -139,30 +148,56 @@ async fn wait_local(shard: Rc<Shard>, specs: Vec<WaitSpec>, deadline: Instant) -
         .collect()
 }
 
-/// One distinct partition of the request, and what it will answer.
+/// One distinct partition the fetch reads, and what it will answer.
 struct Slot {
-    /// Index into the request's distinct topics (the answer groups consecutive slots of one topic).
+    /// Index into the fetch's distinct topics (the answer groups consecutive slots of one topic).
     topic: usize,
-    partition: i32,
-    fetch_offset: i64,
-    partition_max_bytes: i64,
-    /// `(owner core, topic name)` for a partition that exists; `None` for one answered with an error.
+    /// The partition, its topic's name when known, and what is asked of it.
+    wanted: Wanted,
+    /// Passed the metadata check (Kafka's "interesting" partitions): its errors are read errors, which end
+    /// a long poll at once; a partition of an unknown topic is answered with an error but does not.
+    interesting: bool,
+    /// `(owner core, topic name)` for a partition to read; `None` for one answered with an error.
     target: Option<(usize, Arc<str>)>,
     outcome: ReadOutcome,
 }
 
-/// Kafka's fetch budget, applied in request order to what was read: each partition keeps whole batches
+impl Slot {
+    fn partition(&self) -> i32 {
+        self.wanted.key.partition
+    }
+
+    fn fetch_offset(&self) -> i64 {
+        self.wanted.params.fetch_offset
+    }
+
+    fn partition_max_bytes(&self) -> i64 {
+        self.wanted.params.max_bytes as i64
+    }
+
+    /// What the fetch session compares.
+    fn session_outcome(&self) -> Outcome {
+        Outcome {
+            error_code: self.outcome.error_code,
+            high_watermark: self.outcome.high_watermark,
+            log_start_offset: self.outcome.log_start_offset,
+            has_records: self.outcome.read.bytes > 0,
+        }
+    }
+}
+
+/// Kafka's fetch budget, applied in read order to what was read: each partition keeps whole batches
 /// within `min(its limit, what is left of the response budget)`, except that the first non-empty
 /// partition keeps its first batch whatever its size. Batches past the budget are dropped, not copied.
 fn apply_budget(slots: &mut [Slot], response_max: i64) {
     let mut left = response_max.max(0) as usize;
     let mut first = true;
     for s in slots.iter_mut() {
+        let limit = (s.partition_max_bytes().max(0) as usize).min(left);
         let read = &mut s.outcome.read;
         if read.bytes == 0 {
             continue;
         }
-        let limit = (s.partition_max_bytes.max(0) as usize).min(left);
         let kept = keep_batches_within(read, limit, first);
         first = false;
         left = left.saturating_sub(kept);
@@ -196,6 +231,116 @@ fn keep_batches_within(read: &mut FetchRead, limit: usize, min_one: bool) -> usi
     kept
 }
 
+/// Milliseconds on a monotonic clock: the fetch session cache's time.
+fn now_ms() -> i64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_millis() as i64
+}
+
+/// The request's partitions, once each in order of first appearance (a repeat replaces the earlier
+/// position and limit, as Kafka's map keyed by topic-partition does), and the partitions it forgets.
+/// Topics are keyed by id from v13, by name before.
+fn request_partitions(
+    shard: &Shard,
+    req: &FetchRequest,
+    version: i16,
+) -> (Vec<Wanted>, Vec<PartitionKey>) {
+    let meta = shard.meta();
+    let mut data: IndexMap<PartitionKey, Wanted> = IndexMap::new();
+    for t in &req.topics {
+        let (topic, name) = if version >= 13 {
+            let name = meta
+                .topic_by_id(&t.topic_id)
+                .map(|m| Arc::from(m.name.as_str()));
+            (TopicKey::Id(t.topic_id), name)
+        } else {
+            let name: Arc<str> = Arc::from(t.topic.0.as_str());
+            (TopicKey::Name(name.clone()), Some(name))
+        };
+        for p in &t.partitions {
+            let key = PartitionKey {
+                topic: topic.clone(),
+                partition: p.partition,
+            };
+            let wanted = Wanted {
+                key: key.clone(),
+                name: name.clone(),
+                params: FetchParams {
+                    fetch_offset: p.fetch_offset,
+                    max_bytes: p.partition_max_bytes,
+                },
+            };
+            data.insert(key, wanted);
+        }
+    }
+    let mut forgotten = Vec::new();
+    if version >= 7 {
+        for t in &req.forgotten_topics_data {
+            let topic = if version >= 13 {
+                TopicKey::Id(t.topic_id)
+            } else {
+                TopicKey::Name(Arc::from(t.topic.0.as_str()))
+            };
+            forgotten.extend(t.partitions.iter().map(|&partition| PartitionKey {
+                topic: topic.clone(),
+                partition,
+            }));
+        }
+    }
+    (data.into_values().collect(), forgotten)
+}
+
+/// The slots of the partitions to read, in read order, with their distinct topics `(name, id)`.
+fn plan_slots(shard: &Shard, wanted: Vec<Wanted>) -> (Vec<(String, Uuid)>, Vec<Slot>) {
+    let meta = shard.meta();
+    let mut topics: Vec<(String, Uuid)> = Vec::new();
+    let mut topic_index: HashMap<TopicKey, usize> = HashMap::new();
+    let mut slots = Vec::with_capacity(wanted.len());
+    for w in wanted {
+        let ti = *topic_index.entry(w.key.topic.clone()).or_insert_with(|| {
+            topics.push(match &w.key.topic {
+                TopicKey::Id(id) => (w.name.as_deref().unwrap_or("").to_string(), *id),
+                TopicKey::Name(name) => (name.to_string(), Uuid::nil()),
+            });
+            topics.len() - 1
+        });
+        let topic_meta = match &w.key.topic {
+            TopicKey::Id(id) => meta.topic_by_id(id),
+            TopicKey::Name(name) => meta.topics.get(&**name),
+        };
+        let mut outcome = ReadOutcome {
+            error_code: errors::NONE,
+            high_watermark: -1,
+            log_start_offset: -1,
+            read: FetchRead::default(),
+        };
+        let partition = w.key.partition;
+        let target = match (topic_meta, &w.key.topic) {
+            (Some(m), _) if partition >= 0 && partition < m.partitions => {
+                Some((shard.owner_of(m, partition), Arc::from(m.name.as_str())))
+            }
+            // An id no topic has. A session partition that had a name keeps it (its topic was deleted):
+            // Kafka then finds no partition of that name.
+            (None, TopicKey::Id(_)) if w.name.is_none() => {
+                outcome.error_code = errors::UNKNOWN_TOPIC_ID;
+                None
+            }
+            _ => {
+                outcome.error_code = errors::UNKNOWN_TOPIC_OR_PARTITION;
+                None
+            }
+        };
+        slots.push(Slot {
+            topic: ti,
+            wanted: w,
+            interesting: target.is_some(),
+            target,
+            outcome,
+        });
+    }
+    (topics, slots)
+}
+
 pub async fn handle(
     shard: &Rc<Shard>,
     _header: &RequestHeader,
@@ -210,69 +355,70 @@ pub async fn handle(
     let min_bytes = req.min_bytes.max(0) as usize;
     let response_max = (req.max_bytes as i64).min(shard.config.fetch_max_bytes as i64);
 
-    // The distinct partitions, in order of first appearance; a repeat replaces the earlier position.
-    let mut topics: Vec<(String, Uuid)> = Vec::new();
-    let mut topic_index: HashMap<(String, Uuid), usize> = HashMap::new();
-    let mut slots: Vec<Slot> = Vec::new();
-    let mut slot_index: HashMap<(usize, i32), usize> = HashMap::new();
-    for t in &req.topics {
-        let meta = if version >= 13 {
-            shard.meta().topic_by_id(&t.topic_id).cloned()
-        } else {
-            shard.topic(t.topic.0.as_str())
-        };
-        let key = if version >= 13 {
-            (String::new(), t.topic_id)
-        } else {
-            (t.topic.0.to_string(), Uuid::nil())
-        };
-        let ti = *topic_index.entry(key).or_insert_with(|| {
-            topics.push((t.topic.0.to_string(), t.topic_id));
-            topics.len() - 1
-        });
-        for p in &t.partitions {
-            let mut outcome = ReadOutcome {
-                error_code: errors::NONE,
-                high_watermark: -1,
-                log_start_offset: -1,
-                read: FetchRead::default(),
-            };
-            let target = match &meta {
-                None if version >= 13 => {
-                    outcome.error_code = errors::UNKNOWN_TOPIC_ID;
-                    None
-                }
-                Some(m) if p.partition >= 0 && p.partition < m.partitions => {
-                    Some((shard.owner_of(m, p.partition), Arc::from(m.name.as_str())))
-                }
-                _ => {
-                    outcome.error_code = errors::UNKNOWN_TOPIC_OR_PARTITION;
-                    None
-                }
-            };
-            let slot = Slot {
-                topic: ti,
-                partition: p.partition,
-                fetch_offset: p.fetch_offset,
-                partition_max_bytes: p.partition_max_bytes as i64,
-                target,
-                outcome,
-            };
-            match slot_index.get(&(ti, p.partition)) {
-                Some(&i) => slots[i] = slot,
-                None => {
-                    slot_index.insert((ti, p.partition), slots.len());
-                    slots.push(slot);
-                }
-            }
+    // The fetch session (KIP-227): Fetch v4-6 have none (Kafka's LEGACY metadata: id 0, epoch -1).
+    let (session_id, epoch) = if version >= 7 {
+        (req.session_id, req.session_epoch)
+    } else {
+        (
+            fetch_session::INVALID_SESSION_ID,
+            fetch_session::FINAL_EPOCH,
+        )
+    };
+    let full = epoch == fetch_session::INITIAL_EPOCH || epoch == fetch_session::FINAL_EPOCH;
+    if full && session_id != fetch_session::INVALID_SESSION_ID {
+        if let Some(core) =
+            fetch_session::core_of(session_id, shard.cores).filter(|&c| c != shard.id)
+        {
+            // Cross-core hop: a full fetch closes the session it names, and this one lives in another
+            // core's cache (the client reconnected and landed on this core).
+            shard
+                .invoke_on(core, move |s| async move {
+                    s.fetch_sessions.borrow_mut().remove(session_id);
+                })
+                .await;
         }
     }
+    let privileged = if version >= 15 {
+        req.replica_state.replica_id.0 >= 0
+    } else {
+        req.replica_id.0 >= 0
+    };
+    let (fetch_data, forgotten) = request_partitions(shard, &req, version);
+    let mut context = {
+        let meta = shard.meta();
+        let session_req = fetch_session::Request {
+            version,
+            session_id,
+            epoch,
+            privileged,
+            fetch_data: &fetch_data,
+            forgotten: &forgotten,
+        };
+        shard
+            .fetch_sessions
+            .borrow_mut()
+            .new_context(now_ms(), &session_req, |id| {
+                meta.topic_by_id(id).map(|m| Arc::from(m.name.as_str()))
+            })
+    };
+    let wanted = match context {
+        Context::Error(code) => {
+            return Some(session_error(code, fetch_session::INVALID_SESSION_ID))
+        }
+        Context::Incremental {
+            ref mut partitions, ..
+        } => std::mem::take(partitions),
+        Context::Sessionless | Context::Full { .. } => fetch_data,
+    };
+
+    // The partitions to read, in order: the request's, or for an incremental fetch the session's.
+    let (topics, mut slots) = plan_slots(shard, wanted);
 
     // A negative limit is refused the way Kafka's log read refuses it (UNKNOWN_SERVER_ERROR): every
     // partition for a negative partition_max_bytes, the first partition for a negative max_bytes (after
     // it, the budget left is zero).
     for (i, s) in slots.iter_mut().enumerate() {
-        if s.target.is_some() && (s.partition_max_bytes < 0 || (i == 0 && response_max < 0)) {
+        if s.target.is_some() && (s.partition_max_bytes() < 0 || (i == 0 && response_max < 0)) {
             s.target = None;
             s.outcome.error_code = errors::UNKNOWN_SERVER_ERROR;
         }
@@ -284,14 +430,14 @@ pub async fn handle(
         .iter()
         .map(|s| {
             (
-                (s.partition_max_bytes.max(0) as u64).min(budget) as usize,
+                (s.partition_max_bytes().max(0) as u64).min(budget) as usize,
                 i64::MAX,
             )
         })
         .collect();
     let wanted: u64 = limits_.iter().map(|&(l, _)| l as u64).sum();
     if wanted > budget {
-        // Over-subscribed: hand out the budget in request order from upper bounds of what each holds.
+        // Over-subscribed: hand out the budget in read order from upper bounds of what each holds.
         let hops = owners(shard, &slots, |i, s| spec(i, s, 0, i64::MAX, false))
             .into_iter()
             .map(|(owner, specs)| {
@@ -305,7 +451,7 @@ pub async fn handle(
         }
         let mut left = budget;
         for (i, s) in slots.iter().enumerate() {
-            let limit = (s.partition_max_bytes.max(0) as u64).min(left);
+            let limit = (s.partition_max_bytes().max(0) as u64).min(left);
             let (bytes, hw) = bounds[i];
             limits_[i] = (limit as usize, hw);
             left -= bytes.min(limit);
@@ -324,39 +470,42 @@ pub async fn handle(
             .position(|s| s.outcome.read.bytes > 0 || s.outcome.read.first_batch_over_limit)
         {
             if slots[i].outcome.read.bytes == 0 {
-                let (owner, topic) = slots[i]
-                    .target
-                    .clone()
-                    .expect("read partitions have owners");
-                let spec = ReadSpec {
-                    slot: i,
-                    topic,
-                    partition: slots[i].partition,
-                    offset: slots[i].fetch_offset,
-                    max_bytes: 0,
-                    max_offset: limits_[i].1,
-                    min_one: true,
-                };
-                for (slot, o) in shard
-                    .invoke_on(owner, move |s| read_local(s, vec![spec]))
-                    .await
-                {
-                    slots[slot].outcome = o;
+                if let Some((owner, topic)) = slots[i].target.clone() {
+                    let spec = ReadSpec {
+                        slot: i,
+                        topic,
+                        partition: slots[i].partition(),
+                        offset: slots[i].fetch_offset(),
+                        max_bytes: 0,
+                        max_offset: limits_[i].1,
+                        min_one: true,
+                    };
+                    for (slot, o) in shard
+                        .invoke_on(owner, move |s| read_local(s, vec![spec]))
+                        .await
+                    {
+                        slots[slot].outcome = o;
+                    }
                 }
             }
         }
         apply_budget(&mut slots, response_max);
 
+        // As Kafka: answer at once when nothing can be read (no partition passed the metadata check) or a
+        // read failed; else when min_bytes are there or the wait is over.
         let total: usize = slots.iter().map(|s| s.outcome.read.bytes).sum();
-        let any_error = slots.iter().any(|s| s.outcome.error_code != errors::NONE);
-        if total >= min_bytes || any_error || Instant::now() >= deadline {
+        let read_error = slots
+            .iter()
+            .any(|s| s.interesting && s.outcome.error_code != errors::NONE);
+        let nothing_to_read = !slots.iter().any(|s| s.interesting);
+        if total >= min_bytes || read_error || nothing_to_read || Instant::now() >= deadline {
             break;
         }
         // Not enough yet: wait on the owners until a partition's high watermark moves past the one seen.
         let mut by_owner: Vec<Vec<WaitSpec>> = vec![Vec::new(); shard.cores];
         for (i, s) in slots.iter().enumerate() {
             if let Some((owner, topic)) = &s.target {
-                by_owner[*owner].push((i, topic.clone(), s.partition, s.outcome.high_watermark));
+                by_owner[*owner].push((i, topic.clone(), s.partition(), s.outcome.high_watermark));
             }
         }
         let waits: Vec<_> = by_owner
@@ -368,7 +517,6 @@ pub async fn handle(
             })
             .collect();
         if waits.is_empty() {
-            crate::shard::sleep(deadline.saturating_duration_since(Instant::now())).await;
             break;
         }
         let (moved, _, _) = futures::future::select_all(waits).await;
@@ -377,19 +525,72 @@ pub async fn handle(
         for &i in &moved {
             let s = &slots[i];
             limits_[i] = (
-                (s.partition_max_bytes.max(0) as usize).min(left + s.outcome.read.bytes),
+                (s.partition_max_bytes().max(0) as usize).min(left + s.outcome.read.bytes),
                 i64::MAX,
             );
         }
         read_slots(shard, &mut slots, &moved, &limits_).await;
     }
 
+    // The session's part of the answer.
+    let (answer_session_id, include) = match context {
+        Context::Sessionless => (fetch_session::INVALID_SESSION_ID, None),
+        Context::Error(code) => {
+            return Some(session_error(code, fetch_session::INVALID_SESSION_ID))
+        }
+        Context::Full {
+            privileged,
+            uses_topic_ids,
+        } => {
+            let answered = slots
+                .iter()
+                .map(|s| (s.wanted.clone(), s.session_outcome()))
+                .collect();
+            let id = shard.fetch_sessions.borrow_mut().create(
+                now_ms(),
+                privileged,
+                uses_topic_ids,
+                answered,
+            );
+            (id, None)
+        }
+        Context::Incremental {
+            session_id,
+            request_epoch,
+            ..
+        } => {
+            let read: Vec<(&PartitionKey, Outcome)> = slots
+                .iter()
+                .map(|s| (&s.wanted.key, s.session_outcome()))
+                .collect();
+            let sent = shard
+                .fetch_sessions
+                .borrow_mut()
+                .respond(session_id, request_epoch, &read);
+            match sent {
+                Ok(mask) => (session_id, Some(mask)),
+                Err(code) => return Some(session_error(code, session_id)),
+            }
+        }
+    };
+
     for s in &slots {
         if let Some((_, topic)) = &s.target {
             crate::metrics::fetched(topic, s.outcome.read.bytes);
         }
     }
-    Some(answer(slots, &topics, version))
+    let mut resp = answer(slots, &topics, version, include.as_deref());
+    resp.session_id = answer_session_id;
+    Some(resp)
+}
+
+/// A Fetch answer that is only a session error.
+fn session_error(code: i16, session_id: i32) -> FetchAnswer {
+    FetchAnswer {
+        error_code: code,
+        session_id,
+        ..FetchAnswer::default()
+    }
 }
 
 fn spec(
@@ -405,8 +606,8 @@ fn spec(
         ReadSpec {
             slot,
             topic,
-            partition: s.partition,
-            offset: s.fetch_offset,
+            partition: s.partition(),
+            offset: s.fetch_offset(),
             max_bytes,
             max_offset,
             min_one,
@@ -455,11 +656,20 @@ async fn read_slots(shard: &Rc<Shard>, slots: &mut [Slot], which: &[usize], plan
     }
 }
 
-/// The answer: consecutive slots of one topic form one topic entry, as Kafka builds it.
-fn answer(slots: Vec<Slot>, topics: &[(String, Uuid)], version: i16) -> FetchAnswer {
+/// The answer: the slots `include` keeps (all without it), in read order; consecutive slots of one topic
+/// form one topic entry, as Kafka builds it.
+fn answer(
+    slots: Vec<Slot>,
+    topics: &[(String, Uuid)],
+    version: i16,
+    include: Option<&[bool]>,
+) -> FetchAnswer {
     let mut resp = FetchAnswer::default();
     let mut last_topic = usize::MAX;
-    for s in slots {
+    for (i, s) in slots.into_iter().enumerate() {
+        if include.is_some_and(|keep| !keep[i]) {
+            continue;
+        }
         if s.topic != last_topic {
             let (name, topic_id) = &topics[s.topic];
             resp.topics.push(TopicAnswer {
@@ -469,9 +679,10 @@ fn answer(slots: Vec<Slot>, topics: &[(String, Uuid)], version: i16) -> FetchAns
             });
             last_topic = s.topic;
         }
+        let index = s.partition();
         let o = s.outcome;
         let pa = PartitionAnswer {
-            index: s.partition,
+            index,
             error_code: o.error_code,
             high_watermark: o.high_watermark,
             last_stable_offset: o.high_watermark,

@@ -18,13 +18,18 @@ const REQUEST_HEAD_BYTES_MAX: usize = 8 * 1024;
 pub async fn scrape(shard: &Rc<Shard>) -> String {
     let mut snapshots = Vec::with_capacity(shard.cores);
     for core in 0..shard.cores {
-        // Cross-core hop: each core copies its own counters and measures its own partitions.
+        // Cross-core hop: each core copies its own counters and measures its own partitions and fetch
+        // sessions.
         let snap = shard
             .invoke_on(core, |s| async move {
                 let mut snap = super::snapshot(s.id);
                 let parts = s.owned_partitions();
                 snap.partitions = parts.len();
                 snap.log_size_bytes = parts.iter().map(|(_, p)| p.log().size_bytes()).sum();
+                let sessions = s.fetch_sessions.borrow();
+                snap.fetch_sessions = sessions.len();
+                snap.fetch_session_partitions = sessions.partitions();
+                snap.fetch_session_evictions = sessions.evictions();
                 snap
             })
             .await;

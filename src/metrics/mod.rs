@@ -279,9 +279,16 @@ pub struct Snapshot {
     pub in_flight: i64,
     pub partitions: usize,
     pub log_size_bytes: u64,
+    /// Incremental fetch sessions this core holds.
+    pub fetch_sessions: usize,
+    /// Partitions over those sessions.
+    pub fetch_session_partitions: usize,
+    /// Sessions this core evicted to make room, since start.
+    pub fetch_session_evictions: u64,
 }
 
-/// Takes this core's snapshot (the partition figures are filled in by the caller, who owns them).
+/// Takes this core's snapshot (the partition and fetch session figures are filled in by the caller, who
+/// owns them).
 pub fn snapshot(core: usize) -> Snapshot {
     snapshot_at(core, Instant::now())
 }
@@ -316,6 +323,9 @@ fn snapshot_at(core: usize, now: Instant) -> Snapshot {
         in_flight: p.in_flight.get(),
         partitions: 0,
         log_size_bytes: 0,
+        fetch_sessions: 0,
+        fetch_session_partitions: 0,
+        fetch_session_evictions: 0,
     })
 }
 
@@ -477,7 +487,7 @@ pub fn render(snapshots: &[Snapshot]) -> String {
     summary(&mut out, "ringtide_group_commit_bytes", "", &commit, 1.0);
 
     // Per core.
-    let per_core: [CoreMetric; 5] = [
+    let per_core: [CoreMetric; 8] = [
         (
             "kafka_server_socketservermetrics_connection_count",
             "gauge",
@@ -507,6 +517,24 @@ pub fn render(snapshots: &[Snapshot]) -> String {
             "gauge",
             "Bytes of log segments owned, per core (Kafka: Log Size, summed per core).",
             |s| s.log_size_bytes.to_string(),
+        ),
+        (
+            "kafka_server_fetchsessioncache_numincrementalfetchsessions",
+            "gauge",
+            "Incremental fetch sessions held, per core (Kafka: FetchSessionCache NumIncrementalFetchSessions).",
+            |s| s.fetch_sessions.to_string(),
+        ),
+        (
+            "kafka_server_fetchsessioncache_numincrementalfetchpartitionscached",
+            "gauge",
+            "Partitions held over all incremental fetch sessions, per core (Kafka: FetchSessionCache NumIncrementalFetchPartitionsCached).",
+            |s| s.fetch_session_partitions.to_string(),
+        ),
+        (
+            "kafka_server_fetchsessioncache_incrementalfetchsessionevictions_total",
+            "counter",
+            "Incremental fetch sessions evicted to make room for new ones, per core (Kafka: FetchSessionCache IncrementalFetchSessionEvictionsPerSec).",
+            |s| s.fetch_session_evictions.to_string(),
         ),
     ];
     for (name, kind, help, get) in per_core {
@@ -549,6 +577,9 @@ mod tests {
         connection_opened();
         let mut s = snapshot(0);
         s.partitions = 3;
+        s.fetch_sessions = 2;
+        s.fetch_session_partitions = 200;
+        s.fetch_session_evictions = 1;
         let text = render(&[s]);
         assert!(
             text.contains("kafka_server_brokertopicmetrics_bytesin_total{topic=\"orders\"} 150"),
@@ -565,6 +596,14 @@ mod tests {
         assert!(text.contains("ringtide_log_flush_seconds_count 1"));
         assert!(text.contains("ringtide_cross_core_forwards_total{from=\"0\",to=\"1\"} 1"));
         assert!(text.contains("ringtide_partitions{core=\"0\"} 3"));
+        assert!(text
+            .contains("kafka_server_fetchsessioncache_numincrementalfetchsessions{core=\"0\"} 2"));
+        assert!(text.contains(
+            "kafka_server_fetchsessioncache_numincrementalfetchpartitionscached{core=\"0\"} 200"
+        ));
+        assert!(text.contains(
+            "kafka_server_fetchsessioncache_incrementalfetchsessionevictions_total{core=\"0\"} 1"
+        ));
     }
 
     #[test]

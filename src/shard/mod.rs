@@ -18,6 +18,7 @@ use std::sync::Arc;
 use glommio::channels::channel_mesh::{Receivers, Senders};
 
 use crate::config::Config;
+use crate::fetch_session::{self, CacheConfig, FetchSessionCache};
 use crate::metadata::{owner_core, ClusterMeta, TopicMeta};
 use crate::partition::Partition;
 
@@ -54,6 +55,9 @@ pub struct Shard {
     pub controller: controller::ControllerState,
     /// The consumer groups this core coordinates (those of its `__consumer_offsets` partitions).
     pub groups: crate::group::coordinator::GroupCoordinator,
+    /// The fetch sessions (KIP-227) of the connections this core accepted: its share of
+    /// `max.incremental.fetch.session.cache.slots`, with session ids from its own range.
+    pub fetch_sessions: RefCell<FetchSessionCache>,
 }
 
 impl Shard {
@@ -63,6 +67,16 @@ impl Shard {
         meta: Arc<ClusterMeta>,
         senders: Senders<CrossCoreTask>,
     ) -> Rc<Shard> {
+        let fetch_sessions = FetchSessionCache::new(
+            CacheConfig {
+                max_sessions: config.max_incremental_fetch_session_cache_slots / config.cores,
+                eviction_ms: crate::limits::MIN_INCREMENTAL_FETCH_SESSION_EVICTION_MS,
+                ids: fetch_session::id_range(id, config.cores),
+            },
+            // Session ids only need to differ between runs and cores (a client's id from before a restart
+            // must not name a new session): seed from the OS's randomness once per core.
+            uuid::Uuid::new_v4().as_u64_pair().0,
+        );
         Rc::new(Shard {
             id,
             cores: config.cores,
@@ -73,6 +87,7 @@ impl Shard {
             stopping: Cell::new(false),
             controller: controller::ControllerState::default(),
             groups: Default::default(),
+            fetch_sessions: RefCell::new(fetch_sessions),
         })
     }
 
