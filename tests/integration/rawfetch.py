@@ -26,8 +26,11 @@ NONE = 0
 OFFSET_OUT_OF_RANGE = 1
 UNKNOWN_TOPIC_OR_PARTITION = 3
 NOT_LEADER_OR_FOLLOWER = 6
+FETCH_SESSION_ID_NOT_FOUND = 70
+INVALID_FETCH_SESSION_EPOCH = 71
 UNKNOWN_TOPIC_ID = 100
 INCONSISTENT_TOPIC_ID = 103
+FETCH_SESSION_TOPIC_ID_ERROR = 106
 
 
 # ---------------------------------------------------------------- encoding primitives
@@ -154,9 +157,11 @@ def group_parts(parts, one_topic_entry_per_part=False):
 
 
 def fetch_body(version, parts, max_wait_ms=0, min_bytes=1, max_bytes=2**31 - 1, isolation_level=0,
-               session_id=0, session_epoch=-1, one_topic_entry_per_part=False):
-    """The body of a Fetch request of `version` (11, or 12..17)."""
+               session_id=0, session_epoch=-1, one_topic_entry_per_part=False, forgotten=()):
+    """The body of a Fetch request of `version` (11, or 12..17). `forgotten` is forgotten_topics_data:
+    [(topic, [partition, ...]), ...] with topics named as in Part (a name before v13, an id from v13)."""
     groups = group_parts(parts, one_topic_entry_per_part)
+    forgotten = [(_topic_key(t), list(ps)) for t, ps in forgotten]
     if version == 11:
         head = struct.pack(">iiiibii", -1, max_wait_ms, min_bytes, max_bytes, isolation_level, session_id,
                            session_epoch)
@@ -165,7 +170,8 @@ def fetch_body(version, parts, max_wait_ms=0, min_bytes=1, max_bytes=2**31 - 1, 
                 struct.pack(">iiqqi", p.partition, p.current_leader_epoch, p.offset, p.log_start_offset,
                             p.partition_max_bytes) for p in ps)
             for t, ps in groups)
-        return head + topics + std_array([]) + std_str("")  # forgotten_topics_data, rack_id
+        gone = std_array(std_str(t) + std_array(struct.pack(">i", p) for p in ps) for t, ps in forgotten)
+        return head + topics + gone + std_str("")  # forgotten_topics_data, rack_id
     assert 12 <= version <= 18, version
     head = b"" if version >= 15 else struct.pack(">i", -1)  # replica_id (v15+: ReplicaState tagged field)
     head += struct.pack(">iiibii", max_wait_ms, min_bytes, max_bytes, isolation_level, session_id, session_epoch)
@@ -181,7 +187,9 @@ def fetch_body(version, parts, max_wait_ms=0, min_bytes=1, max_bytes=2**31 - 1, 
             struct.pack(">iiqiqi", p.partition, p.current_leader_epoch, p.offset, p.last_fetched_epoch,
                         p.log_start_offset, p.partition_max_bytes) + b"\x00" for p in ps) + b"\x00"
         for t, ps in groups)
-    return head + topics + compact_array([]) + compact_str("") + b"\x00"  # forgotten, rack_id, tags
+    gone = compact_array(
+        topic_field(t) + compact_array(struct.pack(">i", p) for p in ps) + b"\x00" for t, ps in forgotten)
+    return head + topics + gone + compact_str("") + b"\x00"  # forgotten, rack_id, tags
 
 
 def fetch_frame(version, correlation_id, parts, **kw):
