@@ -2,30 +2,46 @@
  * rdkperf: the light client of perf/compare. A few hundred lines of C on librdkafka, so that the client
  * costs little CPU on a 2-core machine and the broker, not the client, is what gets measured.
  *
- *   rdkperf produce -b HOST:PORT -t TOPIC -n RECORDS -s BYTES [-a ACKS] [-r RATE] [-X key=value]...
- *   rdkperf consume -b HOST:PORT -t TOPIC -p PARTITIONS -n RECORDS [-X key=value]...
+ *   rdkperf produce -b HOST:PORT -t TOPIC -n RECORDS -s BYTES [-a ACKS] [-r RATE] [-P PARTITIONS] [-X k=v]...
+ *   rdkperf consume -b HOST:PORT -t TOPIC -p PARTITIONS -n RECORDS [-o OFFSET] [-X key=value]...
  *   rdkperf e2e     -b HOST:PORT -t TOPIC -n ROUNDTRIPS -s BYTES [-a ACKS] [-X key=value]...
+ *   rdkperf idle    -b HOST:PORT -t TOPIC -p PARTITIONS -c CONNECTIONS -d SECONDS [-w WARMUP_S] [-W BROKER_PID]
+ *                   [-X fetch.min.bytes=N] [-X fetch.wait.max.ms=N]
  *
  * produce: librdkafka's default batching (linger.ms=5, batch.size=1000000), acks=all unless -a, records
  *          spread by librdkafka's default partitioner (null key: sticky); -r caps records/s (0 = no cap).
- *          Latency = produce() call to delivery report.
- * consume: assign() every partition from offset 0 (no consumer group is joined, no offsets committed) and
- *          read RECORDS records. Time = from assign() to the last record.
+ *          -P N fills partitions 0..N-1 in order instead: record i goes to partition i*N/RECORDS, so each
+ *          partition gets RECORDS/N records in one contiguous run. Latency = produce() call to delivery report.
+ * consume: assign() every partition from the beginning (-o OFFSET: from that explicit offset, which skips
+ *          the ListOffsets lookup) with no consumer group joined and no offsets committed, and read RECORDS
+ *          records. Time = from assign() to the last record.
  * e2e:     one record at a time: produce to partition 0, wait for a consumer assigned at the end of
  *          partition 0 to receive it (microsecond resolution; the stock EndToEndLatency reports whole ms).
+ * idle:    no librdkafka: CONNECTIONS plain TCP connections, connection i fetching partition i % PARTITIONS
+ *          of TOPIC from offset 0 (an empty topic: no data ever arrives) with Fetch v11, sessionless,
+ *          max_wait_ms = fetch.wait.max.ms (default 500), min_bytes = fetch.min.bytes (default 1048576);
+ *          each answer is followed at once by the next fetch. After WARMUP_S (default 2) the broker's CPU
+ *          (utime+stime of /proc/BROKER_PID/stat) is read, again after SECONDS: broker_cpu_pct is that
+ *          delta as a percentage of one core. Also reports fetches/s and the time each fetch was held.
  *
  * Prints one JSON object on stdout. Exit status 0 on success, 1 on failure (with "error" in the JSON).
  */
 #define _GNU_SOURCE
+#include <arpa/inet.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <librdkafka/rdkafka.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -52,9 +68,11 @@ static void die(const char *fmt, ...) {
 /* ------------------------------------------------------------------ options */
 struct opts {
     const char *mode, *bootstrap, *topic, *acks;
-    long records, size, partitions;
+    long records, size, partitions, fill_partitions, connections;
+    long long offset; /* -1: beginning */
     double rate;
-    double timeout_s;
+    double timeout_s, duration_s, warmup_s;
+    long broker_pid;
     int nx;
     const char *xk[64], *xv[64];
 };
@@ -162,8 +180,9 @@ static int do_produce(const struct opts *o) {
         for (;;) {
             /* The payload is not copied: it stays valid and unchanged for the whole run. */
             uint64_t ts = now_ns();
-            if (rd_kafka_produce(t, RD_KAFKA_PARTITION_UA, 0, payload, (size_t)o->size, NULL, 0,
-                                 (void *)(uintptr_t)ts) == 0)
+            int32_t part = o->fill_partitions > 0 ? (int32_t)((long long)i * o->fill_partitions / o->records)
+                                                  : RD_KAFKA_PARTITION_UA;
+            if (rd_kafka_produce(t, part, 0, payload, (size_t)o->size, NULL, 0, (void *)(uintptr_t)ts) == 0)
                 break;
             if (rd_kafka_last_error() != RD_KAFKA_RESP_ERR__QUEUE_FULL)
                 die("produce: %s", rd_kafka_err2str(rd_kafka_last_error()));
@@ -210,7 +229,8 @@ static int do_consume(const struct opts *o) {
     rd_kafka_t *k = new_consumer(o);
     rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new((int)o->partitions);
     for (long p = 0; p < o->partitions; p++)
-        rd_kafka_topic_partition_list_add(parts, o->topic, (int32_t)p)->offset = RD_KAFKA_OFFSET_BEGINNING;
+        rd_kafka_topic_partition_list_add(parts, o->topic, (int32_t)p)->offset =
+            o->offset >= 0 ? o->offset : RD_KAFKA_OFFSET_BEGINNING;
     uint64_t t0 = now_ns(), deadline = t0 + (uint64_t)(o->timeout_s * 1e9), t_first = 0;
     rd_kafka_resp_err_t e = rd_kafka_assign(k, parts);
     if (e) die("assign: %s", rd_kafka_err2str(e));
@@ -231,9 +251,11 @@ static int do_consume(const struct opts *o) {
     }
     uint64_t t1 = now_ns();
     double secs = (t1 - t0) / 1e9;
-    printf("{\"ok\": true, \"mode\": \"consume\", \"records\": %ld, \"bytes\": %.0f, \"seconds\": %.3f, "
-           "\"first_record_after_s\": %.3f, \"records_per_s\": %.1f, \"MBps\": %.2f, \"librdkafka\": \"%s\"}\n",
-           got, bytes, secs, (t_first - t0) / 1e9, got / secs, bytes / secs / 1e6, rd_kafka_version_str());
+    printf("{\"ok\": true, \"mode\": \"consume\", \"partitions\": %ld, \"records\": %ld, \"bytes\": %.0f, "
+           "\"seconds\": %.3f, \"first_record_after_s\": %.3f, \"records_per_s\": %.1f, \"MBps\": %.2f, "
+           "\"librdkafka\": \"%s\"}\n",
+           o->partitions, got, bytes, secs, (t_first - t0) / 1e9, got / secs, bytes / secs / 1e6,
+           rd_kafka_version_str());
     rd_kafka_topic_partition_list_destroy(parts);
     rd_kafka_consumer_close(k);
     rd_kafka_destroy(k);
@@ -303,20 +325,262 @@ static int do_e2e(const struct opts *o) {
     return 0;
 }
 
+/* ------------------------------------------------------------------ idle (raw protocol, no librdkafka) */
+struct wbuf {
+    uint8_t b[512];
+    size_t n;
+};
+static void w8(struct wbuf *w, uint8_t v) { w->b[w->n++] = v; }
+static void w16(struct wbuf *w, int16_t v) { uint16_t x = htons((uint16_t)v); memcpy(w->b + w->n, &x, 2); w->n += 2; }
+static void w32(struct wbuf *w, int32_t v) { uint32_t x = htonl((uint32_t)v); memcpy(w->b + w->n, &x, 4); w->n += 4; }
+static void w64(struct wbuf *w, int64_t v) { w32(w, (int32_t)((uint64_t)v >> 32)); w32(w, (int32_t)(uint64_t)v); }
+static void wstr(struct wbuf *w, const char *s) {
+    size_t n = strlen(s);
+    w16(w, (int16_t)n);
+    memcpy(w->b + w->n, s, n);
+    w->n += n;
+}
+static uint32_t r32(const uint8_t *p) { uint32_t x; memcpy(&x, p, 4); return ntohl(x); }
+static uint16_t r16(const uint8_t *p) { uint16_t x; memcpy(&x, p, 2); return ntohs(x); }
+
+/* Fetch v11 (the newest non-flexible version; Kafka 4.x serves v4 and up), one topic, one partition,
+ * no fetch session (session_id 0, epoch -1: a full fetch every time). */
+static size_t fetch_request(uint8_t *out, int32_t corr, const char *topic, int32_t partition, int32_t max_wait,
+                            int32_t min_bytes) {
+    struct wbuf w = {.n = 0};
+    if (strlen(topic) > 200) die("topic name too long");
+    w32(&w, 0); /* size, patched below */
+    w16(&w, 1); /* Fetch */
+    w16(&w, 11);
+    w32(&w, corr);
+    wstr(&w, "rdkperf-idle");
+    w32(&w, -1); /* replica_id: a consumer */
+    w32(&w, max_wait);
+    w32(&w, min_bytes);
+    w32(&w, 52428800); /* max_bytes (librdkafka's fetch.max.bytes) */
+    w8(&w, 0);         /* isolation_level: read_uncommitted */
+    w32(&w, 0);        /* session_id */
+    w32(&w, -1);       /* session_epoch: no session */
+    w32(&w, 1);        /* topics */
+    wstr(&w, topic);
+    w32(&w, 1); /* partitions */
+    w32(&w, partition);
+    w32(&w, -1);      /* current_leader_epoch */
+    w64(&w, 0);       /* fetch_offset */
+    w64(&w, -1);      /* log_start_offset */
+    w32(&w, 1048576); /* partition_max_bytes */
+    w32(&w, 0);       /* forgotten_topics_data */
+    wstr(&w, "");     /* rack_id */
+    uint32_t size = htonl((uint32_t)(w.n - 4));
+    memcpy(w.b, &size, 4);
+    memcpy(out, w.b, w.n);
+    return w.n;
+}
+
+struct iconn {
+    int fd;
+    int32_t partition, corr;
+    uint64_t sent_ns;
+    uint8_t *buf;
+    size_t have, need, cap; /* need: 4 until the size is known, then 4 + size */
+};
+
+/* Errors of a Fetch v11 answer: the top-level code, else the partition's; -1 if it cannot be parsed.
+ * *records_len gets the partition's record bytes. */
+static int fetch_answer_error(const uint8_t *p, size_t n, int32_t want_corr, long *records_len) {
+    *records_len = 0;
+    if (n < 4 + 4 + 4 + 2 + 4 + 4) return -1;
+    if ((int32_t)r32(p + 4) != want_corr) return -2;
+    size_t o = 8 + 4; /* size, correlation id, throttle_time_ms */
+    int16_t top = (int16_t)r16(p + o);
+    o += 2 + 4; /* error_code, session_id */
+    if (top) return top;
+    if (r32(p + o) < 1) return -1;
+    o += 4;
+    if (o + 2 > n) return -1;
+    o += 2 + r16(p + o); /* topic */
+    if (o + 4 + 4 + 2 > n || r32(p + o) < 1) return -1;
+    o += 4 + 4; /* partitions count, partition_index */
+    int16_t err = (int16_t)r16(p + o);
+    o += 2 + 8 + 8 + 8; /* error_code, high_watermark, last_stable_offset, log_start_offset */
+    if (o + 4 > n) return -1;
+    int32_t aborted = (int32_t)r32(p + o);
+    o += 4 + (aborted > 0 ? (size_t)aborted * 16 : 0);
+    o += 4; /* preferred_read_replica */
+    if (o + 4 > n) return -1;
+    int32_t rl = (int32_t)r32(p + o);
+    *records_len = rl > 0 ? rl : 0;
+    return err;
+}
+
+static double proc_cpu_s(long pid) {
+    char path[64], buf[4096];
+    snprintf(path, sizeof path, "/proc/%ld/stat", pid);
+    FILE *f = fopen(path, "r");
+    if (!f) return -1;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    char *p = strrchr(buf, ')');
+    if (!p) return -1;
+    unsigned long long ut = 0, st = 0;
+    /* after ") ": state ppid pgrp session tty_nr tpgid flags minflt cminflt majflt cmajflt utime stime */
+    if (sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2) return -1;
+    return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+}
+
+static int do_idle(const struct opts *o) {
+    long n = o->connections, parts = o->partitions > 0 ? o->partitions : 1;
+    int32_t max_wait = 500, min_bytes = 1048576;
+    for (int i = 0; i < o->nx; i++) {
+        if (!strcmp(o->xk[i], "fetch.wait.max.ms")) max_wait = atoi(o->xv[i]);
+        else if (!strcmp(o->xk[i], "fetch.min.bytes")) min_bytes = atoi(o->xv[i]);
+        else die("idle: unknown -X %s (only fetch.wait.max.ms, fetch.min.bytes)", o->xk[i]);
+    }
+    char host[256];
+    snprintf(host, sizeof host, "%s", o->bootstrap);
+    char *comma = strchr(host, ',');
+    if (comma) *comma = 0;
+    char *colon = strrchr(host, ':');
+    if (!colon) die("idle: bootstrap must be HOST:PORT");
+    *colon = 0;
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *ai;
+    int gai = getaddrinfo(host, colon + 1, &hints, &ai);
+    if (gai) die("idle: %s: %s", o->bootstrap, gai_strerror(gai));
+    struct iconn *c = calloc((size_t)n, sizeof *c);
+    struct pollfd *pf = calloc((size_t)n, sizeof *pf);
+    uint8_t req[512];
+    uint64_t t0 = now_ns();
+    for (long i = 0; i < n; i++) {
+        c[i].fd = socket(ai->ai_family, SOCK_STREAM, 0);
+        if (c[i].fd < 0 || connect(c[i].fd, ai->ai_addr, ai->ai_addrlen) != 0)
+            die("idle: connect %s (connection %ld): %s", o->bootstrap, i, strerror(errno));
+        int one = 1;
+        setsockopt(c[i].fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        c[i].partition = (int32_t)(i % parts);
+        c[i].cap = 65536;
+        c[i].buf = malloc(c[i].cap);
+        pf[i].fd = c[i].fd;
+        pf[i].events = POLLIN;
+    }
+    freeaddrinfo(ai);
+    for (long i = 0; i < n; i++) {
+        size_t len = fetch_request(req, ++c[i].corr, o->topic, c[i].partition, max_wait, min_bytes);
+        c[i].sent_ns = now_ns();
+        c[i].need = 4;
+        if (send(c[i].fd, req, len, MSG_NOSIGNAL) != (ssize_t)len) die("idle: send: %s", strerror(errno));
+    }
+    uint64_t w0 = t0 + (uint64_t)(o->warmup_s * 1e9), w1 = w0 + (uint64_t)(o->duration_s * 1e9);
+    uint64_t deadline = t0 + (uint64_t)(o->timeout_s * 1e9);
+    int in_window = 0;
+    double cpu0 = -1, cpu1 = -1;
+    long fetches = 0, errors = 0, early_errors = 0, record_bytes = 0;
+    int first_err = 0;
+    struct lat l = {0};
+    for (;;) {
+        uint64_t now = now_ns();
+        if (!in_window && now >= w0) {
+            in_window = 1;
+            if (o->broker_pid > 0) cpu0 = proc_cpu_s(o->broker_pid);
+            w0 = now;
+            w1 = now + (uint64_t)(o->duration_s * 1e9);
+        }
+        if (in_window && now >= w1) {
+            if (o->broker_pid > 0) cpu1 = proc_cpu_s(o->broker_pid);
+            w1 = now;
+            break;
+        }
+        if (now > deadline) die("idle: timed out");
+        int r = poll(pf, (nfds_t)n, 20);
+        if (r < 0 && errno != EINTR) die("idle: poll: %s", strerror(errno));
+        for (long i = 0; r > 0 && i < n; i++) {
+            if (!(pf[i].revents & (POLLIN | POLLERR | POLLHUP))) continue;
+            struct iconn *x = &c[i];
+            for (;;) {
+                ssize_t got = recv(x->fd, x->buf + x->have, x->need - x->have, MSG_DONTWAIT);
+                if (got == 0) die("idle: connection %ld closed by the broker", i);
+                if (got < 0) {
+                    if (errno == EAGAIN || errno == EWOULDBLOCK) break;
+                    if (errno == EINTR) continue;
+                    die("idle: recv: %s", strerror(errno));
+                }
+                x->have += (size_t)got;
+                if (x->have < x->need) continue;
+                if (x->need == 4) {
+                    size_t size = r32(x->buf);
+                    if (size > 64u << 20) die("idle: answer of %zu bytes", size);
+                    x->need = 4 + size;
+                    if (x->need > x->cap) {
+                        x->cap = x->need;
+                        x->buf = realloc(x->buf, x->cap);
+                        if (!x->buf) die("out of memory");
+                    }
+                    if (size > 0) continue;
+                }
+                /* one whole answer */
+                uint64_t t = now_ns();
+                long rl = 0;
+                int e = fetch_answer_error(x->buf, x->have, x->corr, &rl);
+                if (in_window) {
+                    fetches++;
+                    lat_add(&l, t - x->sent_ns);
+                    record_bytes += rl;
+                    if (e) {
+                        if (!errors) first_err = e;
+                        errors++;
+                    }
+                } else if (e) {
+                    early_errors++;
+                }
+                x->have = 0;
+                x->need = 4;
+                if (e) { /* back off like librdkafka (fetch.error.backoff.ms) instead of spinning */
+                    struct timespec ts = {0, 100000000};
+                    nanosleep(&ts, NULL);
+                }
+                size_t len = fetch_request(req, ++x->corr, o->topic, x->partition, max_wait, min_bytes);
+                x->sent_ns = now_ns();
+                if (send(x->fd, req, len, MSG_NOSIGNAL) != (ssize_t)len) die("idle: send: %s", strerror(errno));
+                break;
+            }
+        }
+    }
+    double secs = (w1 - w0) / 1e9;
+    if (errors) die("idle: %ld of %ld fetch answers in the window had errors (first: %d)", errors, fetches, first_err);
+    if (fetches == 0) die("idle: no fetch was answered in %.1f s", secs);
+    printf("{\"ok\": true, \"mode\": \"idle\", \"connections\": %ld, \"partitions\": %ld, \"seconds\": %.3f, "
+           "\"fetch_wait_max_ms\": %d, \"fetch_min_bytes\": %d, \"fetches\": %ld, \"fetches_per_s\": %.1f, "
+           "\"fetches_per_s_per_conn\": %.3f, \"record_bytes\": %ld, \"warmup_errors\": %ld, ",
+           n, parts, secs, max_wait, min_bytes, fetches, fetches / secs, fetches / secs / n, record_bytes,
+           early_errors);
+    lat_print(&l);
+    if (cpu0 >= 0 && cpu1 >= 0)
+        printf("\"broker_pid\": %ld, \"broker_cpu_s\": %.3f, \"broker_cpu_pct\": %.3f}\n", o->broker_pid,
+               cpu1 - cpu0, (cpu1 - cpu0) / secs * 100.0);
+    else
+        printf("\"broker_pid\": %ld, \"broker_cpu_s\": null, \"broker_cpu_pct\": null}\n", o->broker_pid);
+    for (long i = 0; i < n; i++) close(c[i].fd);
+    return 0;
+}
+
 /* ------------------------------------------------------------------ main */
 static void usage(void) {
     fprintf(stderr,
             "usage: rdkperf produce|consume|e2e -b BOOTSTRAP -t TOPIC -n RECORDS [-s BYTES] [-p PARTITIONS]\n"
-            "               [-a ACKS] [-r RECORDS_PER_S] [-T TIMEOUT_S] [-X key=value]...\n");
+            "               [-a ACKS] [-r RECORDS_PER_S] [-P FILL_PARTITIONS] [-o OFFSET] [-T TIMEOUT_S]\n"
+            "               [-X key=value]...\n"
+            "       rdkperf idle -b BOOTSTRAP -t TOPIC -p PARTITIONS -c CONNECTIONS -d SECONDS [-w WARMUP_S]\n"
+            "               [-W BROKER_PID] [-T TIMEOUT_S] [-X fetch.min.bytes=N] [-X fetch.wait.max.ms=N]\n");
     exit(2);
 }
 
 int main(int argc, char **argv) {
     if (argc < 2) usage();
-    struct opts o = {.mode = argv[1], .acks = "all", .size = 1024, .partitions = 1, .timeout_s = 600};
+    struct opts o = {.mode = argv[1], .acks = "all", .size = 1024, .partitions = 1, .timeout_s = 600,
+                     .offset = -1, .connections = 100, .duration_s = 10, .warmup_s = 2};
     int c;
     optind = 2;
-    while ((c = getopt(argc, argv, "b:t:n:s:p:a:r:T:X:")) != -1) {
+    while ((c = getopt(argc, argv, "b:t:n:s:p:a:r:T:X:P:o:c:d:w:W:")) != -1) {
         switch (c) {
         case 'b': o.bootstrap = optarg; break;
         case 't': o.topic = optarg; break;
@@ -326,6 +590,12 @@ int main(int argc, char **argv) {
         case 'a': o.acks = optarg; break;
         case 'r': o.rate = atof(optarg); break;
         case 'T': o.timeout_s = atof(optarg); break;
+        case 'P': o.fill_partitions = atol(optarg); break;
+        case 'o': o.offset = atoll(optarg); break;
+        case 'c': o.connections = atol(optarg); break;
+        case 'd': o.duration_s = atof(optarg); break;
+        case 'w': o.warmup_s = atof(optarg); break;
+        case 'W': o.broker_pid = atol(optarg); break;
         case 'X': {
             char *eq = strchr(optarg, '=');
             if (!eq || o.nx >= 60) usage();
@@ -337,8 +607,14 @@ int main(int argc, char **argv) {
         default: usage();
         }
     }
-    if (!o.bootstrap || !o.topic || o.records <= 0 || o.size <= 0) usage();
+    if (!o.bootstrap || !o.topic || o.size <= 0) usage();
     signal(SIGPIPE, SIG_IGN);
+    if (!strcmp(o.mode, "idle")) {
+        if (o.connections <= 0 || o.duration_s <= 0) usage();
+        if (o.timeout_s < o.warmup_s + o.duration_s + 30) o.timeout_s = o.warmup_s + o.duration_s + 30;
+        return do_idle(&o);
+    }
+    if (o.records <= 0) usage();
     if (!strcmp(o.mode, "produce")) return do_produce(&o);
     if (!strcmp(o.mode, "consume")) return do_consume(&o);
     if (!strcmp(o.mode, "e2e")) return do_e2e(&o);
