@@ -21,6 +21,8 @@ pub const CONNECTION_READ_BUFFER_BYTES: usize = 64 * 1024;
 pub const PORT_TAKEOVER_WAIT_MS_MAX: u64 = 5_000;
 /// Backlog of each listening socket (glommio's own bind uses the same).
 pub const LISTEN_BACKLOG: i32 = 1024;
+/// Environment variable that makes one core panic after start-up (fault injection for the fail-stop test).
+pub const FAULT_PANIC_CORE_ENV: &str = "RINGTIDE_FAULT_PANIC_CORE";
 /// Messages that may wait in one cross-core channel before the sender waits.
 pub const MESH_CHANNEL_CAPACITY: usize = 1024;
 /// Default glommio io_memory per core (registered buffers for direct IO).

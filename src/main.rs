@@ -28,8 +28,22 @@ struct Cli {
     print_config: bool,
 }
 
+/// Fail-stop: a panic on any thread (a core's executor included) logs which thread and why, then ends the
+/// whole process at once. Serving on with one core dead would hang every request forwarded to it; a
+/// supervisor restarts the broker and recovery does the rest.
+fn install_fail_stop_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let thread = std::thread::current();
+        let name = thread.name().unwrap_or("unnamed");
+        tracing::error!(thread = name, "fatal: {info}; stopping the broker");
+        eprintln!("ringtide: fatal error on thread {name}: {info}; stopping the broker");
+        std::process::abort();
+    }));
+}
+
 fn main() -> ExitCode {
     ringtide::logging::init();
+    install_fail_stop_hook();
     let cli = Cli::parse();
     let file = cli.config.or(cli.config_positional);
     let config = match ringtide::config::Config::load(file.as_deref(), &cli.overrides) {

@@ -271,6 +271,7 @@ async fn run_shard(
     .detach();
     let retention = glommio::spawn_local(retention_loop(shard.clone())).detach();
     let producer_expiry = glommio::spawn_local(producer_expiry_loop(shard.clone())).detach();
+    inject_fault(id);
 
     while !STOP.load(Ordering::SeqCst) {
         glommio::timer::sleep(STOP_POLL).await;
@@ -316,6 +317,27 @@ async fn run_shard(
 static DRAINED_CORES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 /// Deletes old segments of this core's partitions every `log.retention.check.interval.ms`.
+/// Fault injection for the fail-stop test: with `RINGTIDE_FAULT_PANIC_CORE=N` in the environment, core N
+/// panics one second after it starts serving. Nothing else reads it.
+fn inject_fault(id: usize) {
+    let core = std::env::var(limits::FAULT_PANIC_CORE_ENV).ok();
+    if core.and_then(|c| c.parse::<usize>().ok()) == Some(id) {
+        tracing::warn!(
+            core = id,
+            "{} is set: this core will panic",
+            limits::FAULT_PANIC_CORE_ENV
+        );
+        glommio::spawn_local(async move {
+            glommio::timer::sleep(Duration::from_millis(1000)).await;
+            panic!(
+                "injected fault on core {id} ({})",
+                limits::FAULT_PANIC_CORE_ENV
+            );
+        })
+        .detach();
+    }
+}
+
 async fn retention_loop(shard: std::rc::Rc<Shard>) {
     let every = Duration::from_millis(shard.config.log_retention_check_interval_ms);
     loop {
