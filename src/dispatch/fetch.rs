@@ -290,7 +290,8 @@ fn request_partitions(
     (data.into_values().collect(), forgotten)
 }
 
-/// The slots of the partitions to read, in read order, with their distinct topics `(name, id)`.
+/// The slots of the partitions to read, in read order (those of unknown topics and partitions last), with
+/// their distinct topics `(name, id)`.
 fn plan_slots(shard: &Shard, wanted: Vec<Wanted>) -> (Vec<(String, Uuid)>, Vec<Slot>) {
     let meta = shard.meta();
     let mut topics: Vec<(String, Uuid)> = Vec::new();
@@ -338,6 +339,9 @@ fn plan_slots(shard: &Shard, wanted: Vec<Wanted>) -> (Vec<(String, Uuid)>, Vec<S
             outcome,
         });
     }
+    // Kafka reads the partitions that passed the metadata check, in order, and appends the others to the
+    // answer after them (and so to a new session's order). A stable sort keeps each group's order.
+    slots.sort_by_key(|s| !s.interesting);
     (topics, slots)
 }
 

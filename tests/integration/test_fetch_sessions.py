@@ -352,6 +352,34 @@ def test_partitions_with_records_move_to_the_end(broker, topic_name, version):
         assert served == [0, 0, 1, 2, 0], served
 
 
+@pytest.mark.parametrize("version", VERSIONS)
+def test_unknown_partitions_come_last(broker, topic_name, version):
+    """Kafka answers the partitions it could read first and those of unknown topics or partitions after
+    them; a session keeps that order, and always sends the errors."""
+    create_topic(broker.bootstrap, topic_name, 2)
+    with connect(broker) as s:
+        t = ready(s, version, topic_name, 2)
+        missing = f"{topic_name}-missing" if version < 13 else bytes(range(1, 17))
+        parts = [Part(missing, 0), Part(t, 0), Part(t, 99), Part(t, 1)]
+        tkey = (lambda x: x if isinstance(x, str) else bytes(x))
+        readable, unknown = [(tkey(t), 0), (tkey(t), 1)], [(tkey(missing), 0), (tkey(t), 99)]
+
+        def order(resp):
+            return [(p.topic, p.index) for p in resp.partitions]
+
+        r = fetch(s, version, parts, max_wait_ms=0)
+        assert order(r) == readable + unknown, r.summary()
+        assert [p.error_code for p in r.partitions][:2] == [NONE, NONE]
+        assert all(p.error_code != NONE for p in r.partitions[2:]), r.summary()
+        sess = Session(s, version)
+        r = sess.open(parts)
+        assert order(r) == readable + unknown, r.summary()
+        # Nothing new on the real partitions: only the errors, every time, in the session's order.
+        for _ in range(2):
+            r = sess.next(max_wait_ms=0)
+            assert order(r) == unknown, r.summary()
+
+
 # ---------------------------------------------------------------- clients
 
 
