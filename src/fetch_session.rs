@@ -165,7 +165,8 @@ struct Cached {
 
 impl Cached {
     /// Kafka's `CachedPartition.maybeUpdateResponseData(respData, true)`: whether an incremental answer
-    /// must carry the partition, remembering what it carries.
+    /// must carry the partition, remembering what it carries. (Kafka also always sends a partition with a
+    /// preferred read replica or a diverging epoch; Ringtide answers neither, having no replicas.)
     fn must_respond(&mut self, o: &Outcome) -> bool {
         let mut must = o.has_records;
         if self.high_watermark != o.high_watermark {
