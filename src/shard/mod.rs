@@ -105,7 +105,10 @@ impl Shard {
     }
 
     /// Runs `f` on core `target` and returns its answer. On this core it is a plain call; on another core
-    /// the closure crosses the mesh and the answer comes back on a oneshot channel.
+    /// the closure crosses the mesh, and so does the answer: it travels back as a small task that runs on
+    /// this core and hands it over there. So no waker of this core is ever woken from another thread
+    /// (glommio's foreign-waker path raced: "Waker invariant broken" panics were seen when answers were
+    /// sent on a cross-thread oneshot).
     pub async fn invoke_on<F, Fut, R>(self: &Rc<Self>, target: usize, f: F) -> R
     where
         F: FnOnce(Rc<Shard>) -> Fut + Send + 'static,
@@ -117,21 +120,22 @@ impl Shard {
         }
         crate::metrics::forwarded(target);
         let (tx, rx) = futures::channel::oneshot::channel();
+        let caller = self.id;
         let task: CrossCoreTask = Box::new(move |shard| {
             Box::pin(async move {
-                let _ = tx.send(f(shard).await);
+                let answer = f(shard.clone()).await;
+                let reply: CrossCoreTask = Box::new(move |_| {
+                    Box::pin(async move {
+                        // On the caller's core: a local wake.
+                        let _ = tx.send(answer);
+                    })
+                });
+                if let Err(e) = shard.send_task(caller, reply).await {
+                    tracing::warn!(from = shard.id, to = caller, error = %e, "cross-core answer not delivered");
+                }
             })
         });
-        // Try without waiting first so that requests leave in the order they were issued.
-        let sent = match self.senders.try_send_to(target, task) {
-            Ok(()) => Ok(()),
-            Err(glommio::GlommioError::WouldBlock(glommio::ResourceType::Channel(t))) => self
-                .senders
-                .send_to(target, t)
-                .await
-                .map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
-        };
+        let sent = self.send_task(target, task).await;
         let answer = match sent {
             Ok(()) => rx
                 .await
@@ -150,6 +154,20 @@ impl Shard {
                 }
                 std::future::pending().await
             }
+        }
+    }
+
+    /// Sends a task to core `target` over the mesh, in the order of the calls (it waits only when that
+    /// core's channel is full).
+    async fn send_task(&self, target: usize, task: CrossCoreTask) -> Result<(), String> {
+        match self.senders.try_send_to(target, task) {
+            Ok(()) => Ok(()),
+            Err(glommio::GlommioError::WouldBlock(glommio::ResourceType::Channel(t))) => self
+                .senders
+                .send_to(target, t)
+                .await
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
         }
     }
 
