@@ -345,12 +345,27 @@ fn plan_slots(shard: &Shard, wanted: Vec<Wanted>) -> (Vec<(String, Uuid)>, Vec<S
     (topics, slots)
 }
 
+/// A Fetch answer with its charge to the core's response budget (released once it is written).
+pub struct FetchReply {
+    pub answer: FetchAnswer,
+    pub charge: Option<crate::net::Charge>,
+}
+
+impl From<FetchAnswer> for FetchReply {
+    fn from(answer: FetchAnswer) -> Self {
+        FetchReply {
+            answer,
+            charge: None,
+        }
+    }
+}
+
 pub async fn handle(
     shard: &Rc<Shard>,
     _header: &RequestHeader,
     req: FetchRequest,
     version: i16,
-) -> Option<FetchAnswer> {
+) -> Option<FetchReply> {
     let max_wait = Duration::from_millis(
         req.max_wait_ms
             .clamp(0, limits::FETCH_MAX_WAIT_MS_MAX as i32) as u64,
@@ -407,7 +422,7 @@ pub async fn handle(
     };
     let wanted = match context {
         Context::Error(code) => {
-            return Some(session_error(code, fetch_session::INVALID_SESSION_ID))
+            return Some(session_error(code, fetch_session::INVALID_SESSION_ID).into())
         }
         Context::Incremental {
             ref mut partitions, ..
@@ -428,8 +443,16 @@ pub async fn handle(
         }
     }
 
-    // The plan: each partition's read limit, decided before reading.
+    // The plan: each partition's read limit, decided before reading, within what the core's response
+    // budget can give this answer now (charged before any read; KIP-74's first batch is the only
+    // excess).
     let budget = response_max.max(0) as u64;
+    let asked: u64 = slots
+        .iter()
+        .map(|s| (s.partition_max_bytes().max(0) as u64).min(budget))
+        .sum();
+    let mut charge = crate::net::response_budget().take_up_to(asked.min(budget) as usize);
+    let budget = charge.bytes() as u64;
     let mut limits_: Vec<(usize, i64)> = slots
         .iter()
         .map(|s| {
@@ -493,7 +516,7 @@ pub async fn handle(
                 }
             }
         }
-        apply_budget(&mut slots, response_max);
+        apply_budget(&mut slots, response_max.min(budget as i64));
 
         // As Kafka: answer at once when nothing can be read (no partition passed the metadata check) or a
         // read failed; else when min_bytes are there or the wait is over.
@@ -540,7 +563,7 @@ pub async fn handle(
     let (answer_session_id, include) = match context {
         Context::Sessionless => (fetch_session::INVALID_SESSION_ID, None),
         Context::Error(code) => {
-            return Some(session_error(code, fetch_session::INVALID_SESSION_ID))
+            return Some(session_error(code, fetch_session::INVALID_SESSION_ID).into())
         }
         Context::Full {
             privileged,
@@ -573,7 +596,7 @@ pub async fn handle(
                 .respond(session_id, request_epoch, &read);
             match sent {
                 Ok(mask) => (session_id, Some(mask)),
-                Err(code) => return Some(session_error(code, session_id)),
+                Err(code) => return Some(session_error(code, session_id).into()),
             }
         }
     };
@@ -585,7 +608,11 @@ pub async fn handle(
     }
     let mut resp = answer(slots, &topics, version, include.as_deref());
     resp.session_id = answer_session_id;
-    Some(resp)
+    charge.shrink_to(resp.records_len());
+    Some(FetchReply {
+        answer: resp,
+        charge: Some(charge),
+    })
 }
 
 /// A Fetch answer that is only a session error.

@@ -118,11 +118,15 @@ impl<R: Encodable> Answer for R {
     }
 }
 
-/// A Fetch answer leaves as chunks: the record bytes are the log's own slices.
-impl Answer for crate::protocol::fetch_response::FetchAnswer {
+/// A Fetch answer leaves as chunks (the record bytes are the log's own slices), holding its charge to the
+/// core's response budget until written.
+impl Answer for fetch::FetchReply {
     fn into_reply(self, prefix: HeaderPrefix, _key: ApiKey) -> Reply {
-        match self.encode(prefix.correlation_id, prefix.api_version) {
-            Some(chunks) => Reply::Frames(chunks),
+        match self
+            .answer
+            .encode(prefix.correlation_id, prefix.api_version)
+        {
+            Some(chunks) => Reply::Frames(chunks, self.charge),
             None => Reply::Close("Fetch answer longer than a frame can be".into()),
         }
     }
