@@ -65,39 +65,89 @@ struct ReadOutcome {
     read: FetchRead,
 }
 
-/// Reads partitions this core owns, in request order. Runs on the owner.
-async fn read_local(shard: Rc<Shard>, specs: Vec<ReadSpec>) -> Vec<(usize, ReadOutcome)> {
-    let mut out = Vec::with_capacity(specs.len());
-    for s in specs {
-        let mut o = ReadOutcome {
-            error_code: errors::NOT_LEADER_OR_FOLLOWER,
-            high_watermark: -1,
-            log_start_offset: -1,
-            read: FetchRead::default(),
-        };
-        if let Some(p) = shard.partition(&s.topic, s.partition) {
-            let hw = p.high_watermark();
-            o.high_watermark = hw;
-            o.log_start_offset = p.log_start_offset();
-            match p
-                .read_batches(s.offset, s.max_bytes, s.max_offset.min(hw), s.min_one)
-                .await
-            {
-                Ok(read) => {
-                    o.error_code = errors::NONE;
-                    o.read = read;
-                }
-                Err(e) => {
-                    // Kafka answers a failed partition with no offsets at all.
-                    o.error_code = e.code;
-                    o.high_watermark = -1;
-                    o.log_start_offset = -1;
-                }
-            }
+/// Reads partitions this core owns, and with `wait = Some((min_bytes, deadline))` (a fetch whose
+/// partitions all live on this core) also does the long poll here: if fewer than `min_bytes` came back
+/// (no error, no batch held back by a limit), it waits until a partition's high watermark moves or the
+/// deadline, then re-reads what moved. One hop instead of three for an idle consumer. Runs on the owner.
+async fn read_local(
+    shard: Rc<Shard>,
+    specs: Vec<ReadSpec>,
+    wait: Option<(usize, Instant)>,
+) -> Vec<(usize, ReadOutcome)> {
+    let mut out = read_now(shard.clone(), specs.clone()).await;
+    let Some((min_bytes, deadline)) = wait else {
+        return out;
+    };
+    let total: usize = out.iter().map(|(_, o)| o.read.bytes).sum();
+    let ready = total >= min_bytes
+        || out
+            .iter()
+            .any(|(_, o)| o.error_code != errors::NONE || o.read.first_batch_over_limit);
+    if ready || Instant::now() >= deadline {
+        return out;
+    }
+    let seen: Vec<WaitSpec> = specs
+        .iter()
+        .zip(&out)
+        .map(|(s, (_, o))| (s.slot, s.topic.clone(), s.partition, o.high_watermark))
+        .collect();
+    let moved = wait_local(shard.clone(), seen, deadline).await;
+    if moved.is_empty() {
+        return out;
+    }
+    let again: Vec<ReadSpec> = specs
+        .into_iter()
+        .filter(|s| moved.contains(&s.slot))
+        .map(|s| ReadSpec {
+            max_offset: i64::MAX,
+            ..s
+        })
+        .collect();
+    for (slot, o) in read_now(shard, again).await {
+        if let Some(e) = out.iter_mut().find(|(s, _)| *s == slot) {
+            e.1 = o;
         }
-        out.push((s.slot, o));
     }
     out
+}
+
+/// Reads partitions this core owns, in request order. Runs on the owner.
+async fn read_now(shard: Rc<Shard>, specs: Vec<ReadSpec>) -> Vec<(usize, ReadOutcome)> {
+    // The partitions are read concurrently (their disk reads overlap); each read is within its planned
+    // limit, so this adds no memory, and the answers keep request order.
+    let reads = specs.into_iter().map(|s| {
+        let shard = shard.clone();
+        async move {
+            let mut o = ReadOutcome {
+                error_code: errors::NOT_LEADER_OR_FOLLOWER,
+                high_watermark: -1,
+                log_start_offset: -1,
+                read: FetchRead::default(),
+            };
+            if let Some(p) = shard.partition(&s.topic, s.partition) {
+                let hw = p.high_watermark();
+                o.high_watermark = hw;
+                o.log_start_offset = p.log_start_offset();
+                match p
+                    .read_batches(s.offset, s.max_bytes, s.max_offset.min(hw), s.min_one)
+                    .await
+                {
+                    Ok(read) => {
+                        o.error_code = errors::NONE;
+                        o.read = read;
+                    }
+                    Err(e) => {
+                        // Kafka answers a failed partition with no offsets at all.
+                        o.error_code = e.code;
+                        o.high_watermark = -1;
+                        o.log_start_offset = -1;
+                    }
+                }
+            }
+            (s.slot, o)
+        }
+    });
+    futures::future::join_all(reads).await
 }
 
 /// Upper bounds of what each partition could give now: `(slot, error, high watermark, log start, bytes)`.
@@ -487,7 +537,14 @@ pub async fn handle(
 
     // Read every partition on its owner.
     let all: Vec<usize> = (0..slots.len()).collect();
-    read_slots(shard, &mut slots, &all, &limits_).await;
+    read_slots(
+        shard,
+        &mut slots,
+        &all,
+        &limits_,
+        Some((min_bytes, deadline)),
+    )
+    .await;
 
     loop {
         // KIP-74: if the first partition with data could not return its first batch because that batch
@@ -508,7 +565,7 @@ pub async fn handle(
                         min_one: true,
                     };
                     for (slot, o) in shard
-                        .invoke_on(owner, move |s| read_local(s, vec![spec]))
+                        .invoke_on(owner, move |s| read_local(s, vec![spec], None))
                         .await
                     {
                         slots[slot].outcome = o;
@@ -556,7 +613,7 @@ pub async fn handle(
                 i64::MAX,
             );
         }
-        read_slots(shard, &mut slots, &moved, &limits_).await;
+        read_slots(shard, &mut slots, &moved, &limits_, None).await;
     }
 
     // The session's part of the answer.
@@ -666,7 +723,14 @@ fn owners(
 }
 
 /// Reads the slots `which` on their owners (one hop per owner, in parallel) with the planned limits.
-async fn read_slots(shard: &Rc<Shard>, slots: &mut [Slot], which: &[usize], plan: &[(usize, i64)]) {
+/// `wait` is handed to the owner (see [`read_local`]) only when a single core owns every slot read.
+async fn read_slots(
+    shard: &Rc<Shard>,
+    slots: &mut [Slot],
+    which: &[usize],
+    plan: &[(usize, i64)],
+    wait: Option<(usize, Instant)>,
+) {
     let mut want = vec![false; slots.len()];
     for &i in which {
         want[i] = true;
@@ -677,9 +741,11 @@ async fn read_slots(shard: &Rc<Shard>, slots: &mut [Slot], which: &[usize], plan
         } else {
             None
         }
-    })
-    .into_iter()
-    .map(|(owner, specs)| shard.invoke_on(owner, move |s| read_local(s, specs)));
+    });
+    let wait = if hops.len() == 1 { wait } else { None };
+    let hops = hops
+        .into_iter()
+        .map(|(owner, specs)| shard.invoke_on(owner, move |s| read_local(s, specs, wait)));
     for answers in futures::future::join_all(hops).await {
         for (slot, o) in answers {
             slots[slot].outcome = o;

@@ -830,6 +830,14 @@ impl PartitionLog {
             if fetch_offset >= max_offset {
                 return Ok(FetchRead::default());
             }
+            if max_bytes == 0 && !min_one {
+                // A batch exists below max_offset and none may be returned: say so without reading
+                // (a fetch whose budget is spent names many such partitions).
+                return Ok(FetchRead {
+                    first_batch_over_limit: true,
+                    ..FetchRead::default()
+                });
+            }
             if st
                 .cache
                 .front()
