@@ -639,6 +639,26 @@ async fn read_frame_len(ctx: &ReadCtx<'_>, reader: &mut Half) -> io::Result<Opti
     Ok(Some(i32::from_be_bytes(len_buf)))
 }
 
+/// Reads a whole frame of `len` bytes into a buffer of exactly that size, without zero-filling it first
+/// (zeroing every produce request cost ~7% of the broker's CPU under load).
+async fn read_frame(reader: &mut Half, len: usize) -> io::Result<Bytes> {
+    let mut frame = BytesMut::with_capacity(len);
+    while frame.len() < len {
+        let want = len - frame.len();
+        let spare = &mut frame.spare_capacity_mut()[..want];
+        // SAFETY: the socket read only writes into these bytes (it never reads them), and only the
+        // `n` bytes it reports as written are added to the buffer's length below.
+        let buf = unsafe { &mut *(spare as *mut [std::mem::MaybeUninit<u8>] as *mut [u8]) };
+        let n = reader.read(buf).await?;
+        if n == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        // SAFETY: `n` more bytes were initialized by the read above.
+        unsafe { frame.set_len(frame.len() + n) };
+    }
+    Ok(frame.freeze())
+}
+
 async fn read_loop(ctx: &ReadCtx<'_>, reader: &mut Half) -> io::Result<()> {
     loop {
         let Some(raw) = read_frame_len(ctx, reader).await? else {
@@ -660,12 +680,10 @@ async fn read_loop(ctx: &ReadCtx<'_>, reader: &mut Half) -> io::Result<()> {
             .acquire_static_permit(units)
             .await
             .map_err(|e| io::Error::other(e.to_string()))?;
-        let mut frame = BytesMut::zeroed(len);
-        match within(ctx.conns.idle, reader.read_exact(&mut frame)).await {
+        let frame = match within(ctx.conns.idle, read_frame(reader, len)).await {
             Some(r) => r?,
             None => return Err(idle_error(ctx.conns.idle, "a frame stalled")),
-        }
-        let frame = frame.freeze();
+        };
         let prefix = protocol::peek_prefix(&frame)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
         let shard = ctx.shard.clone();
