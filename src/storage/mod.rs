@@ -11,7 +11,7 @@
 //! Durability modes: by default (`flush_interval_messages` and `flush_interval_ms` both `None`) an ack waits
 //! for `fdatasync` and the high watermark is the durable offset: consumers never see bytes a crash could
 //! lose. If either interval is set (Kafka's `log.flush.interval.*`), acks wait only for the write, the
-//! high watermark is the log end offset, and `fdatasync` runs when the count or the interval is reached.
+//! high watermark is the written offset, and `fdatasync` runs when the count or the interval is reached.
 //!
 //! Fault model: the process may crash at any instant (torn writes, zero padding, stale or missing index
 //! files: recovery in [`recovery`] trims and rebuilds); the disk may fail (an I/O error poisons the log:
@@ -246,11 +246,14 @@ impl State {
         self.segments.iter_mut().find(|s| s.base_offset == base)
     }
 
+    /// Consumers see offsets below this: the durable offset by default; with a flush interval, the
+    /// written offset (bytes in the file survive a process crash, as Kafka's page cache does; bytes
+    /// only in memory do not, so they are never shown).
     fn high_watermark(&self, fsync_before_ack: bool) -> i64 {
         if fsync_before_ack {
             self.durable_offset
         } else {
-            self.log_end_offset
+            self.written_offset
         }
     }
 
@@ -587,7 +590,7 @@ impl PartitionLog {
     }
 
     /// Offsets below this are visible to consumers: the durable offset when acks wait for fsync,
-    /// otherwise the log end offset.
+    /// otherwise the written offset.
     pub fn high_watermark(&self) -> i64 {
         let st = self.shared.state.borrow();
         st.high_watermark(self.shared.config.get().fsync_before_ack())

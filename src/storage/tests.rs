@@ -240,9 +240,11 @@ fn relaxed_flush_acks_after_write() {
         };
         let log = open(tmp.path(), config).await;
         let info = append(&log, &batch(3, 10, 1));
-        // High watermark is the log end offset at once.
-        assert_eq!(log.high_watermark(), 3);
+        // Appended but not yet written: consumers must not see it (a process crash would lose it).
+        assert_eq!(log.high_watermark(), 0);
         log.wait_durable(info.last_offset).await.unwrap();
+        // Written (acks wait for the write in this mode): now it is visible.
+        assert_eq!(log.high_watermark(), 3);
         assert_eq!(log.sync_count(), 0, "no fsync before the interval");
         assert_eq!(read_all(&log, 100).await.len(), 1);
         log.close().await.unwrap();
