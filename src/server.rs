@@ -65,6 +65,10 @@ pub fn run(config: Config) -> Result<(), ServerError> {
     let _ = std::fs::remove_file(&probe);
     // Removed before anything else happens, so that a crash from here on never looks like a clean stop.
     let clean = crate::storage::take_clean_shutdown_marker(&dir).map_err(data_dir_error)?;
+    let leftovers = crate::storage::remove_deleted_dirs(&dir).map_err(data_dir_error)?;
+    if leftovers > 0 {
+        tracing::info!(log_dir = %dir.display(), leftovers, "removed partition directories whose deletion a stop interrupted");
+    }
     if clean {
         tracing::info!(log_dir = %dir.display(), "clean shutdown marker found: skipping CRC verification of active segments");
     } else {

@@ -385,9 +385,10 @@ impl Flusher {
         }
         let path = self.shared.dir.join(log_file_name(new_base));
         let file = open_segment_file(&path, true).await?;
-        // Make the new directory entry durable (a blocking call, once per roll).
-        std::fs::File::open(&self.shared.dir)
-            .and_then(|d| d.sync_all())
+        // Make the new directory entry durable (on the blocking pool, once per roll).
+        let dir = self.shared.dir.clone();
+        super::blocking(move || std::fs::File::open(&dir).and_then(|d| d.sync_all()))
+            .await
             .map_err(|e| StorageError::io(&self.shared.dir, e))?;
         self.tail.clear();
         let mut st = self.shared.state.borrow_mut();

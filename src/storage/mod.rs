@@ -319,6 +319,12 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 
+/// Runs a blocking filesystem call (directory creation, removal, directory fsync) on the runtime's
+/// blocking thread pool, so the core's executor, and every connection on it, does not stall on it.
+pub(crate) async fn blocking<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> R {
+    glommio::executor().spawn_blocking(f).await
+}
+
 /// At start-up, before any partition is opened or any client served: removes `<log_dir>/.kafka_cleanshutdown`
 /// (durably) and returns whether it was there. If it was, recovery of this directory's partitions trusts
 /// that the files are as a clean shutdown left them and skips CRC verification of the active segments
@@ -339,6 +345,21 @@ pub fn take_clean_shutdown_marker(log_dir: &Path) -> std::io::Result<bool> {
             .push(log_dir.to_path_buf());
     }
     Ok(clean)
+}
+
+/// At start-up, before serving: removes what a deletion interrupted by a crash left behind
+/// (`<topic>-<partition>.<id>-delete` directories, as Kafka names them). Returns how many.
+pub fn remove_deleted_dirs(log_dir: &Path) -> std::io::Result<usize> {
+    let mut n = 0;
+    for entry in std::fs::read_dir(log_dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        if name.to_string_lossy().ends_with("-delete") && entry.path().is_dir() {
+            std::fs::remove_dir_all(entry.path())?;
+            n += 1;
+        }
+    }
+    Ok(n)
 }
 
 /// Writes `<log_dir>/.kafka_cleanshutdown` durably, after every log has been closed.
@@ -482,9 +503,26 @@ impl PartitionLog {
         let config = config.sanitized();
         prepare_executor(log_dir).await?;
         let dir = log_dir.join(format!("{topic}-{partition}"));
-        std::fs::create_dir_all(&dir).map_err(|e| StorageError::io(&dir, e))?;
+        let created = {
+            let d = dir.clone();
+            blocking(move || {
+                let existed = d.is_dir();
+                std::fs::create_dir_all(&d).map(|()| !existed)
+            })
+            .await
+            .map_err(|e| StorageError::io(&dir, e))?
+        };
         let clean = started_clean(log_dir);
         let recovered = recovery::recover(&dir, &config, clean, on_batch).await?;
+        if created {
+            // A new partition: make its first segment's directory entry and the directory's own entry
+            // durable before it takes records (a machine crash could otherwise lose the partition with
+            // records already acknowledged).
+            let (d, parent) = (dir.clone(), log_dir.to_path_buf());
+            blocking(move || sync_dir(&d).and_then(|()| sync_dir(&parent)))
+                .await
+                .map_err(|e| StorageError::io(&dir, e))?;
+        }
         let leo = recovered
             .segments
             .last()
@@ -1129,7 +1167,25 @@ impl PartitionLog {
             st.cache.clear();
             st.readahead = Default::default();
         }
-        std::fs::remove_dir_all(&self.shared.dir).map_err(|e| StorageError::io(&self.shared.dir, e))
+        // As Kafka does: rename to `<dir>.<id>-delete` first (durably), so a crash mid-removal never
+        // leaves a half-deleted partition under its live name, then remove it; both off the executor.
+        let dir = self.shared.dir.clone();
+        let doomed = dir.with_file_name(format!(
+            "{}.{}-delete",
+            dir.file_name()
+                .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
+            uuid::Uuid::new_v4().simple()
+        ));
+        let parent = dir.parent().map(Path::to_path_buf);
+        blocking(move || {
+            std::fs::rename(&dir, &doomed)?;
+            if let Some(parent) = &parent {
+                sync_dir(parent)?;
+            }
+            std::fs::remove_dir_all(&doomed)
+        })
+        .await
+        .map_err(|e| StorageError::io(&self.shared.dir, e))
     }
 }
 
