@@ -18,26 +18,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from conftest import TARGET, Broker, create_topic  # noqa: E402
 from rawfetch import Part, fetch, topic_id  # noqa: E402
 from test_protocol_errors import api_versions_v0, connect  # noqa: E402
+from test_fetch_limits import produce  # noqa: E402
 
 MiB = 1 << 20
 MAXI = 2**31 - 1
-
-
-def produce(bootstrap, topic, partitions, n_per_partition, size):
-    from confluent_kafka import Producer
-    p = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 20,
-                  "queue.buffering.max.kbytes": 256 * 1024})
-    v = b"x" * size
-    for i in range(n_per_partition):
-        for part in range(partitions):
-            while True:
-                try:
-                    p.produce(topic, value=v, partition=part)
-                    break
-                except BufferError:
-                    p.poll(0.1)
-        p.poll(0)
-    assert p.flush(120) == 0
 
 
 def show(label, r):
