@@ -109,8 +109,8 @@ impl ClusterMeta {
         }
     }
 
-    /// Writes the model atomically and durably. Called only on core 0, for admin operations (rare), so a
-    /// blocking write is acceptable there; it never runs on the produce/fetch path.
+    /// Writes the model atomically and durably. Blocking: at start-up on the main thread, and on core 0
+    /// through the runtime's blocking pool (`storage::blocking`).
     pub fn persist(&self, dir: &Path) -> std::io::Result<()> {
         let tmp: PathBuf = dir.join(format!("{METADATA_FILE}.tmp"));
         let bytes = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;

@@ -78,12 +78,17 @@ pub async fn handle_describe_log_dirs(
     }
     sizes.sort_by(|a, b| (&*a.0, a.1).cmp(&(&*b.0, b.1)));
 
-    let dir = std::fs::canonicalize(&shard.config.log_dirs)
-        .unwrap_or_else(|_| shard.config.log_dirs.clone());
+    // canonicalize and statvfs can block on the filesystem: off the executor.
+    let configured = shard.config.log_dirs.clone();
+    let (dir, (total, usable)) = crate::storage::blocking(move || {
+        let dir = std::fs::canonicalize(&configured).unwrap_or(configured);
+        let bytes = filesystem_bytes(&dir);
+        (dir, bytes)
+    })
+    .await;
     let mut result = DescribeLogDirsResult::default();
     result.log_dir = StrBytes::from_string(dir.display().to_string());
     if version >= 4 {
-        let (total, usable) = filesystem_bytes(&dir);
         result.total_bytes = total;
         result.usable_bytes = usable;
     }

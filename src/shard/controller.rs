@@ -56,8 +56,11 @@ impl Shard {
             return Ok(answer);
         }
         next.version += 1;
-        next.persist(&self.config.log_dirs)?;
         let snapshot = Arc::new(next);
+        // Durable before any core sees it; written and fsynced on the blocking pool, so core 0's
+        // connections are not stalled by the fsyncs.
+        let (snap, dir) = (snapshot.clone(), self.config.log_dirs.clone());
+        crate::storage::blocking(move || snap.persist(&dir)).await?;
         let mut installs = Vec::with_capacity(self.cores);
         for core in 0..self.cores {
             let snap = snapshot.clone();

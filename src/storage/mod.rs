@@ -321,7 +321,7 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
 
 /// Runs a blocking filesystem call (directory creation, removal, directory fsync) on the runtime's
 /// blocking thread pool, so the core's executor, and every connection on it, does not stall on it.
-pub(crate) async fn blocking<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> R {
+pub async fn blocking<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> R {
     glommio::executor().spawn_blocking(f).await
 }
 
@@ -424,8 +424,8 @@ fn read_log_start(dir: &Path) -> Option<i64> {
         .ok()
 }
 
-/// Writes the log start offset durably (temp file, fsync, rename, fsync the directory). A rare admin
-/// operation, so the blocking calls are acceptable here.
+/// Writes the log start offset durably (temp file, fsync, rename, fsync the directory). Blocking: call
+/// it through [`blocking`].
 fn write_log_start(dir: &Path, offset: i64) -> Result<(), StorageError> {
     use std::io::Write as _;
     let tmp = dir.join(format!("{LOG_START_FILE}.tmp"));
@@ -587,7 +587,8 @@ impl PartitionLog {
             }
             (victims, offset)
         };
-        write_log_start(&self.shared.dir, start)?;
+        let dir = self.shared.dir.clone();
+        blocking(move || write_log_start(&dir, start)).await?;
         for s in victims {
             tracing::info!(segment = %s.log_path.display(), "DeleteRecords deletes segment");
             let paths = [s.log_path.clone(), s.index_path(), s.time_index_path()];
