@@ -285,6 +285,12 @@ pub struct Snapshot {
     pub fetch_session_partitions: usize,
     /// Sessions this core evicted to make room, since start.
     pub fetch_session_evictions: u64,
+    /// Bytes in this core's tail caches (bound: `TAIL_CACHE_CORE_BYTES_MAX`).
+    pub tail_cache_bytes: usize,
+    /// Bytes of read-ahead blocks this core holds (bound: `READ_AHEAD_CORE_BYTES_MAX`).
+    pub read_ahead_bytes: usize,
+    /// Bytes of Fetch answers charged to this core's response budget (bound: `RESPONSE_BYTES_CORE_MAX`).
+    pub response_bytes: usize,
 }
 
 /// Takes this core's snapshot (the partition and fetch session figures are filled in by the caller, who
@@ -326,6 +332,9 @@ fn snapshot_at(core: usize, now: Instant) -> Snapshot {
         fetch_sessions: 0,
         fetch_session_partitions: 0,
         fetch_session_evictions: 0,
+        tail_cache_bytes: 0,
+        read_ahead_bytes: 0,
+        response_bytes: 0,
     })
 }
 
@@ -487,7 +496,7 @@ pub fn render(snapshots: &[Snapshot]) -> String {
     summary(&mut out, "ringtide_group_commit_bytes", "", &commit, 1.0);
 
     // Per core.
-    let per_core: [CoreMetric; 8] = [
+    let per_core: [CoreMetric; 11] = [
         (
             "kafka_server_socketservermetrics_connection_count",
             "gauge",
@@ -536,6 +545,24 @@ pub fn render(snapshots: &[Snapshot]) -> String {
             "Incremental fetch sessions evicted to make room for new ones, per core (Kafka: FetchSessionCache IncrementalFetchSessionEvictionsPerSec).",
             |s| s.fetch_session_evictions.to_string(),
         ),
+        (
+            "ringtide_tail_cache_bytes",
+            "gauge",
+            "Bytes in the tail caches of the core's partitions (bounded per core; written bytes are evicted least recently read first).",
+            |s| s.tail_cache_bytes.to_string(),
+        ),
+        (
+            "ringtide_read_ahead_bytes",
+            "gauge",
+            "Bytes read ahead from disk for consumers behind the tail cache, per core (bounded per core).",
+            |s| s.read_ahead_bytes.to_string(),
+        ),
+        (
+            "ringtide_response_bytes",
+            "gauge",
+            "Bytes of Fetch answers being read or written, charged to the core's response budget.",
+            |s| s.response_bytes.to_string(),
+        ),
     ];
     for (name, kind, help, get) in per_core {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
@@ -580,6 +607,8 @@ mod tests {
         s.fetch_sessions = 2;
         s.fetch_session_partitions = 200;
         s.fetch_session_evictions = 1;
+        s.tail_cache_bytes = 4096;
+        s.response_bytes = 77;
         let text = render(&[s]);
         assert!(
             text.contains("kafka_server_brokertopicmetrics_bytesin_total{topic=\"orders\"} 150"),
@@ -596,6 +625,8 @@ mod tests {
         assert!(text.contains("ringtide_log_flush_seconds_count 1"));
         assert!(text.contains("ringtide_cross_core_forwards_total{from=\"0\",to=\"1\"} 1"));
         assert!(text.contains("ringtide_partitions{core=\"0\"} 3"));
+        assert!(text.contains("ringtide_tail_cache_bytes{core=\"0\"} 4096"));
+        assert!(text.contains("ringtide_response_bytes{core=\"0\"} 77"));
         assert!(text
             .contains("kafka_server_fetchsessioncache_numincrementalfetchsessions{core=\"0\"} 2"));
         assert!(text.contains(
