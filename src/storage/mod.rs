@@ -242,6 +242,15 @@ impl State {
             .expect("a log always has an active segment")
     }
 
+    /// The segments from the one holding `offset` (the first one if `offset` is below the log).
+    fn segments_from(&self, offset: i64) -> &[Segment] {
+        let first = self
+            .segments
+            .partition_point(|s| s.base_offset <= offset)
+            .saturating_sub(1);
+        &self.segments[first..]
+    }
+
     pub(crate) fn segment_mut(&mut self, base: i64) -> Option<&mut Segment> {
         self.segments.iter_mut().find(|s| s.base_offset == base)
     }
@@ -894,11 +903,7 @@ impl PartitionLog {
                 self.maybe_read_ahead(fetch_offset, out.bytes, block_bytes);
                 return Ok(out);
             }
-            let first = st
-                .segments
-                .partition_point(|s| s.base_offset <= fetch_offset)
-                .saturating_sub(1);
-            st.segments[first..]
+            st.segments_from(fetch_offset)
                 .iter()
                 .filter_map(|s| {
                     let file = s.file.clone()?;
@@ -1002,11 +1007,7 @@ impl PartitionLog {
     /// position at or before `offset` to the end of the log. Used to plan a fetch's budget before reading.
     pub fn bytes_from(&self, offset: i64) -> u64 {
         let st = self.shared.state.borrow();
-        let first = st
-            .segments
-            .partition_point(|s| s.base_offset <= offset)
-            .saturating_sub(1);
-        st.segments[first..]
+        st.segments_from(offset)
             .iter()
             .enumerate()
             .map(|(i, s)| {
