@@ -193,6 +193,14 @@ async fn scan(
         if h.base_offset < next_offset || h.last_offset_delta < 0 {
             return Ok(end(pos, "batch offsets out of order"));
         }
+        // Outside the CRC: a flipped bit here must not reach the index arithmetic (relative offsets and
+        // positions are i32 in Kafka's index files).
+        if h.last_offset() - base_offset > i32::MAX as i64 {
+            return Ok(end(pos, "batch offset out of the segment's range"));
+        }
+        if pos + size as u64 > i32::MAX as u64 {
+            return Ok(end(pos, "segment longer than an index can address"));
+        }
         if verify_crc {
             ensure_window(d, &mut win, pos, size, SCAN_WINDOW_BYTES).await?;
             let w = win.as_ref().expect("ensured");

@@ -7,6 +7,7 @@ Each case: produce over three 1 MiB segments, SIGKILL the broker, damage the fil
 import os
 import re
 import signal
+import time
 import struct
 
 import pytest
@@ -130,3 +131,44 @@ def test_damaged_files_are_recovered(fresh_broker, topic_name, case):
     assert sorted(more) == list(range(cut, cut + 50))
     got = consume_all(b.bootstrap, topic_name, 1, expected_counts={0: cut + 50})[0]
     assert [int(m.key()) for m in got[cut:]] == list(range(RECORDS, RECORDS + 50))
+
+
+def test_bad_base_offset_in_a_sealed_segment_does_not_stop_the_start(fresh_broker, topic_name):
+    """A flipped bit in the base offset of a sealed segment's first batch (outside the batch CRC) used to
+    panic recovery: the broker never listened. Now that segment is cut at the bad batch with a log line,
+    and the broker serves: the records of the active segment are still there and produces continue at
+    the same offsets."""
+    b = fresh_broker
+    create_topic(b.bootstrap, topic_name, 1, config={"segment.bytes": str(1 << 20)})
+    acked = produce(b.bootstrap, topic_name, 0, RECORDS)
+    assert sorted(acked) == list(range(RECORDS))
+    b.stop(signal.SIGKILL)
+
+    segs = segments(b.data_dir / f"{topic_name}-0")
+    assert len(segs) >= 3
+    first, active = segs[0], segs[-1]
+    with open(first, "r+b") as f:
+        f.seek(0)
+        byte = f.read(1)
+        f.seek(0)
+        f.write(bytes([byte[0] ^ 0x40]))  # the base offset's top byte: offset ~2^62
+
+    log_before = b.log_path.read_text(errors="replace")
+    b.start()
+    new_lines = b.log_path.read_text(errors="replace")[len(log_before):]
+    assert "batch offset out of the segment's range" in new_lines and first.name in new_lines, new_lines[-3000:]
+    active_base = batches(active)[0][1]
+    more = produce(b.bootstrap, topic_name, RECORDS, 50)
+    assert sorted(more) == list(range(RECORDS, RECORDS + 50)), "produces continue at the same offsets"
+    # The active segment's records, and the new ones, read back from its base offset.
+    from confluent_kafka import Consumer, TopicPartition
+    c = Consumer({"bootstrap.servers": b.bootstrap, "group.id": f"unused-{topic_name}",
+                  "enable.auto.commit": False, "enable.partition.eof": True})
+    c.assign([TopicPartition(topic_name, 0, active_base)])
+    offsets, deadline = [], time.monotonic() + 60
+    while (not offsets or offsets[-1] < RECORDS + 49) and time.monotonic() < deadline:
+        m = c.poll(1)
+        if m is not None and not m.error():
+            offsets.append(m.offset())
+    c.close()
+    assert offsets == list(range(active_base, RECORDS + 50))
