@@ -74,10 +74,11 @@ async fn read_local(
     specs: Vec<ReadSpec>,
     wait: Option<(usize, Instant)>,
 ) -> Vec<(usize, ReadOutcome)> {
-    let mut out = read_now(shard.clone(), specs.clone()).await;
     let Some((min_bytes, deadline)) = wait else {
-        return out;
+        return read_now(shard, specs).await;
     };
+    // The specs are kept for the wait and the re-read.
+    let mut out = read_now(shard.clone(), specs.clone()).await;
     let total: usize = out.iter().map(|(_, o)| o.read.bytes).sum();
     let ready = total >= min_bytes
         || out
@@ -150,20 +151,22 @@ async fn read_now(shard: Rc<Shard>, specs: Vec<ReadSpec>) -> Vec<(usize, ReadOut
     futures::future::join_all(reads).await
 }
 
-/// Upper bounds of what each partition could give now: `(slot, error, high watermark, log start, bytes)`.
+/// Upper bounds of what each partition could give now: `(slot, high watermark, bytes)`.
 /// No I/O. Runs on the owner.
-fn estimate_local(shard: Rc<Shard>, specs: Vec<ReadSpec>) -> Vec<(usize, i16, i64, i64, u64)> {
+fn estimate_local(shard: Rc<Shard>, specs: Vec<ReadSpec>) -> Vec<(usize, i64, u64)> {
     specs
         .into_iter()
         .map(|s| match shard.partition(&s.topic, s.partition) {
-            None => (s.slot, errors::NOT_LEADER_OR_FOLLOWER, -1, -1, 0),
+            None => (s.slot, -1, 0),
             Some(p) => {
-                let (hw, start) = (p.high_watermark(), p.log_start_offset());
-                if s.offset < start || s.offset > p.log_end_offset() {
-                    (s.slot, errors::OFFSET_OUT_OF_RANGE, hw, start, 0)
-                } else {
-                    (s.slot, errors::NONE, hw, start, p.bytes_from(s.offset))
-                }
+                let hw = p.high_watermark();
+                // A fetch offset out of range reads nothing (the read answers the error).
+                let in_range = s.offset >= p.log_start_offset() && s.offset <= p.log_end_offset();
+                (
+                    s.slot,
+                    hw,
+                    if in_range { p.bytes_from(s.offset) } else { 0 },
+                )
             }
         })
         .collect()
@@ -522,7 +525,7 @@ pub async fn handle(
             });
         let mut bounds = vec![(0u64, i64::MAX); slots.len()];
         for answers in futures::future::join_all(hops).await {
-            for (slot, _err, hw, _start, bytes) in answers {
+            for (slot, hw, bytes) in answers {
                 bounds[slot] = (bytes, hw);
             }
         }
