@@ -269,9 +269,15 @@ fn storage_thread(config: LogConfig, blob: Vec<u8>, ack_every: u64) -> ExecutorT
                 .prefix("ringtide-bench-")
                 .tempdir_in(bench_dir())
                 .expect("temp dir");
-            let log = PartitionLog::open(dir.path(), "bench", 0, config, &mut |_| {})
-                .await
-                .expect("log opens");
+            let log = PartitionLog::open(
+                dir.path(),
+                "bench",
+                0,
+                config,
+                &mut |_: &ringtide::records::BatchHeader| {},
+            )
+            .await
+            .expect("log opens");
             let headers = validate_batches(&blob, usize::MAX).expect("valid");
             while let Some(iters) = next_job(&jobs).await {
                 let start = Instant::now();

@@ -58,6 +58,9 @@ pub struct Config {
     pub log_retention_ms: i64,
     pub log_retention_bytes: i64,
     pub log_retention_check_interval_ms: u64,
+    /// `log.flush.offset.checkpoint.interval.ms`: how often each core checkpoints its partitions'
+    /// recovery points (and the active segments' indexes and producer snapshots that go with them).
+    pub log_flush_offset_checkpoint_interval_ms: u64,
     pub log_index_interval_bytes: u64,
     pub log_flush_interval_messages: Option<u64>,
     pub log_flush_interval_ms: Option<u64>,
@@ -109,6 +112,7 @@ const KNOWN_KEYS: &[&str] = &[
     "log.retention.hours",
     "log.retention.bytes",
     "log.retention.check.interval.ms",
+    "log.flush.offset.checkpoint.interval.ms",
     "log.index.interval.bytes",
     "log.flush.interval.messages",
     "log.flush.interval.ms",
@@ -149,6 +153,10 @@ fn defaults() -> Vec<(&'static str, String)> {
         ("log.retention.hours", "168".into()),
         ("log.retention.bytes", "-1".into()),
         ("log.retention.check.interval.ms", "300000".into()),
+        (
+            "log.flush.offset.checkpoint.interval.ms",
+            crate::storage::RECOVERY_POINT_CHECKPOINT_INTERVAL_MS_DEFAULT.to_string(),
+        ),
         ("log.index.interval.bytes", "4096".into()),
         ("log.message.timestamp.type", "CreateTime".into()),
         (
@@ -467,6 +475,12 @@ impl Config {
             1u64,
             u64::MAX,
         )?;
+        let log_flush_offset_checkpoint_interval_ms = parse_num(
+            "log.flush.offset.checkpoint.interval.ms",
+            &get(&entries, "log.flush.offset.checkpoint.interval.ms").unwrap_or_default(),
+            1u64,
+            i32::MAX as u64,
+        )?;
         let log_index_interval_bytes = parse_num(
             "log.index.interval.bytes",
             &get(&entries, "log.index.interval.bytes").unwrap_or_default(),
@@ -656,6 +670,7 @@ impl Config {
             log_retention_ms,
             log_retention_bytes,
             log_retention_check_interval_ms,
+            log_flush_offset_checkpoint_interval_ms,
             log_index_interval_bytes,
             log_flush_interval_messages,
             log_flush_interval_ms,

@@ -257,7 +257,12 @@ def run(cycles, seed, partitions=3, kill_min=0.15, kill_max=1.2, keep=False, log
     logs = Path(os.environ.get("RINGTIDE_TEST_LOGS", REPO / "target" / "integration-logs"))
     logs.mkdir(parents=True, exist_ok=True)
     log_path = logs / f"{time.strftime('%Y%m%d-%H%M%S')}-crash-harness-{os.getpid()}.log"
-    broker = Broker(tmp / "data", free_port(), log_path)
+    # Small segments and frequent recovery-point checkpoints, so kills land before, during and after rolls
+    # and checkpoints (recovery then trusts index files and producer snapshots up to the recovery point).
+    broker = Broker(tmp / "data", free_port(), log_path, extra=[
+        "--override", "log.segment.bytes=262144",
+        "--override", f"log.flush.offset.checkpoint.interval.ms={rng.choice([50, 200, 700])}",
+    ])
     topic = "crash"
     t0 = time.monotonic()
     kills = 0

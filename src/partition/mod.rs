@@ -15,7 +15,7 @@ use bytes::Bytes;
 use uuid::Uuid;
 
 use crate::records::{self, RecordError};
-use crate::storage::{FetchRead, LogConfig, PartitionLog, StorageError};
+use crate::storage::{FetchRead, LogConfig, PartitionLog, RecoveryHooks, StorageError};
 use producer_state::{BatchMetadata, ProducerStateManager, SequenceCheck};
 
 /// INVALID_RECORD: clients may not write control batches.
@@ -86,6 +86,41 @@ pub struct Partition {
     producers: RefCell<ProducerStateManager>,
 }
 
+/// Rebuilds the idempotent-producer state at open: the newest producer snapshot, then every batch after
+/// it.
+struct ProducerHooks {
+    producers: ProducerStateManager,
+    now_ms: i64,
+}
+
+impl RecoveryHooks for ProducerHooks {
+    fn load_snapshot(&mut self, _offset: i64, bytes: &[u8]) -> Result<(), String> {
+        self.producers = ProducerStateManager::from_snapshot(bytes)?;
+        Ok(())
+    }
+
+    fn on_batch(&mut self, h: &records::BatchHeader) {
+        if h.has_producer_id() && !h.is_control() {
+            self.producers.replay(
+                h.producer_id,
+                h.producer_epoch,
+                BatchMetadata {
+                    first_seq: h.base_sequence,
+                    last_seq: h.last_sequence(),
+                    base_offset: h.base_offset,
+                    last_offset_delta: h.last_offset_delta,
+                    // The stored max timestamp is the append time with LogAppendTime.
+                    max_timestamp: h.max_timestamp.min(self.now_ms),
+                },
+            );
+        }
+    }
+
+    fn discard_snapshot(&mut self) {
+        self.producers = ProducerStateManager::new();
+    }
+}
+
 impl Partition {
     /// Opens (creating or recovering) the partition's log under `log_dir` and rebuilds the producer state
     /// from it.
@@ -98,25 +133,12 @@ impl Partition {
         leader_epoch: i32,
         config: LogConfig,
     ) -> Result<Rc<Partition>, StorageError> {
-        let mut producers = ProducerStateManager::new();
-        let now_ms = crate::storage::now_ms();
-        let log = PartitionLog::open(log_dir, topic, partition, config, &mut |h| {
-            if h.has_producer_id() && !h.is_control() {
-                producers.replay(
-                    h.producer_id,
-                    h.producer_epoch,
-                    BatchMetadata {
-                        first_seq: h.base_sequence,
-                        last_seq: h.last_sequence(),
-                        base_offset: h.base_offset,
-                        last_offset_delta: h.last_offset_delta,
-                        // The stored max timestamp is the append time with LogAppendTime.
-                        max_timestamp: h.max_timestamp.min(now_ms),
-                    },
-                );
-            }
-        })
-        .await?;
+        let mut hooks = ProducerHooks {
+            producers: ProducerStateManager::new(),
+            now_ms: crate::storage::now_ms(),
+        };
+        let log = PartitionLog::open(log_dir, topic, partition, config, &mut hooks).await?;
+        let producers = hooks.producers;
         Ok(Rc::new(Partition {
             topic: Rc::from(topic),
             partition,
@@ -340,8 +362,21 @@ impl Partition {
         Ok(self.log.enforce_retention(now_ms).await?)
     }
 
+    /// Closes the log (everything synced, index files written), then writes the producer snapshot at its
+    /// end and makes that the recovery point, so the next start reads almost nothing.
     pub async fn close(&self) -> Result<(), PartitionError> {
-        Ok(self.log.close().await?)
+        self.log.close().await?;
+        let snapshot = self.producers.borrow().to_snapshot();
+        Ok(self.log.checkpoint_closed(snapshot).await?)
+    }
+
+    /// Kafka's recovery-point checkpoint (see [`PartitionLog::checkpoint`]), with this partition's
+    /// producer state as the snapshot. Returns the new recovery point, `None` if nothing changed.
+    pub async fn checkpoint(&self) -> Result<Option<i64>, PartitionError> {
+        Ok(self
+            .log
+            .checkpoint(|| self.producers.borrow().to_snapshot())
+            .await?)
     }
 
     /// Closes the log and removes the partition's directory.

@@ -206,6 +206,18 @@ impl Flusher {
                     self.roll(*old_base, *new_base).await.map_err(|e| (i, e))?;
                     i += 1;
                 }
+                Op::Checkpoint {
+                    offset,
+                    segment_base,
+                    index,
+                    time_index,
+                    snapshot,
+                } => {
+                    self.checkpoint(*offset, *segment_base, index, time_index, snapshot)
+                        .await
+                        .map_err(|e| (i, e))?;
+                    i += 1;
+                }
             }
         }
         Ok(())
@@ -396,6 +408,39 @@ impl Flusher {
             .expect("rolled-to segment exists")
             .file = Some(Rc::new(file));
         tracing::debug!(segment = %path.display(), "rolled to a new segment");
+        Ok(())
+    }
+
+    /// Everything queued before this op is written; sync it, then write what describes the log up to
+    /// `offset` and advance the recovery point.
+    async fn checkpoint(
+        &mut self,
+        offset: i64,
+        segment_base: i64,
+        index: &[u8],
+        time_index: &[u8],
+        snapshot: &[u8],
+    ) -> Result<(), StorageError> {
+        self.sync().await?;
+        let (still_active, index_path, time_index_path) = {
+            let st = self.shared.state.borrow();
+            debug_assert!(st.durable_offset >= offset, "synced through the checkpoint");
+            let active = st.active();
+            (
+                active.base_offset == segment_base && !active.sealed,
+                active.index_path(),
+                active.time_index_path(),
+            )
+        };
+        // A roll queued before this op wrote complete index files for that segment: keep them.
+        if still_active {
+            write_small_file(&index_path, index.to_vec()).await?;
+            write_small_file(&time_index_path, time_index.to_vec()).await?;
+        }
+        super::write_snapshot(&self.shared, offset, snapshot.to_vec()).await?;
+        let mut st = self.shared.state.borrow_mut();
+        st.recovery_point = st.recovery_point.max(offset);
+        st.waiters.wake_all();
         Ok(())
     }
 

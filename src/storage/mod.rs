@@ -21,6 +21,7 @@
 //!
 //! Every glommio call of the crate's storage lives under this module.
 
+pub mod checkpoint;
 mod flusher;
 pub mod limits;
 pub mod readahead;
@@ -46,6 +47,7 @@ use glommio::io::DmaFile;
 
 use crate::records::{self, BatchHeader};
 pub use limits::*;
+pub use recovery::{take_totals as take_recovery_totals, RecoveryHooks, RecoveryStats};
 use segment::Segment;
 use wait::{WaitUntil, Waiters};
 
@@ -203,6 +205,17 @@ pub(crate) enum Op {
         old_base: i64,
         new_base: i64,
     },
+    /// A recovery-point checkpoint at `offset` (a log end offset): once everything before it is synced,
+    /// write the index files of the segment at `segment_base` if it is still the active one (a roll
+    /// queued earlier has written complete ones; one queued later overwrites these) and the producer
+    /// snapshot `<offset>.snapshot`, then advance `recovery_point`.
+    Checkpoint {
+        offset: i64,
+        segment_base: i64,
+        index: Vec<u8>,
+        time_index: Vec<u8>,
+        snapshot: Vec<u8>,
+    },
 }
 
 /// Mutable state of one log.
@@ -227,6 +240,12 @@ pub(crate) struct State {
     pub stalled: Option<String>,
     /// fdatasync calls of segment data so far (group commit makes this far smaller than the appends).
     pub sync_count: u64,
+    /// Kafka's recovery point: every offset below it is synced, and the index files and producer
+    /// snapshot on disk describe the log up to it. -1 until the first checkpoint of a log recovered
+    /// without one.
+    pub recovery_point: i64,
+    /// Offsets of the producer snapshot files in the directory, oldest first.
+    pub snapshots: VecDeque<i64>,
 }
 
 impl State {
@@ -295,6 +314,10 @@ impl State {
 /// Shared between the log handle and its flusher task.
 pub(crate) struct Shared {
     pub dir: PathBuf,
+    /// The log directory holding `dir`, and the partition's name in its checkpoint files.
+    pub log_dir: PathBuf,
+    pub topic: String,
+    pub partition: i32,
     /// Current settings; replaced whole by [`PartitionLog::set_config`].
     pub config: Cell<LogConfig>,
     pub state: RefCell<State>,
@@ -490,6 +513,35 @@ pub(crate) async fn write_small_file(path: &Path, bytes: Vec<u8>) -> Result<(), 
     Ok(())
 }
 
+/// Writes the producer snapshot `<offset>.snapshot` (synced) and deletes the snapshots older than the
+/// newest [`SNAPSHOTS_KEPT`]. A snapshot whose directory entry a machine crash loses only makes the next
+/// recovery replay from an older one.
+pub(crate) async fn write_snapshot(
+    shared: &Shared,
+    offset: i64,
+    bytes: Vec<u8>,
+) -> Result<(), StorageError> {
+    write_small_file(&shared.dir.join(segment::snapshot_file_name(offset)), bytes).await?;
+    let doomed: Vec<i64> = {
+        let mut st = shared.state.borrow_mut();
+        if st.snapshots.back() != Some(&offset) {
+            st.snapshots.push_back(offset);
+        }
+        let extra = st.snapshots.len().saturating_sub(SNAPSHOTS_KEPT);
+        st.snapshots.drain(..extra).collect()
+    };
+    for o in doomed {
+        let p = shared.dir.join(segment::snapshot_file_name(o));
+        if let Err(e) = glommio::io::remove(&p).await {
+            let e = std::io::Error::from(e);
+            if e.kind() != std::io::ErrorKind::NotFound {
+                return Err(StorageError::io(&p, e));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// A plan for reading one segment from disk, taken while the state is borrowed.
 pub(crate) struct DiskRead {
     pub segment_base: i64,
@@ -501,13 +553,14 @@ pub(crate) struct DiskRead {
 
 impl PartitionLog {
     /// Opens (or creates) the log of `topic`-`partition` under `log_dir`, recovering it after a crash.
-    /// `on_batch` sees the header of every batch in the log, oldest first (to rebuild producer state).
+    /// `hooks` get the newest producer snapshot and then the header of every batch after it, oldest first
+    /// (to rebuild producer state).
     pub async fn open(
         log_dir: &Path,
         topic: &str,
         partition: i32,
         config: LogConfig,
-        on_batch: &mut dyn FnMut(&BatchHeader),
+        hooks: &mut dyn RecoveryHooks,
     ) -> Result<PartitionLog, StorageError> {
         let config = config.sanitized();
         prepare_executor(log_dir).await?;
@@ -522,7 +575,8 @@ impl PartitionLog {
             .map_err(|e| StorageError::io(&dir, e))?
         };
         let clean = started_clean(log_dir);
-        let recovered = recovery::recover(&dir, &config, clean, on_batch).await?;
+        let recovery_point = checkpoint::get(log_dir, topic, partition);
+        let recovered = recovery::recover(&dir, &config, clean, recovery_point, hooks).await?;
         if created {
             // A new partition: make its first segment's directory entry and the directory's own entry
             // durable before it takes records (a machine crash could otherwise lose the partition with
@@ -542,8 +596,42 @@ impl PartitionLog {
             .filter(|&o| o <= leo)
             .unwrap_or(i64::MIN)
             .max(recovered.segments[0].base_offset);
+        // Snapshots past the recovered end describe data that is gone; the one loaded (if any) and older
+        // ones stay.
+        let mut snapshots = recovered.snapshots;
+        let stale: Vec<i64> = snapshots.iter().copied().filter(|&o| o > leo).collect();
+        snapshots.retain(|&o| o <= leo);
+        if !stale.is_empty() {
+            let d = dir.clone();
+            blocking(move || {
+                for o in stale {
+                    let _ = std::fs::remove_file(d.join(segment::snapshot_file_name(o)));
+                }
+            })
+            .await;
+        }
+        tracing::debug!(
+            dir = %dir.display(),
+            recovery_point = ?recovery_point,
+            producer_snapshot = ?recovered.snapshot_offset,
+            segments_from_index = recovered.stats.segments_from_index,
+            segments_scanned = recovered.stats.segments_scanned,
+            bytes_scanned = recovered.stats.bytes_scanned,
+            batches_verified = recovered.stats.batches_verified,
+            "partition recovered"
+        );
+        let recovery_point = recovery_point.filter(|&rp| rp <= leo).unwrap_or(-1);
+        checkpoint::set(
+            log_dir,
+            topic,
+            partition,
+            (recovery_point >= 0).then_some(recovery_point),
+        );
         let shared = Rc::new(Shared {
             dir,
+            log_dir: log_dir.to_path_buf(),
+            topic: topic.to_string(),
+            partition,
             config: Cell::new(config),
             state: RefCell::new(State {
                 segments: recovered.segments,
@@ -561,6 +649,8 @@ impl PartitionLog {
                 failed: None,
                 stalled: None,
                 sync_count: 0,
+                recovery_point,
+                snapshots,
             }),
         });
         tail_cache::register(&shared);
@@ -1155,6 +1245,78 @@ impl PartitionLog {
         closed
     }
 
+    /// Kafka's recovery-point checkpoint of this log. Takes the producer snapshot `snapshot()` now, at the
+    /// log end offset; once everything before that offset is synced, the flusher writes the active
+    /// segment's index files and the snapshot, and the offset becomes the recovery point (in the
+    /// process-wide table the checkpoint file is written from). Returns the new recovery point, or `None`
+    /// if the log has not moved since the last one.
+    pub async fn checkpoint(
+        &self,
+        snapshot: impl FnOnce() -> Vec<u8>,
+    ) -> Result<Option<i64>, StorageError> {
+        let offset = {
+            let mut st = self.shared.state.borrow_mut();
+            st.check_usable()?;
+            let offset = st.log_end_offset;
+            if offset == st.recovery_point {
+                return Ok(None);
+            }
+            let active = st.active();
+            let op = Op::Checkpoint {
+                offset,
+                segment_base: active.base_offset,
+                index: active.index_bytes(),
+                time_index: active.time_index_bytes(),
+                snapshot: snapshot(),
+            };
+            st.pending.push_back(op);
+            st.wake_flusher();
+            offset
+        };
+        WaitUntil::new(self.shared.clone(), move |st: &State| {
+            if st.recovery_point >= offset {
+                Some(Ok(()))
+            } else if let Some(e) = &st.failed {
+                Some(Err(StorageError::Failed(e.clone())))
+            } else if let Some(e) = &st.stalled {
+                Some(Err(StorageError::DiskFull(e.clone())))
+            } else if st.flusher_done {
+                Some(Err(StorageError::Closed))
+            } else {
+                None
+            }
+        })
+        .await?;
+        let s = &self.shared;
+        checkpoint::set(&s.log_dir, &s.topic, s.partition, Some(offset));
+        Ok(Some(offset))
+    }
+
+    /// After a successful [`PartitionLog::close`]: writes the producer snapshot at the log end offset and
+    /// makes that offset the recovery point (the closed log is synced, its index files written).
+    pub async fn checkpoint_closed(&self, snapshot: Vec<u8>) -> Result<(), StorageError> {
+        let offset = {
+            let st = self.shared.state.borrow();
+            if let Some(e) = &st.failed {
+                return Err(StorageError::Failed(e.clone()));
+            }
+            if !st.flusher_done {
+                return Err(StorageError::Failed(
+                    "checkpoint of a log not closed".into(),
+                ));
+            }
+            (st.recovery_point != st.log_end_offset).then_some(st.log_end_offset)
+        };
+        if let Some(offset) = offset {
+            write_snapshot(&self.shared, offset, snapshot).await?;
+            self.shared.state.borrow_mut().recovery_point = offset;
+        }
+        let s = &self.shared;
+        let rp = s.state.borrow().recovery_point;
+        checkpoint::set(&s.log_dir, &s.topic, s.partition, Some(rp));
+        Ok(())
+    }
+
     /// Closes the log and removes its directory.
     pub async fn delete(&self) -> Result<(), StorageError> {
         let closed = self.close().await;
@@ -1179,6 +1341,8 @@ impl PartitionLog {
             uuid::Uuid::new_v4().simple()
         ));
         let parent = dir.parent().map(Path::to_path_buf);
+        let sh = &self.shared;
+        checkpoint::set(&sh.log_dir, &sh.topic, sh.partition, None);
         blocking(move || {
             std::fs::rename(&dir, &doomed)?;
             if let Some(parent) = &parent {

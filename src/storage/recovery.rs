@@ -15,9 +15,13 @@ use std::rc::Rc;
 use std::time::UNIX_EPOCH;
 
 use super::limits::{BLOCK_BYTES, SCAN_WINDOW_BYTES};
-use super::segment::{log_file_name, parse_file_name, Segment};
+use super::segment::{
+    log_file_name, parse_file_name, snapshot_file_name, IndexEntry, Segment, TimeIndexEntry,
+    INDEX_ENTRY_BYTES, SNAPSHOT_EXT, TIME_INDEX_ENTRY_BYTES,
+};
 use super::{
-    ensure_window, now_ms, open_segment_file, write_small_file, DiskRead, LogConfig, StorageError,
+    ensure_window, header_at, now_ms, open_segment_file, write_small_file, DiskRead, LogConfig,
+    StorageError,
 };
 use crate::records::{self, BatchHeader};
 
@@ -25,22 +29,104 @@ pub(crate) struct Recovered {
     pub segments: Vec<Segment>,
     /// Bytes of the active segment's last partial block, for the flusher.
     pub tail_block: Vec<u8>,
+    /// Offset of the producer snapshot the hooks loaded, if any.
+    pub snapshot_offset: Option<i64>,
+    /// Offsets of every producer snapshot file in the directory, oldest first.
+    pub snapshots: std::collections::VecDeque<i64>,
+    /// What recovery did, for the start-up log.
+    pub stats: RecoveryStats,
+}
+
+/// Counts for the start-up log: how much recovery could trust and how much it had to read.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RecoveryStats {
+    /// Segments whose index files were loaded instead of rebuilt.
+    pub segments_from_index: usize,
+    /// Segments rebuilt by scanning every batch header.
+    pub segments_scanned: usize,
+    /// Bytes of segment files scanned batch by batch.
+    pub bytes_scanned: u64,
+    /// Batches whose CRC was verified.
+    pub batches_verified: u64,
+}
+
+thread_local! {
+    /// What recovery did on this core since the last [`take_totals`].
+    static TOTALS: std::cell::Cell<RecoveryStats> = const { std::cell::Cell::new(RecoveryStats {
+        segments_from_index: 0,
+        segments_scanned: 0,
+        bytes_scanned: 0,
+        batches_verified: 0,
+    }) };
+}
+
+fn add_totals(s: &RecoveryStats) {
+    TOTALS.with(|t| {
+        let mut v = t.get();
+        v.segments_from_index += s.segments_from_index;
+        v.segments_scanned += s.segments_scanned;
+        v.bytes_scanned += s.bytes_scanned;
+        v.batches_verified += s.batches_verified;
+        t.set(v);
+    });
+}
+
+/// What recovery did on this core since the last call (for the start-up log).
+pub fn take_totals() -> RecoveryStats {
+    TOTALS.with(|t| t.take())
+}
+
+/// What recovery needs from the layer above: the partition's idempotent-producer state.
+pub trait RecoveryHooks {
+    /// Offered the newest usable producer snapshot (`<offset>.snapshot`, Kafka's format) first; an `Err`
+    /// (unreadable, damaged) gets the next older one offered.
+    fn load_snapshot(&mut self, offset: i64, bytes: &[u8]) -> Result<(), String>;
+    /// Sees the header of every batch from the loaded snapshot's offset on (every batch if none was
+    /// loaded), oldest first.
+    fn on_batch(&mut self, h: &BatchHeader);
+    /// The loaded snapshot lies past the recovered log end (data below the recovery point was lost):
+    /// forget what it said.
+    fn discard_snapshot(&mut self);
+}
+
+/// A plain callback sees every batch and loads no snapshot (tests, and logs without producer state).
+impl<F: FnMut(&BatchHeader)> RecoveryHooks for F {
+    fn load_snapshot(&mut self, _offset: i64, _bytes: &[u8]) -> Result<(), String> {
+        Err("this log keeps no producer state".into())
+    }
+    fn on_batch(&mut self, h: &BatchHeader) {
+        self(h)
+    }
+    fn discard_snapshot(&mut self) {}
 }
 
 /// Where and why a segment's valid prefix ends.
 struct ScanEnd {
     valid_size: u64,
     reason: Option<&'static str>,
+    bytes_scanned: u64,
+    verified: u64,
 }
 
+/// Recovers the partition directory `dir`.
+///
+/// - `recovery_point`: Kafka's recovery point from `recovery-point-offset-checkpoint` (every byte below it
+///   was synced), if the checkpoint names this partition. After a crash only batches at or past it in the
+///   last segment have their CRCs verified (every earlier segment was synced before the next one was
+///   created); without it, the whole last segment is.
+/// - Index files are loaded, sanity-checked against the batch they point at, instead of being rebuilt:
+///   a segment is then read only from its last index entry on (plus, for the producer state, from the
+///   producer snapshot's offset on). Index files that fail a check are rebuilt by a full scan.
 pub(crate) async fn recover(
     dir: &Path,
     config: &LogConfig,
     clean: bool,
-    on_batch: &mut dyn FnMut(&BatchHeader),
+    recovery_point: Option<i64>,
+    hooks: &mut dyn RecoveryHooks,
 ) -> Result<Recovered, StorageError> {
     let mut bases = Vec::new();
     let mut index_bases = HashSet::new();
+    let mut snapshots = Vec::new();
     let entries = std::fs::read_dir(dir).map_err(|e| StorageError::io(dir, e))?;
     for entry in entries {
         let entry = entry.map_err(|e| StorageError::io(dir, e))?;
@@ -51,6 +137,8 @@ pub(crate) async fn recover(
             parse_file_name(&name, "index").or_else(|| parse_file_name(&name, "timeindex"))
         {
             index_bases.insert((b, name));
+        } else if let Some(o) = parse_file_name(&name, SNAPSHOT_EXT) {
+            snapshots.push(o);
         } else if name == super::LOG_START_FILE {
             // The DeleteRecords checkpoint; read by `PartitionLog::open`.
         } else {
@@ -70,13 +158,49 @@ pub(crate) async fn recover(
         return Ok(Recovered {
             segments: vec![Segment::new(dir, 0, now_ms(), Some(Rc::new(file)))],
             tail_block: Vec::new(),
+            snapshot_offset: None,
+            snapshots: Default::default(),
+            stats: RecoveryStats::default(),
         });
     }
 
+    // The newest producer snapshot at or below the recovery point that the hooks accept. Snapshots are
+    // written only once their offset is durable, so without a recovery point the newest one is usable.
+    snapshots.sort_unstable_by(|a, b| b.cmp(a));
+    let mut snapshot_offset = None;
+    for &o in snapshots
+        .iter()
+        .filter(|&&o| recovery_point.is_none_or(|rp| o <= rp))
+    {
+        let path = dir.join(snapshot_file_name(o));
+        let loaded = std::fs::read(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|bytes| hooks.load_snapshot(o, &bytes));
+        match loaded {
+            Ok(()) => {
+                snapshot_offset = Some(o);
+                break;
+            }
+            Err(why) => {
+                tracing::warn!(file = %path.display(), why, "ignoring producer snapshot");
+            }
+        }
+    }
+    // Batches from here on feed the producer state.
+    let replay_from = snapshot_offset.unwrap_or(i64::MIN);
+    // After a crash, CRCs of the last segment are verified from here on.
+    let verify_from = if clean {
+        i64::MAX
+    } else {
+        recovery_point.unwrap_or(i64::MIN)
+    };
+
+    let mut stats = RecoveryStats::default();
     let mut segments = Vec::with_capacity(bases.len());
     let mut tail_block = Vec::new();
     for (i, &base) in bases.iter().enumerate() {
         let last = i + 1 == bases.len();
+        let next_base = bases.get(i + 1).copied().unwrap_or(i64::MAX);
         let path = dir.join(log_file_name(base));
         let file = Rc::new(open_segment_file(&path, false).await?);
         let file_size = file
@@ -88,7 +212,6 @@ pub(crate) async fn recover(
             .and_then(|m| m.modified().ok())
             .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
             .map_or_else(now_ms, |d| d.as_millis() as i64);
-        let mut seg = Segment::new(dir, base, created_ms, None);
         let interval = config.index_interval_bytes;
         let disk = DiskRead {
             segment_base: base,
@@ -97,13 +220,65 @@ pub(crate) async fn recover(
             start: 0,
             limit: file_size,
         };
-        // After a clean shutdown the active segment was synced and truncated to its exact size: its
-        // headers are still walked (producer state, indexes) but its CRCs are not re-verified.
-        let end = scan(&disk, base, last && !clean, &mut |pos, h| {
-            seg.track_batch(pos, h, interval);
-            on_batch(h);
-        })
+        let mut seg = Segment::new(dir, base, created_ms, None);
+        let on_disk = (
+            std::fs::read(seg.index_path()).ok(),
+            std::fs::read(seg.time_index_path()).ok(),
+        );
+        // From the index files: every batch before the last indexed one is accounted for.
+        let loaded = match &on_disk {
+            (Some(index), Some(time_index)) => {
+                load_indexes(&mut seg, index, time_index, &disk).await?
+            }
+            _ => None,
+        };
+        let tail_from = loaded.unwrap_or(0);
+        // The producer state needs the batches from `replay_from` on.
+        let replay_start = if next_base <= replay_from {
+            u64::MAX
+        } else if loaded.is_some() && replay_from > base {
+            seg.lookup(replay_from)
+        } else {
+            0
+        };
+        let verify = if last { verify_from } else { i64::MAX };
+        let mut end = scan(
+            &disk,
+            tail_from.min(replay_start),
+            base,
+            verify,
+            &mut |pos, h| {
+                if pos >= tail_from {
+                    seg.track_batch(pos, h, interval);
+                }
+                if h.last_offset() >= replay_from {
+                    hooks.on_batch(h);
+                }
+            },
+        )
         .await?;
+        stats.bytes_scanned += end.bytes_scanned;
+        stats.batches_verified += end.verified;
+        let consistent = seg
+            .time_index
+            .last()
+            .is_none_or(|e| base + (e.relative_offset as i64) < seg.next_offset);
+        if loaded.is_some() && (end.valid_size <= tail_from || !consistent) {
+            // The index files pointed past the valid data: rebuild this segment's indexes from its
+            // batches (the producer state has already seen them).
+            tracing::warn!(file = %path.display(), "index files disagree with the segment: rebuilding them");
+            seg = Segment::new(dir, base, created_ms, None);
+            end = scan(&disk, 0, base, verify, &mut |pos, h| {
+                seg.track_batch(pos, h, interval)
+            })
+            .await?;
+            stats.bytes_scanned += end.bytes_scanned;
+            stats.segments_scanned += 1;
+        } else if loaded.is_some() {
+            stats.segments_from_index += 1;
+        } else {
+            stats.segments_scanned += 1;
+        }
         if end.valid_size < file_size {
             tracing::warn!(
                 file = %path.display(),
@@ -133,11 +308,11 @@ pub(crate) async fn recover(
             }
         } else {
             seg.sealed = true;
-            for (p, want) in [
-                (seg.index_path(), seg.index_bytes()),
-                (seg.time_index_path(), seg.time_index_bytes()),
+            for (p, want, have) in [
+                (seg.index_path(), seg.index_bytes(), &on_disk.0),
+                (seg.time_index_path(), seg.time_index_bytes(), &on_disk.1),
             ] {
-                if std::fs::read(&p).ok().as_deref() != Some(&want[..]) {
+                if have.as_deref() != Some(&want[..]) {
                     tracing::info!(file = %p.display(), "rebuilding index file");
                     write_small_file(&p, want).await?;
                 }
@@ -146,67 +321,166 @@ pub(crate) async fn recover(
         seg.file = Some(file);
         segments.push(seg);
     }
+    let leo = segments.last().map_or(0, |s| s.next_offset);
+    if snapshot_offset.is_some_and(|o| o > leo) {
+        tracing::warn!(dir = %dir.display(), snapshot = ?snapshot_offset, log_end = leo, "producer snapshot lies past the recovered log end: idempotent-producer state starts empty");
+        hooks.discard_snapshot();
+        snapshot_offset = None;
+    }
+    snapshots.reverse();
+    add_totals(&stats);
     Ok(Recovered {
         segments,
         tail_block,
+        snapshot_offset,
+        snapshots: snapshots.into(),
+        stats,
     })
 }
 
-/// Scans the batches of one segment file, calling `f` for each valid one, and returns where the valid
-/// prefix ends. With `verify_crc`, a batch with a bad CRC ends the prefix.
+/// Loads a segment's `.index` and `.timeindex` (Kafka's formats) into `seg` if they pass Kafka's sanity
+/// checks and more: entries strictly increasing, positions inside the file, and the batch at the last
+/// entry's position really ending at the entry's offset. Returns the position of that last indexed
+/// batch (0 for an empty index), from which the rest of the segment must be scanned; `None` leaves
+/// `seg` untouched (the indexes are rebuilt by a full scan).
+async fn load_indexes(
+    seg: &mut Segment,
+    index: &[u8],
+    time_index: &[u8],
+    disk: &DiskRead,
+) -> Result<Option<u64>, StorageError> {
+    if !index.len().is_multiple_of(INDEX_ENTRY_BYTES)
+        || !time_index.len().is_multiple_of(TIME_INDEX_ENTRY_BYTES)
+    {
+        return Ok(None);
+    }
+    let be_i32 = |b: &[u8]| i32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+    let mut entries = Vec::with_capacity(index.len() / INDEX_ENTRY_BYTES);
+    for e in index.chunks_exact(INDEX_ENTRY_BYTES) {
+        let (rel, pos) = (be_i32(&e[..4]), be_i32(&e[4..]));
+        let after_previous = entries
+            .last()
+            .is_none_or(|p: &IndexEntry| rel as u32 > p.relative_offset && pos as u32 > p.position);
+        if rel < 0 || pos <= 0 || pos as u64 >= disk.limit || !after_previous {
+            return Ok(None);
+        }
+        entries.push(IndexEntry {
+            relative_offset: rel as u32,
+            position: pos as u32,
+        });
+    }
+    let mut times = Vec::with_capacity(time_index.len() / TIME_INDEX_ENTRY_BYTES);
+    for e in time_index.chunks_exact(TIME_INDEX_ENTRY_BYTES) {
+        let ts = i64::from_be_bytes([e[0], e[1], e[2], e[3], e[4], e[5], e[6], e[7]]);
+        let rel = be_i32(&e[8..]);
+        let after_previous = times
+            .last()
+            .is_none_or(|p: &TimeIndexEntry| ts > p.timestamp && rel as u32 >= p.relative_offset);
+        if rel < 0 || !after_previous {
+            return Ok(None);
+        }
+        times.push(TimeIndexEntry {
+            timestamp: ts,
+            relative_offset: rel as u32,
+        });
+    }
+    let tail_from = match entries.last() {
+        None => 0,
+        Some(e) => {
+            let mut win = None;
+            let h = match header_at(disk, &mut win, e.position as u64, records::HEADER_BYTES).await
+            {
+                Ok(Some(h)) => h,
+                Ok(None) | Err(StorageError::Corrupt { .. }) => return Ok(None),
+                Err(other) => return Err(other),
+            };
+            if h.last_offset() != seg.base_offset + e.relative_offset as i64 {
+                return Ok(None);
+            }
+            e.position as u64
+        }
+    };
+    if let Some(t) = times.last() {
+        seg.max_timestamp = t.timestamp;
+        seg.offset_of_max_timestamp = seg.base_offset + t.relative_offset as i64;
+    }
+    seg.index = entries;
+    seg.time_index = times;
+    Ok(Some(tail_from))
+}
+
+/// Scans the batches of one segment file from position `from` (a batch boundary), calling `f` for each
+/// valid one, and returns where the valid prefix ends. Batches ending at or past offset `verify_from`
+/// must also pass their CRC check.
 async fn scan(
     d: &DiskRead,
+    from: u64,
     base_offset: i64,
-    verify_crc: bool,
+    verify_from: i64,
     f: &mut dyn FnMut(u64, &BatchHeader),
 ) -> Result<ScanEnd, StorageError> {
     let mut win = None;
-    let mut pos = 0u64;
+    let mut pos = from.min(d.limit);
     let mut next_offset = base_offset;
-    let end = |pos, reason| ScanEnd {
+    let mut verified = 0u64;
+    let end = |pos: u64, reason, verified| ScanEnd {
         valid_size: pos,
-        reason: Some(reason),
+        reason,
+        bytes_scanned: pos.saturating_sub(from),
+        verified,
     };
     loop {
         if pos == d.limit {
-            return Ok(ScanEnd {
-                valid_size: pos,
-                reason: None,
-            });
+            return Ok(end(pos, None, verified));
         }
         if d.limit - pos < records::HEADER_BYTES as u64 {
-            return Ok(end(pos, "torn batch header"));
+            return Ok(end(pos, Some("torn batch header"), verified));
         }
         ensure_window(d, &mut win, pos, records::HEADER_BYTES, SCAN_WINDOW_BYTES).await?;
-        let w = win.as_ref().expect("ensured");
-        let h = BatchHeader::parse(w.slice(pos, records::HEADER_BYTES)).expect("enough bytes");
+        let Some(h) = win
+            .as_ref()
+            .and_then(|w| BatchHeader::parse(w.slice(pos, records::HEADER_BYTES)))
+        else {
+            return Ok(end(pos, Some("unreadable batch header"), verified));
+        };
         if h.batch_length == 0 {
-            return Ok(end(pos, "zero-filled tail"));
+            return Ok(end(pos, Some("zero-filled tail"), verified));
         }
         if h.batch_length < records::BATCH_LENGTH_MIN || h.magic != records::MAGIC_V2 {
-            return Ok(end(pos, "corrupt batch header"));
+            return Ok(end(pos, Some("corrupt batch header"), verified));
         }
         let size = h.total_size();
         if pos + size as u64 > d.limit {
-            return Ok(end(pos, "torn batch"));
+            return Ok(end(pos, Some("torn batch"), verified));
         }
         if h.base_offset < next_offset || h.last_offset_delta < 0 {
-            return Ok(end(pos, "batch offsets out of order"));
+            return Ok(end(pos, Some("batch offsets out of order"), verified));
         }
         // Outside the CRC: a flipped bit here must not reach the index arithmetic (relative offsets and
         // positions are i32 in Kafka's index files).
         if h.last_offset() - base_offset > i32::MAX as i64 {
-            return Ok(end(pos, "batch offset out of the segment's range"));
+            return Ok(end(
+                pos,
+                Some("batch offset out of the segment's range"),
+                verified,
+            ));
         }
         if pos + size as u64 > i32::MAX as u64 {
-            return Ok(end(pos, "segment longer than an index can address"));
+            return Ok(end(
+                pos,
+                Some("segment longer than an index can address"),
+                verified,
+            ));
         }
-        if verify_crc {
+        if h.last_offset() >= verify_from {
             ensure_window(d, &mut win, pos, size, SCAN_WINDOW_BYTES).await?;
-            let w = win.as_ref().expect("ensured");
-            if !records::verify_crc(w.slice(pos, size)) {
-                return Ok(end(pos, "CRC mismatch"));
+            if !win
+                .as_ref()
+                .is_some_and(|w| records::verify_crc(w.slice(pos, size)))
+            {
+                return Ok(end(pos, Some("CRC mismatch"), verified));
             }
+            verified += 1;
         }
         f(pos, &h);
         next_offset = h.last_offset() + 1;

@@ -11,8 +11,10 @@
 //!   being the last offset of the batch holding that timestamp; appended only when the timestamp grows.
 //!   A rolled segment ends with an entry for its largest timestamp (Kafka's `onBecomeInactiveSegment`).
 //!
-//! Index files are written whole, exact size, when a segment is rolled or closed. While a segment is
-//! active its indexes live only in memory; recovery rebuilds them by scanning the batches.
+//! Index files are written whole, exact size, when a segment is rolled or closed, and for the active
+//! segment at every recovery-point checkpoint (covering only batches below the checkpointed offset, all
+//! of them synced). Recovery loads them after checking them against the batch the last entry points at
+//! and scans only the batches after it; index files that fail the checks are rebuilt by a full scan.
 
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -48,6 +50,12 @@ pub fn index_file_name(base_offset: i64) -> String {
 }
 pub fn time_index_file_name(base_offset: i64) -> String {
     format!("{base_offset:020}.timeindex")
+}
+/// Extension of Kafka's producer state snapshots, `%020d.snapshot`, named by the log end offset they
+/// describe.
+pub const SNAPSHOT_EXT: &str = "snapshot";
+pub fn snapshot_file_name(offset: i64) -> String {
+    format!("{offset:020}.{SNAPSHOT_EXT}")
 }
 
 /// Parses `%020d.<ext>` into the base offset, if the name is exactly that shape.

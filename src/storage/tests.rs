@@ -37,7 +37,7 @@ fn small_config() -> LogConfig {
 }
 
 async fn open(dir: &Path, config: LogConfig) -> PartitionLog {
-    PartitionLog::open(dir, TOPIC, 0, config, &mut |_| {})
+    PartitionLog::open(dir, TOPIC, 0, config, &mut |_: &BatchHeader| {})
         .await
         .expect("log opens")
 }
@@ -186,9 +186,13 @@ fn append_read_across_rolls_and_reopen() {
 
         // Reopen: same offsets, same bytes.
         let mut producers_seen = 0;
-        let log2 = PartitionLog::open(tmp.path(), TOPIC, 0, small_config(), &mut |_| {
-            producers_seen += 1
-        })
+        let log2 = PartitionLog::open(
+            tmp.path(),
+            TOPIC,
+            0,
+            small_config(),
+            &mut |_: &BatchHeader| producers_seen += 1,
+        )
         .await
         .unwrap();
         assert_eq!(producers_seen, 120);
@@ -645,7 +649,7 @@ fn core_budget_evicts_least_recently_read_caches_and_reads_still_work() {
         };
         let mut logs = Vec::new();
         for p in 0..3 {
-            let log = PartitionLog::open(tmp.path(), TOPIC, p, config, &mut |_| {})
+            let log = PartitionLog::open(tmp.path(), TOPIC, p, config, &mut |_: &BatchHeader| {})
                 .await
                 .expect("log opens");
             let mut last = 0;
@@ -674,5 +678,146 @@ fn core_budget_evicts_least_recently_read_caches_and_reads_still_work() {
             log.delete().await.unwrap();
         }
         assert_eq!(tail_cache::core_bytes(), 0);
+    });
+}
+
+/// Recovery hooks that accept any snapshot and count what they see.
+#[derive(Default)]
+struct CountingHooks {
+    snapshot: Option<(i64, Vec<u8>)>,
+    batches: Vec<i64>,
+}
+
+impl RecoveryHooks for CountingHooks {
+    fn load_snapshot(&mut self, offset: i64, bytes: &[u8]) -> Result<(), String> {
+        self.snapshot = Some((offset, bytes.to_vec()));
+        Ok(())
+    }
+    fn on_batch(&mut self, h: &BatchHeader) {
+        self.batches.push(h.base_offset);
+    }
+    fn discard_snapshot(&mut self) {
+        self.snapshot = None;
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
+}
+
+#[test]
+fn checkpoint_then_crash_reads_only_past_the_recovery_point() {
+    run(|| async {
+        let tmp = tempfile::tempdir().unwrap();
+        let (log, _) = write_batches(tmp.path(), 60).await;
+        assert!(log.segment_count() >= 2, "the test needs a rolled segment");
+        let rp = log
+            .checkpoint(|| b"state at rp".to_vec())
+            .await
+            .unwrap()
+            .expect("the log moved");
+        assert_eq!(rp, log.log_end_offset());
+        assert_eq!(log.checkpoint(|| unreachable!()).await.unwrap(), None);
+        assert_eq!(checkpoint::get(tmp.path(), TOPIC, 0), Some(rp));
+        let mut last = 0;
+        let segments = log.segment_count();
+        for i in 0..10 {
+            last = append(&log, &batch(1, 10, 5_000 + i)).last_offset;
+        }
+        log.wait_durable(last).await.unwrap();
+        assert_eq!(
+            log.segment_count(),
+            segments,
+            "small appends stay in the active segment"
+        );
+        let want = read_all(&log, 1 << 20).await;
+
+        // What kill -9 leaves: the files as they are, no clean-shutdown marker.
+        let crash = tempfile::tempdir().unwrap();
+        copy_dir(&partition_dir(tmp.path()), &partition_dir(crash.path()));
+        checkpoint::set(crash.path(), TOPIC, 0, Some(rp));
+        let _ = take_recovery_totals();
+        let mut hooks = CountingHooks::default();
+        let log2 = PartitionLog::open(crash.path(), TOPIC, 0, small_config(), &mut hooks)
+            .await
+            .unwrap();
+        let stats = take_recovery_totals();
+        assert_eq!(hooks.snapshot, Some((rp, b"state at rp".to_vec())));
+        assert_eq!(
+            hooks.batches.len(),
+            10,
+            "only batches past the snapshot replayed"
+        );
+        assert!(hooks.batches.iter().all(|&o| o >= rp));
+        assert_eq!(stats.segments_scanned, 0, "{stats:?}");
+        assert_eq!(stats.segments_from_index, log2.segment_count());
+        assert_eq!(
+            stats.batches_verified, 10,
+            "CRCs checked past the recovery point only"
+        );
+        assert_eq!(log2.log_end_offset(), last + 1);
+        assert_eq!(read_all(&log2, 1 << 20).await, want);
+        // Index lookups still land on the right batches.
+        let mid = want[want.len() / 2].base_offset;
+        let got = log2.read(mid, 1, log2.high_watermark()).await.unwrap();
+        assert_eq!(
+            validate_batches(&got, usize::MAX).unwrap()[0].base_offset,
+            mid
+        );
+        log2.close().await.unwrap();
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn index_pointing_at_the_wrong_batch_is_rebuilt() {
+    run(|| async {
+        let tmp = tempfile::tempdir().unwrap();
+        let (log, last) = write_batches(tmp.path(), 60).await;
+        log.close().await.unwrap();
+        let want = {
+            let l = open(tmp.path(), small_config()).await;
+            let w = read_all(&l, 1 << 20).await;
+            l.close().await.unwrap();
+            w
+        };
+        let idx = partition_dir(tmp.path()).join(index_file_name(0));
+        let good = std::fs::read(&idx).unwrap();
+        assert!(good.len() >= 16);
+        for damage in [
+            // last entry's offset one too far
+            {
+                let mut b = good.clone();
+                let n = b.len();
+                b[n - 5] = b[n - 5].wrapping_add(1);
+                b
+            },
+            // last entry's position past the file
+            {
+                let mut b = good.clone();
+                let n = b.len();
+                b[n - 4..].copy_from_slice(&i32::MAX.to_be_bytes());
+                b
+            },
+            // entries out of order
+            {
+                let mut b = good[8..16].to_vec();
+                b.extend_from_slice(&good[..8]);
+                b
+            },
+        ] {
+            std::fs::write(&idx, &damage).unwrap();
+            let _ = take_recovery_totals();
+            let log2 = open(tmp.path(), small_config()).await;
+            assert!(take_recovery_totals().segments_scanned >= 1);
+            assert_eq!(log2.log_end_offset(), last + 1);
+            assert_eq!(read_all(&log2, 1 << 20).await, want);
+            log2.close().await.unwrap();
+            assert_eq!(std::fs::read(&idx).unwrap(), good, "rebuilt identically");
+        }
     });
 }

@@ -94,7 +94,7 @@ def test_sigterm_under_load_is_clean_and_bounded(fresh_broker, topic_name):
     before = len(b.log_path.read_text(errors="replace"))
     b.start()
     new = b.log_path.read_text(errors="replace")[before:]
-    assert "no clean shutdown marker: full recovery" in new
+    assert "no clean shutdown marker" in new
     check(b.bootstrap, topic_name, load.acked, 4)
 
 

@@ -1,0 +1,189 @@
+//! Kafka's `recovery-point-offset-checkpoint`: per partition of a log directory, the offset below which
+//! every byte is known to be on disk, so that recovery after a crash trusts everything before it.
+//!
+//! File format (Kafka's `CheckpointFile`, so Kafka reads what Ringtide writes and the other way round):
+//! text lines, the version `0`, the number of entries, then one `<topic> <partition> <offset>` per
+//! entry. Written whole to `<name>.tmp`, synced, renamed over the old file, and the directory synced.
+//!
+//! Ownership: the process-wide table below holds the last checkpointed offset of every open partition of
+//! a log directory. Each core updates only its own partitions' entries (from its checkpoint task and when
+//! it closes or deletes a partition); the file is written from a snapshot of the whole table on the
+//! blocking pool. The table is touched once per partition per checkpoint interval, never on the data
+//! path, so a mutex is enough.
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// Kafka's file name in every log directory.
+pub const RECOVERY_POINT_FILE_NAME: &str = "recovery-point-offset-checkpoint";
+/// The only version of Kafka's offset checkpoint files.
+const VERSION: i32 = 0;
+
+type Table = BTreeMap<(String, i32), i64>;
+
+/// Per log directory: (topic, partition) -> recovery point.
+static TABLES: Mutex<Vec<(PathBuf, Table)>> = Mutex::new(Vec::new());
+/// Serializes writers of the file (two cores may checkpoint at the same moment).
+static WRITING: Mutex<()> = Mutex::new(());
+
+/// Why a checkpoint file was not accepted.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Malformed(pub String);
+
+/// Parses the text of an offset checkpoint file. Any deviation from the format is an error (the caller
+/// then recovers every partition in full rather than trusting part of a damaged file).
+pub fn parse(text: &str) -> Result<Vec<(String, i32, i64)>, Malformed> {
+    let mut lines = text.lines();
+    let version = lines.next().map(str::trim);
+    if version != Some("0") {
+        return Err(Malformed(format!("unknown version {version:?}")));
+    }
+    let count: usize = lines
+        .next()
+        .and_then(|l| l.trim().parse().ok())
+        .ok_or_else(|| Malformed("missing entry count".into()))?;
+    let mut out = Vec::new();
+    for line in lines {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let parts: Vec<&str> = line.split(' ').collect();
+        let entry = match parts.as_slice() {
+            [topic, partition, offset] if !topic.is_empty() => partition
+                .parse::<i32>()
+                .ok()
+                .zip(offset.parse::<i64>().ok())
+                .filter(|(p, o)| *p >= 0 && *o >= 0)
+                .map(|(p, o)| (topic.to_string(), p, o)),
+            _ => None,
+        };
+        out.push(entry.ok_or_else(|| Malformed(format!("malformed line {line:?}")))?);
+        if out.len() > count {
+            break;
+        }
+    }
+    if out.len() != count {
+        return Err(Malformed(format!(
+            "{} entries where the header says {count}",
+            out.len()
+        )));
+    }
+    Ok(out)
+}
+
+/// The text of an offset checkpoint file.
+pub fn render(entries: &[(String, i32, i64)]) -> String {
+    let mut s = format!("{VERSION}\n{}\n", entries.len());
+    for (topic, partition, offset) in entries {
+        s.push_str(&format!("{topic} {partition} {offset}\n"));
+    }
+    s
+}
+
+fn with_table<R>(log_dir: &Path, f: impl FnOnce(&mut Table) -> R) -> R {
+    let mut tables = TABLES.lock().unwrap_or_else(|e| e.into_inner());
+    let i = match tables.iter().position(|(d, _)| d == log_dir) {
+        Some(i) => i,
+        None => {
+            tables.push((log_dir.to_path_buf(), Table::new()));
+            tables.len() - 1
+        }
+    };
+    f(&mut tables[i].1)
+}
+
+/// At start-up, before any partition opens: reads `log_dir`'s checkpoint into the table. A missing file
+/// means no recovery point for anyone (full recovery); a damaged one is logged and treated the same.
+/// Returns how many entries were loaded. Blocking; call before the executors start.
+pub fn load(log_dir: &Path) -> usize {
+    let path = log_dir.join(RECOVERY_POINT_FILE_NAME);
+    let entries = match std::fs::read_to_string(&path) {
+        Ok(text) => match parse(&text) {
+            Ok(e) => e,
+            Err(Malformed(why)) => {
+                tracing::warn!(file = %path.display(), why, "ignoring a damaged recovery point checkpoint: every partition is recovered in full");
+                Vec::new()
+            }
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => {
+            tracing::warn!(file = %path.display(), error = %e, "cannot read the recovery point checkpoint: every partition is recovered in full");
+            Vec::new()
+        }
+    };
+    let n = entries.len();
+    with_table(log_dir, |t| {
+        t.clear();
+        t.extend(entries.into_iter().map(|(tp, p, o)| ((tp, p), o)));
+    });
+    n
+}
+
+/// The recovery point of a partition as last checkpointed, if any.
+pub(crate) fn get(log_dir: &Path, topic: &str, partition: i32) -> Option<i64> {
+    with_table(log_dir, |t| t.get(&(topic.to_string(), partition)).copied())
+}
+
+/// Records a partition's new recovery point (`None`: the partition is gone).
+pub(crate) fn set(log_dir: &Path, topic: &str, partition: i32, offset: Option<i64>) {
+    with_table(log_dir, |t| match offset {
+        Some(o) => {
+            t.insert((topic.to_string(), partition), o);
+        }
+        None => {
+            t.remove(&(topic.to_string(), partition));
+        }
+    });
+}
+
+/// Forgets the entries of partitions not in `keep` (topics deleted while the broker was down).
+pub fn retain(log_dir: &Path, keep: impl Fn(&str, i32) -> bool) {
+    with_table(log_dir, |t| t.retain(|(tp, p), _| keep(tp, *p)));
+}
+
+/// Writes the table of `log_dir` to its checkpoint file durably. Blocking: run it on the blocking pool
+/// (or after the executors stopped).
+pub fn write(log_dir: &Path) -> std::io::Result<()> {
+    let _one_writer = WRITING.lock().unwrap_or_else(|e| e.into_inner());
+    let entries: Vec<(String, i32, i64)> = with_table(log_dir, |t| {
+        t.iter().map(|((tp, p), o)| (tp.clone(), *p, *o)).collect()
+    });
+    let path = log_dir.join(RECOVERY_POINT_FILE_NAME);
+    let tmp = log_dir.join(format!("{RECOVERY_POINT_FILE_NAME}.tmp"));
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(render(&entries).as_bytes())?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, &path)?;
+    std::fs::File::open(log_dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_refusals() {
+        let e = vec![("a".to_string(), 0, 5), ("my.topic-x".to_string(), 12, 0)];
+        let text = render(&e);
+        assert_eq!(text, "0\n2\na 0 5\nmy.topic-x 12 0\n");
+        assert_eq!(parse(&text).unwrap(), e);
+        assert_eq!(parse("0\n0\n").unwrap(), vec![]);
+        for bad in [
+            "",
+            "1\n0\n",
+            "0\n",
+            "0\n2\na 0 5\n",
+            "0\n1\na 0 5\nb 0 1\n",
+            "0\n1\na x 5\n",
+            "0\n1\na 0 -1\n",
+            "0\n1\na 0\n",
+            "0\n1\n 0 1\n",
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+}
