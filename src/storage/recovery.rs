@@ -423,6 +423,7 @@ async fn scan(
     let mut pos = from.min(d.limit);
     let mut next_offset = base_offset;
     let mut verified = 0u64;
+    let mut last_size = 0usize;
     let end = |pos: u64, reason, verified| ScanEnd {
         valid_size: pos,
         reason,
@@ -436,7 +437,13 @@ async fn scan(
         if d.limit - pos < records::HEADER_BYTES as u64 {
             return Ok(end(pos, Some("torn batch header"), verified));
         }
-        ensure_window(d, &mut win, pos, records::HEADER_BYTES, SCAN_WINDOW_BYTES).await?;
+        // Large batches: read just the next header, not a whole window of record bytes nobody looks at.
+        let want = if last_size >= SCAN_WINDOW_BYTES / 16 {
+            BLOCK_BYTES as usize
+        } else {
+            SCAN_WINDOW_BYTES
+        };
+        ensure_window(d, &mut win, pos, records::HEADER_BYTES, want).await?;
         let Some(h) = win
             .as_ref()
             .and_then(|w| BatchHeader::parse(w.slice(pos, records::HEADER_BYTES)))
@@ -485,5 +492,6 @@ async fn scan(
         f(pos, &h);
         next_offset = h.last_offset() + 1;
         pos += size as u64;
+        last_size = size;
     }
 }
