@@ -138,9 +138,10 @@ def call(sock, corr, frame):
     return answer(sock, corr)
 
 
-def wait_coordinator(broker, group, timeout=60):
+def wait_coordinator(broker, group, topic, timeout=60):
     """FindCoordinator v0 until the group has a coordinator (Kafka creates __consumer_offsets on first use,
-    then loads it)."""
+    then loads it), then OffsetFetch until the coordinator serves the group (Kafka names the coordinator
+    before it has loaded its partition: NOT_COORDINATOR meanwhile)."""
     deadline = time.monotonic() + timeout
     corr = 1
     while True:
@@ -148,6 +149,7 @@ def wait_coordinator(broker, group, timeout=60):
             body = call(s, corr, request(FIND_COORDINATOR, 0, corr, s16(group)))
         err = struct.unpack(">h", body[:2])[0]
         if err == NONE:
+            fetch_committed(broker, group, topic, [0], timeout)
             return
         assert err in (COORDINATOR_NOT_AVAILABLE, COORDINATOR_LOAD_IN_PROGRESS, NOT_COORDINATOR), err
         if time.monotonic() > deadline:

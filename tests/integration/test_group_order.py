@@ -50,7 +50,7 @@ def fetch_on(s, corr, group, topic):
 def test_pipelined_commits_leave_the_last_one(broker, topic):
     for k in range(GROUPS):
         group = f"order-commits-{k}-{uuid.uuid4().hex[:6]}"
-        wait_coordinator(broker, group)
+        wait_coordinator(broker, group, topic)
         with connect(broker) as s:
             pipeline_commits(s, group, topic, COMMITS)
             assert fetch_on(s, 9, group, topic) == {0: (COMMITS, NONE), 1: (1000 + COMMITS, NONE)}
@@ -60,7 +60,7 @@ def test_pipelined_commits_leave_the_last_one(broker, topic):
 def test_fetch_pipelined_behind_commits_sees_them(broker, topic):
     for k in range(GROUPS):
         group = f"order-fetch-{k}-{uuid.uuid4().hex[:6]}"
-        wait_coordinator(broker, group)
+        wait_coordinator(broker, group, topic)
         with connect(broker) as s:
             # A fetch before, commits, a fetch after, all in one write.
             frames = [offset_fetch_v5(1, group, topic, [0, 1])]
@@ -79,7 +79,7 @@ def test_fetch_pipelined_behind_commits_sees_them(broker, topic):
 def test_offset_delete_and_delete_groups_apply_where_they_were_sent(broker, topic):
     for k in range(GROUPS):
         group = f"order-delete-{k}-{uuid.uuid4().hex[:6]}"
-        wait_coordinator(broker, group)
+        wait_coordinator(broker, group, topic)
         with connect(broker) as s:
             frames = [
                 offset_commit_v7(1, group, topic, {0: 5, 1: 6}),
@@ -132,7 +132,7 @@ def test_pipelined_commits_survive_a_restart(fresh_broker):
     create_topic(fresh_broker.bootstrap, topic, 2)
     groups = [f"order-restart-{k}-{uuid.uuid4().hex[:6]}" for k in range(GROUPS)]
     for group in groups:
-        wait_coordinator(fresh_broker, group)
+        wait_coordinator(fresh_broker, group, topic)
         with connect(fresh_broker) as s:
             pipeline_commits(s, group, topic, COMMITS)
         assert fetch_committed(fresh_broker, group, topic, [0, 1]) == {0: COMMITS, 1: 1000 + COMMITS}
