@@ -113,7 +113,11 @@ fn partition_ready(shard: &Rc<Shard>, partition: i32) -> Result<Rc<Partition>, i
     Ok(p)
 }
 
-type Records = Vec<(Vec<u8>, Option<Vec<u8>>)>;
+/// A record to append: key and value (`None`: a tombstone).
+type Record = (Vec<u8>, Option<Vec<u8>>);
+type Records = Vec<Record>;
+/// Records with the staged writes they stand for.
+type StagedRecords = Vec<(Record, Write)>;
 
 /// Appends records to the group's partition (synchronously: no other append comes between them) and
 /// returns the partition with the log offsets of the first and the last record.
@@ -179,7 +183,7 @@ async fn write_staged(
     shard: &Rc<Shard>,
     partition: i32,
     group_id: &str,
-    writes: Vec<((Vec<u8>, Option<Vec<u8>>), Write)>,
+    writes: StagedRecords,
 ) -> Result<(), i16> {
     if writes.is_empty() {
         return Ok(());
@@ -321,7 +325,7 @@ async fn expire_offsets(shard: &Rc<Shard>, now: i64) {
     for (id, expired, drop_group) in work {
         let partition = partition_of(shard, &id);
         tracing::info!(group = %id, offsets = expired.len(), dropped = drop_group, "offset retention");
-        let mut records: Vec<((Vec<u8>, Option<Vec<u8>>), Write)> = expired
+        let mut records: StagedRecords = expired
             .into_iter()
             .map(|(t, p)| {
                 let key = recs::offset_key(&id, &t, p);
@@ -800,7 +804,7 @@ pub async fn delete(shard: Rc<Shard>, partition: i32, group_id: String) -> i16 {
         keys.extend(shard.groups.staged.borrow().offset_keys(&group_id));
         (keys, was)
     };
-    let mut writes: Vec<((Vec<u8>, Option<Vec<u8>>), Write)> = keys
+    let mut writes: StagedRecords = keys
         .into_iter()
         .map(|(t, p)| {
             let key = recs::offset_key(&group_id, &t, p);
