@@ -334,6 +334,13 @@ pub async fn handle_create_partitions(
     Some(resp)
 }
 
+/// InitProducerId, as Kafka 4.4 answers it for producers without a transactional id.
+///
+/// Kafka (`KafkaApis.handleInitProducerIdRequest`) first requires `producer_id` and `producer_epoch`
+/// (v3+; -1 in older versions) to be both -1 or both set, else INVALID_REQUEST. Then, for a null
+/// `transactional_id`, `TransactionCoordinator.handleInitProducerId` always hands out a new producer id
+/// with epoch 0, whatever id and epoch the request names: an idempotent producer recovering from an
+/// error (KIP-360) gets a fresh id, and no client can bump (and so fence) another's producer id.
 pub async fn handle_init_producer_id(
     shard: &Rc<Shard>,
     _header: &RequestHeader,
@@ -344,14 +351,13 @@ pub async fn handle_init_producer_id(
     resp.producer_id = ProducerId(-1);
     resp.producer_epoch = -1;
     if req.transactional_id.is_some() {
-        // Transactions are a later milestone; refuse clearly rather than pretend.
+        // Transactions are a later milestone; refuse clearly rather than pretend. (Kafka authorizes the
+        // transactional id before anything else, so this comes first.)
         resp.error_code = errors::TRANSACTIONAL_ID_AUTHORIZATION_FAILED;
         return Some(resp);
     }
-    // KIP-360: an idempotent producer may ask to bump its epoch after an error.
-    if req.producer_id.0 >= 0 && req.producer_epoch >= 0 && req.producer_epoch < i16::MAX - 1 {
-        resp.producer_id = req.producer_id;
-        resp.producer_epoch = req.producer_epoch + 1;
+    if (req.producer_id.0 == -1) != (req.producer_epoch == -1) {
+        resp.error_code = errors::INVALID_REQUEST;
         return Some(resp);
     }
     // Cross-core hop: producer ids are allocated by core 0.

@@ -482,15 +482,21 @@ pub async fn handle_offset_fetch(
         }
         return Some(resp);
     }
-    for g in &req.groups {
+    // Every group's read starts now, in request order (join_all polls them in order), so each sees the
+    // mutations that arrived before this request and none that came after it.
+    let reads = req.groups.iter().map(|g| {
         let topics = g.topics.as_ref().map(|ts| {
             ts.iter()
                 .map(|t| (t.name.0.to_string(), t.partition_indexes.clone()))
                 .collect()
         });
+        fetch_group(shard, g.group_id.0.to_string(), topics)
+    });
+    let outcomes = futures::future::join_all(reads).await;
+    for (g, outcome) in req.groups.iter().zip(outcomes) {
         let mut gr = OffsetFetchResponseGroup::default();
         gr.group_id = g.group_id.clone();
-        match fetch_group(shard, g.group_id.0.to_string(), topics).await {
+        match outcome {
             Err(code) => gr.error_code = code,
             Ok(found) => {
                 for (name, parts) in found {
@@ -624,16 +630,23 @@ pub async fn handle_delete_groups(
     _version: i16,
 ) -> Option<DeleteGroupsResponse> {
     let mut resp = DeleteGroupsResponse::default();
-    for gid in req.groups_names {
+    // Every deletion starts now, in request order (join_all polls them in order): a request after this
+    // one sees all of them.
+    let deletions = req.groups_names.iter().map(|gid| {
         let group_id = gid.0.to_string();
-        let code = match locate(shard, &group_id) {
-            Err(code) => code,
-            Ok((owner, partition)) => {
-                shard
-                    .invoke_on(owner, move |s| coordinator::delete(s, partition, group_id))
-                    .await
+        async move {
+            match locate(shard, &group_id) {
+                Err(code) => code,
+                Ok((owner, partition)) => {
+                    shard
+                        .invoke_on(owner, move |s| coordinator::delete(s, partition, group_id))
+                        .await
+                }
             }
-        };
+        }
+    });
+    let codes = futures::future::join_all(deletions).await;
+    for (gid, code) in req.groups_names.into_iter().zip(codes) {
         let mut r = DeletableGroupResult::default();
         r.group_id = gid;
         r.error_code = code;

@@ -6,12 +6,23 @@
 //! answers to waiting JoinGroup/SyncGroup requests (oneshot channels) and durable records. A change is
 //! acknowledged only after its record is durable (`append` + `wait_durable`).
 //!
-//! Fault model: the log append can fail (disk full, I/O error): the request gets a retriable coordinator
-//! error and the in-memory state of offsets is not changed. A client can disconnect while its JoinGroup
-//! waits: the answer is dropped and the member then expires like any silent member.
+//! Order: every request for a group reaches this core in the order its connection sent it
+//! (`Shard::send_task` keeps cross-core order; handlers hop without awaiting anything first), and each
+//! mutation is validated against the group, applied or staged, and appended to the log in one synchronous
+//! step, before its first await. So the state follows request order, and log order is that order too.
+//! Membership (JoinGroup, SyncGroup, Heartbeat, LeaveGroup) changes the group at once, as Kafka's classic
+//! coordinator does, and persists the group metadata behind it. Offsets (OffsetCommit, OffsetDelete,
+//! DeleteGroups, retention) are staged instead and become visible only once durable, in log order, never
+//! older over newer; OffsetFetch first waits for what is staged before it ([`super::staged`] explains
+//! the rule).
+//!
+//! Fault model: the log append or the wait for durability can fail (disk full, I/O error): the request
+//! gets a retriable coordinator error and its offset writes are discarded, never applied (a DeleteGroups
+//! whose records failed leaves the group as it was). A client can disconnect while its JoinGroup waits:
+//! the answer is dropped and the member then expires like any silent member.
 
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -19,6 +30,7 @@ use bytes::Bytes;
 use futures::channel::oneshot;
 
 use super::records::{self as recs, OffsetValue, OffsetsRecord};
+use super::staged::{self, Staged, Write};
 use super::state::{Effect, Group, GroupState, JoinParams, JoinResult, LeaveParams, Reply};
 use super::state::{SyncParams, SyncResult};
 use super::{coordinator_partition, now_ms, OFFSETS_TOPIC};
@@ -43,6 +55,8 @@ pub struct GroupCoordinator {
     syncs: Waiters<SyncResult>,
     /// `__consumer_offsets` partitions of this core whose records have been replayed.
     loaded: RefCell<HashSet<i32>>,
+    /// Offset writes appended but not yet known durable (not visible yet).
+    staged: RefCell<Staged>,
     ticker_started: Cell<bool>,
 }
 
@@ -99,20 +113,24 @@ fn partition_ready(shard: &Rc<Shard>, partition: i32) -> Result<Rc<Partition>, i
     Ok(p)
 }
 
-/// Appends records to the group's partition and waits until they are durable.
-async fn persist(
+/// A record to append: key and value (`None`: a tombstone).
+type Record = (Vec<u8>, Option<Vec<u8>>);
+type Records = Vec<Record>;
+/// Records with the staged writes they stand for.
+type StagedRecords = Vec<(Record, Write)>;
+
+/// Appends records to the group's partition (synchronously: no other append comes between them) and
+/// returns the partition with the log offsets of the first and the last record.
+fn append_records(
     shard: &Rc<Shard>,
     partition: i32,
-    records: Vec<(Vec<u8>, Option<Vec<u8>>)>,
-) -> Result<(), i16> {
-    if records.is_empty() {
-        return Ok(());
-    }
+    records: &Records,
+) -> Result<(Rc<Partition>, i64, i64), i16> {
     let part = shard
         .partition(OFFSETS_TOPIC, partition)
         .ok_or(errors::NOT_COORDINATOR)?;
     let now = now_ms();
-    let mut last = -1;
+    let (mut first, mut last) = (-1, -1);
     for chunk in records.chunks(RECORDS_PER_BATCH_MAX) {
         let refs: Vec<crate::records::KeyValue<'_>> = chunk
             .iter()
@@ -120,7 +138,12 @@ async fn persist(
             .collect();
         let batch = crate::records::build_batch(&refs, now);
         match part.append(Bytes::from(batch)) {
-            Ok(a) => last = a.last_offset,
+            Ok(a) => {
+                if first < 0 {
+                    first = a.base_offset;
+                }
+                last = a.last_offset;
+            }
             Err(e) => {
                 tracing::error!(partition, error = %e, "writing to __consumer_offsets failed");
                 return Err(match e.code {
@@ -132,10 +155,77 @@ async fn persist(
             }
         }
     }
+    Ok((part, first, last))
+}
+
+/// Waits until the partition is durable up to `last` (inclusive).
+async fn wait_durable(part: &Partition, partition: i32, last: i64) -> Result<(), i16> {
     part.wait_durable(last).await.map_err(|e| {
         tracing::error!(partition, error = %e, "syncing __consumer_offsets failed");
         errors::COORDINATOR_NOT_AVAILABLE
     })
+}
+
+/// Appends records to the group's partition and waits until they are durable.
+async fn persist(shard: &Rc<Shard>, partition: i32, records: Records) -> Result<(), i16> {
+    if records.is_empty() {
+        return Ok(());
+    }
+    let (part, _, last) = append_records(shard, partition, &records)?;
+    wait_durable(&part, partition, last).await
+}
+
+/// Appends `writes` of `group_id` (one record each), stages them, and waits until they are durable;
+/// then applies every staged write of the group up to them, in log order. On failure the writes are
+/// discarded, never applied. The append and the staging happen before the first await, so callers that
+/// validated the request just before (without awaiting) keep request order.
+async fn write_staged(
+    shard: &Rc<Shard>,
+    partition: i32,
+    group_id: &str,
+    writes: StagedRecords,
+) -> Result<(), i16> {
+    if writes.is_empty() {
+        return Ok(());
+    }
+    let (records, writes): (Records, Vec<Write>) = writes.into_iter().unzip();
+    let (part, first, last) = append_records(shard, partition, &records)?;
+    shard
+        .groups
+        .staged
+        .borrow_mut()
+        .stage(group_id, first, writes);
+    match wait_durable(&part, partition, last).await {
+        Ok(()) => {
+            settle(shard, group_id, last + 1);
+            Ok(())
+        }
+        Err(code) => {
+            shard
+                .groups
+                .staged
+                .borrow_mut()
+                .discard(group_id, first, last);
+            Err(code)
+        }
+    }
+}
+
+/// Applies the group's staged writes below `durable_end` (the log is durable below it).
+fn settle(shard: &Rc<Shard>, group_id: &str, durable_end: i64) {
+    let writes = shard
+        .groups
+        .staged
+        .borrow_mut()
+        .take_durable(group_id, durable_end);
+    if !writes.is_empty() {
+        staged::apply(
+            &mut shard.groups.groups.borrow_mut(),
+            group_id,
+            writes,
+            now_ms(),
+        );
+    }
 }
 
 /// Carries out a group's effects in order: answers waiting requests, persists the group.
@@ -211,34 +301,51 @@ fn partition_of(shard: &Rc<Shard>, group_id: &str) -> i32 {
 }
 
 /// Offset retention: drops expired offsets of empty groups, and empty groups left without offsets.
+/// The tombstones are staged like any offset write: the offsets disappear once they are durable.
 async fn expire_offsets(shard: &Rc<Shard>, now: i64) {
     let retention = shard.config.group.offsets_retention_ms;
     // (group, expired offsets, drop the group too)
     type Expiry = (String, Vec<(String, i32)>, bool);
     let mut work: Vec<Expiry> = Vec::new();
-    for (id, g) in shard.groups.groups.borrow_mut().iter_mut() {
-        let expired = g.expired_offsets(now, retention);
-        for k in &expired {
-            g.offsets.remove(k);
-        }
-        let drop_group = g.state() == GroupState::Empty && g.offsets.is_empty() && g.is_empty();
-        if !expired.is_empty() || drop_group {
-            work.push((id.clone(), expired, drop_group));
+    {
+        let staged = shard.groups.staged.borrow();
+        for (id, g) in shard.groups.groups.borrow().iter() {
+            if staged.has(id) {
+                continue; // writes on their way: look again at the next check
+            }
+            let expired = g.expired_offsets(now, retention);
+            let drop_group =
+                g.state() == GroupState::Empty && g.is_empty() && g.offsets.len() == expired.len();
+            if !expired.is_empty() || drop_group {
+                work.push((id.clone(), expired, drop_group));
+            }
         }
     }
+    let mut writes = Vec::new();
     for (id, expired, drop_group) in work {
         let partition = partition_of(shard, &id);
-        let mut records: Vec<(Vec<u8>, Option<Vec<u8>>)> = expired
-            .iter()
-            .map(|(t, p)| (recs::offset_key(&id, t, *p), None))
+        tracing::info!(group = %id, offsets = expired.len(), dropped = drop_group, "offset retention");
+        let mut records: StagedRecords = expired
+            .into_iter()
+            .map(|(t, p)| {
+                let key = recs::offset_key(&id, &t, p);
+                let w = Write::Offset {
+                    topic: t,
+                    partition: p,
+                    value: None,
+                };
+                ((key, None), w)
+            })
             .collect();
         if drop_group {
-            shard.groups.groups.borrow_mut().remove(&id);
-            records.push((recs::group_key(&id), None));
+            records.push(((recs::group_key(&id), None), Write::Group));
         }
-        tracing::info!(group = %id, offsets = expired.len(), dropped = drop_group, "offset retention");
-        let _ = persist(shard, partition, records).await;
+        // Appended now, awaited together below.
+        writes.push(async move {
+            let _ = write_staged(shard, partition, &id, records).await;
+        });
     }
+    futures::future::join_all(writes).await;
 }
 
 /// Replays a `__consumer_offsets` partition this core just opened: rebuilds its groups and offsets.
@@ -319,13 +426,31 @@ fn with_group<R>(
     f: impl FnOnce(&mut Group) -> R,
 ) -> Option<R> {
     let mut groups = shard.groups.groups.borrow_mut();
-    if !groups.contains_key(group_id) {
-        if !create {
-            return None;
+    match groups.get_mut(group_id) {
+        // A group whose deletion is on its way is gone for the requests after it; one that creates
+        // the group gets a new one, which keeps the applied offsets until the staged tombstones apply.
+        Some(g) if g.state() == GroupState::Dead && create => {
+            let mut fresh = Group::new(group_id, now_ms());
+            fresh.offsets = std::mem::take(&mut g.offsets);
+            *g = fresh;
         }
-        groups.insert(group_id.to_string(), Group::new(group_id, now_ms()));
+        Some(_) => {}
+        None if create => {
+            groups.insert(group_id.to_string(), Group::new(group_id, now_ms()));
+        }
+        None => return None,
     }
     Some(f(groups.get_mut(group_id).expect("present")))
+}
+
+/// Whether the group exists for requests (a `Dead` group is being deleted).
+fn group_exists(shard: &Rc<Shard>, group_id: &str) -> bool {
+    shard
+        .groups
+        .groups
+        .borrow()
+        .get(group_id)
+        .is_some_and(|g| g.state() != GroupState::Dead)
 }
 
 pub async fn join(shard: Rc<Shard>, partition: i32, group_id: String, p: JoinParams) -> JoinResult {
@@ -413,6 +538,9 @@ pub async fn leave(
 }
 
 /// OffsetCommit: one code per partition, in request order, acknowledged when durable.
+///
+/// Validation, append and staging run before the first await (request order); the offsets become
+/// visible once durable, in log order (see [`super::staged`]).
 pub async fn commit(
     shard: Rc<Shard>,
     partition: i32,
@@ -427,7 +555,7 @@ pub async fn commit(
         return all(code);
     }
     let now = now_ms();
-    let exists = shard.groups.groups.borrow().contains_key(&group_id);
+    let exists = group_exists(&shard, &group_id);
     let code = if !exists && who.generation >= 0 {
         if who.version >= 9 {
             errors::GROUP_ID_NOT_FOUND
@@ -448,8 +576,7 @@ pub async fn commit(
     if code != errors::NONE {
         return all(code);
     }
-    let mut records = Vec::new();
-    let mut accepted = Vec::new();
+    let mut writes = Vec::new();
     let codes: Vec<Vec<i16>> = topics
         .iter()
         .map(|(topic, ps)| {
@@ -465,17 +592,25 @@ pub async fn commit(
                         metadata,
                         commit_timestamp_ms: now,
                     };
-                    records.push((
+                    let record = (
                         recs::offset_key(&group_id, topic, p.partition),
                         Some(recs::offset_value(&v)),
-                    ));
-                    accepted.push(((topic.clone(), p.partition), v));
+                    );
+                    let w = Write::Offset {
+                        topic: topic.clone(),
+                        partition: p.partition,
+                        value: Some(v),
+                    };
+                    writes.push((record, w));
                     errors::NONE
                 })
                 .collect()
         })
         .collect();
-    if let Err(code) = persist(&shard, partition, records).await {
+    if let Err(code) = write_staged(&shard, partition, &group_id, writes).await {
+        if !exists {
+            forget_if_unused(&shard, &group_id);
+        }
         return codes
             .into_iter()
             .map(|ps| {
@@ -485,11 +620,29 @@ pub async fn commit(
             })
             .collect();
     }
-    with_group(&shard, &group_id, true, |g| g.offsets.extend(accepted));
     codes
 }
 
+/// Drops a group this request created if nothing made it real: no member, no offset, nothing staged
+/// (a first commit that failed must not leave an empty group behind).
+fn forget_if_unused(shard: &Rc<Shard>, group_id: &str) {
+    if shard.groups.staged.borrow().has(group_id) {
+        return;
+    }
+    let mut groups = shard.groups.groups.borrow_mut();
+    let unused = groups
+        .get(group_id)
+        .is_some_and(|g| g.state() == GroupState::Empty && g.is_empty() && g.offsets.is_empty());
+    if unused {
+        groups.remove(group_id);
+    }
+}
+
 /// OffsetFetch of one group. `topics == None` asks for every committed offset.
+///
+/// The answer is taken on arrival, from the applied offsets with the staged writes laid over them (the
+/// mutations that arrived before it, and no later one), and returned once those writes are durable. If
+/// they fail, it is taken again from the durable state.
 pub async fn fetch_offsets(
     shard: Rc<Shard>,
     partition: i32,
@@ -497,32 +650,70 @@ pub async fn fetch_offsets(
     topics: Option<Vec<(String, Vec<i32>)>>,
 ) -> Result<Vec<(String, Vec<FetchedOffset>)>, i16> {
     partition_ready(&shard, partition)?;
+    let staged_last = shard.groups.staged.borrow().last(&group_id);
+    let answer = read_offsets(&shard, &group_id, topics.as_ref(), true);
+    let Some(last) = staged_last else {
+        return Ok(answer);
+    };
+    let part = shard
+        .partition(OFFSETS_TOPIC, partition)
+        .ok_or(errors::NOT_COORDINATOR)?;
+    match wait_durable(&part, partition, last).await {
+        Ok(()) => {
+            settle(&shard, &group_id, last + 1);
+            Ok(answer)
+        }
+        Err(_) => Ok(read_offsets(&shard, &group_id, topics.as_ref(), false)),
+    }
+}
+
+/// The group's offsets for `topics` (every one if `None`): the applied ones, with the staged writes
+/// laid over them if `with_staged`.
+fn read_offsets(
+    shard: &Rc<Shard>,
+    group_id: &str,
+    topics: Option<&Vec<(String, Vec<i32>)>>,
+    with_staged: bool,
+) -> Vec<(String, Vec<FetchedOffset>)> {
     let groups = shard.groups.groups.borrow();
-    let g = groups.get(&group_id);
+    let mut view: BTreeMap<(String, i32), OffsetValue> = BTreeMap::new();
+    if let Some(g) = groups.get(group_id) {
+        match topics {
+            Some(topics) => {
+                for (t, ps) in topics {
+                    for p in ps {
+                        let key = (t.clone(), *p);
+                        if let Some(v) = g.offsets.get(&key) {
+                            view.insert(key, v.clone());
+                        }
+                    }
+                }
+            }
+            None => view = g.offsets.clone(),
+        }
+    }
+    if with_staged {
+        shard.groups.staged.borrow().overlay(group_id, &mut view);
+    }
     let lookup = |t: &str, p: i32| -> FetchedOffset {
-        match g.and_then(|g| g.offsets.get(&(t.to_string(), p))) {
+        match view.get(&(t.to_string(), p)) {
             Some(o) => (p, o.offset, o.leader_epoch, o.metadata.clone()),
             None => (p, -1, -1, String::new()),
         }
     };
-    Ok(match topics {
+    match topics {
         Some(topics) => topics
-            .into_iter()
-            .map(|(t, ps)| {
-                let found = ps.into_iter().map(|p| lookup(&t, p)).collect();
-                (t, found)
-            })
+            .iter()
+            .map(|(t, ps)| (t.clone(), ps.iter().map(|p| lookup(t, *p)).collect()))
             .collect(),
         None => {
             let mut by_topic: BTreeMap<String, Vec<FetchedOffset>> = BTreeMap::new();
-            if let Some(g) = g {
-                for ((t, p), _) in g.offsets.iter() {
-                    by_topic.entry(t.clone()).or_default().push(lookup(t, *p));
-                }
+            for (t, p) in view.keys() {
+                by_topic.entry(t.clone()).or_default().push(lookup(t, *p));
             }
             by_topic.into_iter().collect()
         }
-    })
+    }
 }
 
 pub async fn describe(shard: Rc<Shard>, partition: i32, group_id: String) -> GroupDescription {
@@ -537,7 +728,10 @@ pub async fn describe(shard: Rc<Shard>, partition: i32, group_id: String) -> Gro
         return dead(code);
     }
     let groups = shard.groups.groups.borrow();
-    let Some(g) = groups.get(&group_id) else {
+    let Some(g) = groups
+        .get(&group_id)
+        .filter(|g| g.state() != GroupState::Dead)
+    else {
         return dead(errors::GROUP_ID_NOT_FOUND);
     };
     let stable = g.state() == GroupState::Stable;
@@ -579,6 +773,7 @@ pub fn list(shard: &Rc<Shard>) -> Vec<(String, String, &'static str)> {
         .groups
         .borrow()
         .values()
+        .filter(|g| g.state() != GroupState::Dead)
         .map(|g| {
             (
                 g.id.clone(),
@@ -589,34 +784,52 @@ pub fn list(shard: &Rc<Shard>) -> Vec<(String, String, &'static str)> {
         .collect()
 }
 
+/// DeleteGroups of one group: the group is `Dead` at once (later requests see it deleted), its offsets
+/// and the group itself go once the tombstones are durable; if they fail the group is `Empty` again.
 pub async fn delete(shard: Rc<Shard>, partition: i32, group_id: String) -> i16 {
     if let Err(code) = partition_ready(&shard, partition) {
         return code;
     }
-    let offsets = {
+    let (keys, was) = {
         let mut groups = shard.groups.groups.borrow_mut();
         let Some(g) = groups.get_mut(&group_id) else {
             return errors::GROUP_ID_NOT_FOUND;
         };
-        let offsets: Vec<(String, i32)> = g.offsets.keys().cloned().collect();
+        let was = g.state_timestamp_ms;
         if let Err(code) = g.delete(now_ms()) {
             return code;
         }
-        groups.remove(&group_id);
-        offsets
+        // Tombstones for the applied offsets and for those still on their way.
+        let mut keys: BTreeSet<(String, i32)> = g.offsets.keys().cloned().collect();
+        keys.extend(shard.groups.staged.borrow().offset_keys(&group_id));
+        (keys, was)
     };
-    let mut records: Vec<(Vec<u8>, Option<Vec<u8>>)> = offsets
-        .iter()
-        .map(|(t, p)| (recs::offset_key(&group_id, t, *p), None))
+    let mut writes: StagedRecords = keys
+        .into_iter()
+        .map(|(t, p)| {
+            let key = recs::offset_key(&group_id, &t, p);
+            let w = Write::Offset {
+                topic: t,
+                partition: p,
+                value: None,
+            };
+            ((key, None), w)
+        })
         .collect();
-    records.push((recs::group_key(&group_id), None));
-    match persist(&shard, partition, records).await {
+    writes.push(((recs::group_key(&group_id), None), Write::Group));
+    match write_staged(&shard, partition, &group_id, writes).await {
         Ok(()) => errors::NONE,
-        Err(code) => code,
+        Err(code) => {
+            if let Some(g) = shard.groups.groups.borrow_mut().get_mut(&group_id) {
+                g.undo_delete(was);
+            }
+            code
+        }
     }
 }
 
-/// OffsetDelete: `Err` is a group-level error, else one code per partition.
+/// OffsetDelete: `Err` is a group-level error, else one code per partition. The offsets go once their
+/// tombstones are durable.
 pub async fn delete_offsets(
     shard: Rc<Shard>,
     partition: i32,
@@ -624,16 +837,26 @@ pub async fn delete_offsets(
     topics: Vec<(String, Vec<i32>)>,
 ) -> Result<Vec<(String, Vec<(i32, i16)>)>, i16> {
     partition_ready(&shard, partition)?;
-    let (answers, records) = {
-        let mut groups = shard.groups.groups.borrow_mut();
-        let Some(g) = groups.get_mut(&group_id) else {
+    let (answers, writes) = {
+        let groups = shard.groups.groups.borrow();
+        let Some(g) = groups
+            .get(&group_id)
+            .filter(|g| g.state() != GroupState::Dead)
+        else {
             return Err(errors::GROUP_ID_NOT_FOUND);
         };
         if g.state() != GroupState::Empty && g.subscribed_topics().is_none() {
             return Err(errors::NON_EMPTY_GROUP);
         }
         let subscribed = g.subscribed_topics().unwrap_or_default();
-        let mut records = Vec::new();
+        let staged: HashSet<(String, i32)> = shard
+            .groups
+            .staged
+            .borrow()
+            .offset_keys(&group_id)
+            .into_iter()
+            .collect();
+        let mut writes = Vec::new();
         let answers: Vec<(String, Vec<(i32, i16)>)> = topics
             .into_iter()
             .map(|(t, ps)| {
@@ -643,8 +866,14 @@ pub async fn delete_offsets(
                         if g.state() != GroupState::Empty && subscribed.contains(&t) {
                             return (p, errors::GROUP_SUBSCRIBED_TO_TOPIC);
                         }
-                        if g.offsets.remove(&(t.clone(), p)).is_some() {
-                            records.push((recs::offset_key(&group_id, &t, p), None));
+                        let key = (t.clone(), p);
+                        if g.offsets.contains_key(&key) || staged.contains(&key) {
+                            let w = Write::Offset {
+                                topic: t.clone(),
+                                partition: p,
+                                value: None,
+                            };
+                            writes.push(((recs::offset_key(&group_id, &t, p), None), w));
                         }
                         (p, errors::NONE)
                     })
@@ -652,8 +881,8 @@ pub async fn delete_offsets(
                 (t, codes)
             })
             .collect();
-        (answers, records)
+        (answers, writes)
     };
-    persist(&shard, partition, records).await?;
+    write_staged(&shard, partition, &group_id, writes).await?;
     Ok(answers)
 }

@@ -12,6 +12,7 @@
 
 pub mod coordinator;
 pub mod records;
+pub mod staged;
 pub mod state;
 
 /// The internal topic holding committed offsets and group metadata.

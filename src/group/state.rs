@@ -1049,16 +1049,25 @@ impl Group {
         };
     }
 
-    /// Marks the group deleted (DeleteGroups). Only an empty group may be deleted.
+    /// Marks the group deleted (DeleteGroups). Only an empty group may be deleted. Its offsets stay
+    /// until the deletion is durable (the coordinator then drops the group; see `group::staged`).
     pub fn delete(&mut self, now: i64) -> Result<(), i16> {
         match self.state {
             GroupState::Empty => {
                 self.set_state(GroupState::Dead, now);
-                self.offsets.clear();
                 Ok(())
             }
             GroupState::Dead => Err(errors::GROUP_ID_NOT_FOUND),
             _ => Err(errors::NON_EMPTY_GROUP),
+        }
+    }
+
+    /// Takes back a [`Group::delete`] whose records did not become durable: the group is `Empty` again,
+    /// with the state time it had.
+    pub fn undo_delete(&mut self, state_timestamp_ms: i64) {
+        if self.state == GroupState::Dead {
+            self.state = GroupState::Empty;
+            self.state_timestamp_ms = state_timestamp_ms;
         }
     }
 }

@@ -9,7 +9,7 @@
 pub mod controller;
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -30,6 +30,12 @@ pub async fn sleep(d: std::time::Duration) {
 /// Work sent to another core: a closure that runs there with that core's shard.
 pub type CrossCoreTask = Box<dyn FnOnce(Rc<Shard>) -> Pin<Box<dyn Future<Output = ()>>> + Send>;
 
+/// A task waiting for room in a full mesh channel, with the caller waiting to hear it was sent.
+type Backlogged = (
+    CrossCoreTask,
+    futures::channel::oneshot::Sender<Result<(), String>>,
+);
+
 /// Identifies a partition on this broker.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct TopicPartition {
@@ -49,6 +55,10 @@ pub struct Shard {
     /// The partitions this core owns.
     partitions: RefCell<HashMap<TopicPartition, Rc<Partition>>>,
     senders: Senders<CrossCoreTask>,
+    /// Per target core: tasks waiting for room in its (full) mesh channel, oldest first, and whether a
+    /// task is draining them. See [`Shard::send_task`].
+    backlog: RefCell<Vec<VecDeque<Backlogged>>>,
+    draining: RefCell<Vec<bool>>,
     /// Set when the broker is shutting down.
     pub stopping: Cell<bool>,
     /// State only core 0 uses (admin operations, producer id allocation).
@@ -77,13 +87,16 @@ impl Shard {
             // must not name a new session): seed from the OS's randomness once per core.
             uuid::Uuid::new_v4().as_u64_pair().0,
         );
+        let cores = config.cores;
         Rc::new(Shard {
             id,
-            cores: config.cores,
+            cores,
             config,
             meta: RefCell::new(meta),
             partitions: RefCell::new(HashMap::new()),
             senders,
+            backlog: RefCell::new((0..cores).map(|_| VecDeque::new()).collect()),
+            draining: RefCell::new(vec![false; cores]),
             stopping: Cell::new(false),
             controller: controller::ControllerState::default(),
             groups: Default::default(),
@@ -157,18 +170,72 @@ impl Shard {
         }
     }
 
-    /// Sends a task to core `target` over the mesh, in the order of the calls (it waits only when that
-    /// core's channel is full).
-    async fn send_task(&self, target: usize, task: CrossCoreTask) -> Result<(), String> {
-        match self.senders.try_send_to(target, task) {
-            Ok(()) => Ok(()),
-            Err(glommio::GlommioError::WouldBlock(glommio::ResourceType::Channel(t))) => self
-                .senders
-                .send_to(target, t)
-                .await
-                .map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
+    /// Sends a task to core `target` over the mesh, strictly in the order of the calls: tasks that one
+    /// core sends to another start there in the order they were sent. Callers rely on it: the requests
+    /// of one connection that go to the core owning a group reach it in arrival order, and the group
+    /// coordinator applies them in that order (see `group::coordinator`).
+    ///
+    /// While the target's channel has room, a task goes straight in. When it is full, the task joins this
+    /// core's backlog for that target, and one drain task moves the backlog into the channel, oldest
+    /// first, as room appears; the caller waits until its task is in the channel (the backpressure is
+    /// kept). A later task never overtakes: while a backlog exists, new tasks queue behind it. (Letting
+    /// each caller wait on the channel itself would not keep the order: a caller that tries while room
+    /// has just appeared would get in ahead of the ones already waiting.)
+    async fn send_task(self: &Rc<Self>, target: usize, task: CrossCoreTask) -> Result<(), String> {
+        let queued = self
+            .backlog
+            .borrow()
+            .get(target)
+            .is_some_and(|b| !b.is_empty());
+        let task = if queued {
+            task
+        } else {
+            match self.senders.try_send_to(target, task) {
+                Ok(()) => return Ok(()),
+                Err(glommio::GlommioError::WouldBlock(glommio::ResourceType::Channel(t))) => t,
+                Err(e) => return Err(e.to_string()),
+            }
+        };
+        let (tx, rx) = futures::channel::oneshot::channel();
+        match self.backlog.borrow_mut().get_mut(target) {
+            Some(b) => b.push_back((task, tx)),
+            None => return Err(format!("no core {target}")),
         }
+        self.drain_backlog(target);
+        rx.await
+            .unwrap_or_else(|_| Err("the task was dropped before it was sent".to_string()))
+    }
+
+    /// Starts the task that moves the backlog for `target` into its channel, unless one runs.
+    fn drain_backlog(self: &Rc<Self>, target: usize) {
+        {
+            let mut draining = self.draining.borrow_mut();
+            match draining.get_mut(target) {
+                Some(d) if !*d => *d = true,
+                _ => return,
+            }
+        }
+        let shard = self.clone();
+        glommio::spawn_local(async move {
+            loop {
+                let next = shard
+                    .backlog
+                    .borrow_mut()
+                    .get_mut(target)
+                    .and_then(|b| b.pop_front());
+                let Some((task, tx)) = next else { break };
+                let sent = shard
+                    .senders
+                    .send_to(target, task)
+                    .await
+                    .map_err(|e| e.to_string());
+                let _ = tx.send(sent);
+            }
+            if let Some(d) = shard.draining.borrow_mut().get_mut(target) {
+                *d = false;
+            }
+        })
+        .detach();
     }
 
     /// This core's current metadata snapshot.
