@@ -15,7 +15,7 @@ use bytes::Bytes;
 use uuid::Uuid;
 
 use crate::records::{self, RecordError};
-use crate::storage::{FetchRead, LogConfig, PartitionLog, StorageError};
+use crate::storage::{FetchRead, LogConfig, PartitionLog, StorageError, TimestampOffset};
 use producer_state::{BatchMetadata, ProducerStateManager, SequenceCheck};
 
 /// INVALID_RECORD: clients may not write control batches.
@@ -314,17 +314,18 @@ impl Partition {
         self.log.wait_for_data(offset)
     }
 
-    /// ListOffsets by timestamp: `(offset, timestamp)` of the first batch with max timestamp >= `ts`.
+    /// ListOffsets by timestamp: the first record below the high watermark with timestamp >= `ts`.
     pub async fn offset_for_timestamp(
         &self,
         ts: i64,
-    ) -> Result<Option<(i64, i64)>, PartitionError> {
+    ) -> Result<Option<TimestampOffset>, PartitionError> {
         Ok(self.log.offset_for_timestamp(ts).await?)
     }
 
-    /// ListOffsets MAX_TIMESTAMP: `(offset, timestamp)`.
-    pub async fn max_timestamp_offset(&self) -> Result<Option<(i64, i64)>, PartitionError> {
-        Ok(self.log.max_timestamp_offset())
+    /// ListOffsets MAX_TIMESTAMP: the first record with the largest timestamp, if below the high
+    /// watermark.
+    pub async fn max_timestamp_offset(&self) -> Result<Option<TimestampOffset>, PartitionError> {
+        Ok(self.log.max_timestamp_offset().await?)
     }
 
     /// Deletes expired segments; returns how many.
