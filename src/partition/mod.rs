@@ -15,7 +15,7 @@ use bytes::Bytes;
 use uuid::Uuid;
 
 use crate::records::{self, RecordError};
-use crate::storage::{FetchRead, LogConfig, PartitionLog, StorageError, TimestampOffset};
+use crate::storage::{FetchRead, LogConfig, PartitionLog, StorageError};
 use producer_state::{BatchMetadata, ProducerStateManager, SequenceCheck};
 
 /// INVALID_RECORD: clients may not write control batches.
@@ -318,13 +318,15 @@ impl Partition {
     pub async fn offset_for_timestamp(
         &self,
         ts: i64,
-    ) -> Result<Option<TimestampOffset>, PartitionError> {
+    ) -> Result<Option<crate::storage::TimestampOffset>, PartitionError> {
         Ok(self.log.offset_for_timestamp(ts).await?)
     }
 
     /// ListOffsets MAX_TIMESTAMP: the first record with the largest timestamp, if below the high
     /// watermark.
-    pub async fn max_timestamp_offset(&self) -> Result<Option<TimestampOffset>, PartitionError> {
+    pub async fn max_timestamp_offset(
+        &self,
+    ) -> Result<Option<crate::storage::TimestampOffset>, PartitionError> {
         Ok(self.log.max_timestamp_offset().await?)
     }
 
