@@ -37,11 +37,12 @@ use uuid::Uuid;
 
 use crate::fetch_session::{self, Context, FetchParams, Outcome, PartitionKey, TopicKey, Wanted};
 use crate::limits;
+use crate::partition::PartitionError;
 use crate::protocol::errors;
 use crate::protocol::fetch_response::{FetchAnswer, PartitionAnswer, TopicAnswer};
 use crate::records;
 use crate::shard::Shard;
-use crate::storage::FetchRead;
+use crate::storage::{FetchRead, TimestampOffset};
 
 /// One partition to read, as sent to its owner.
 #[derive(Clone, Debug)]
@@ -807,7 +808,22 @@ const MAX_TIMESTAMP: i64 = -3;
 const EARLIEST_LOCAL: i64 = -4;
 const LATEST_TIERED: i64 = -5;
 
-/// Answers one ListOffsets partition on its owner: (error, timestamp, offset).
+/// The lowest ListOffsets version that may ask for a special (negative) timestamp, as Kafka's
+/// `ReplicaManager.isListOffsetsTimestampUnsupported` has it; `None` for a negative timestamp that is none
+/// of them. Such a request is answered UNSUPPORTED_VERSION for that partition.
+fn min_version_for(ts: i64) -> Option<i16> {
+    match ts {
+        LATEST | EARLIEST => Some(1),
+        MAX_TIMESTAMP => Some(7),
+        EARLIEST_LOCAL => Some(8),
+        LATEST_TIERED => Some(9),
+        _ => None,
+    }
+}
+
+/// Answers one ListOffsets partition on its owner: (error, timestamp, offset). A timestamp lookup or
+/// MAX_TIMESTAMP that finds nothing below the high watermark answers timestamp -1, offset -1, no error
+/// (as Kafka does from version 1 on).
 async fn list_offset_local(
     shard: Rc<Shard>,
     topic: Arc<str>,
@@ -817,21 +833,19 @@ async fn list_offset_local(
     let Some(p) = shard.partition(&topic, partition) else {
         return (errors::NOT_LEADER_OR_FOLLOWER, -1, -1);
     };
+    let found = |r: Result<Option<TimestampOffset>, PartitionError>| match r {
+        Ok(Some(t)) => (errors::NONE, t.timestamp, t.offset),
+        Ok(None) => (errors::NONE, -1, -1),
+        Err(e) => (e.code, -1, -1),
+    };
     match ts {
         LATEST => (errors::NONE, -1, p.high_watermark()),
+        // Without tiered storage the local log start is the log start.
         EARLIEST | EARLIEST_LOCAL => (errors::NONE, -1, p.log_start_offset()),
+        // Without tiered storage: nothing tiered (Kafka answers offset -1, leader epoch -1).
         LATEST_TIERED => (errors::NONE, -1, -1),
-        MAX_TIMESTAMP => match p.max_timestamp_offset().await {
-            Ok(Some((offset, ts))) => (errors::NONE, ts, offset),
-            Ok(None) => (errors::NONE, -1, -1),
-            Err(e) => (e.code, -1, -1),
-        },
-        ts if ts >= 0 => match p.offset_for_timestamp(ts).await {
-            Ok(Some((offset, found_ts))) => (errors::NONE, found_ts, offset),
-            Ok(None) => (errors::NONE, -1, -1),
-            Err(e) => (e.code, -1, -1),
-        },
-        _ => (errors::INVALID_REQUEST, -1, -1),
+        MAX_TIMESTAMP => found(p.max_timestamp_offset().await),
+        ts => found(p.offset_for_timestamp(ts).await),
     }
 }
 
@@ -853,6 +867,10 @@ pub async fn handle_list_offsets(
                 pr.timestamp = -1;
                 pr.offset = -1;
                 pr.leader_epoch = -1;
+                if ts < 0 && min_version_for(ts).is_none_or(|v| version < v) {
+                    pr.error_code = errors::UNSUPPORTED_VERSION;
+                    return pr;
+                }
                 match meta {
                     Some(m) if index >= 0 && index < m.partitions => {
                         let owner = shard.owner_of(&m, index);
@@ -864,6 +882,8 @@ pub async fn handle_list_offsets(
                         pr.error_code = code;
                         pr.timestamp = found_ts;
                         pr.offset = offset;
+                        // Kafka answers the epoch of the leader (LATEST) or of the batch that holds the
+                        // record, which it stamps at append: the partition's one epoch here.
                         if code == errors::NONE && offset >= 0 && version >= 4 {
                             pr.leader_epoch = m.leader_epoch;
                         }

@@ -336,17 +336,20 @@ impl Partition {
         self.log.wait_for_data(offset)
     }
 
-    /// ListOffsets by timestamp: `(offset, timestamp)` of the first batch with max timestamp >= `ts`.
+    /// ListOffsets by timestamp: the first record below the high watermark with timestamp >= `ts`.
     pub async fn offset_for_timestamp(
         &self,
         ts: i64,
-    ) -> Result<Option<(i64, i64)>, PartitionError> {
+    ) -> Result<Option<crate::storage::TimestampOffset>, PartitionError> {
         Ok(self.log.offset_for_timestamp(ts).await?)
     }
 
-    /// ListOffsets MAX_TIMESTAMP: `(offset, timestamp)`.
-    pub async fn max_timestamp_offset(&self) -> Result<Option<(i64, i64)>, PartitionError> {
-        Ok(self.log.max_timestamp_offset())
+    /// ListOffsets MAX_TIMESTAMP: the first record with the largest timestamp, if below the high
+    /// watermark.
+    pub async fn max_timestamp_offset(
+        &self,
+    ) -> Result<Option<crate::storage::TimestampOffset>, PartitionError> {
+        Ok(self.log.max_timestamp_offset().await?)
     }
 
     /// Deletes expired segments; returns how many.

@@ -28,6 +28,7 @@ pub mod readahead;
 mod recovery;
 pub mod segment;
 pub mod tail_cache;
+mod time_lookup;
 mod wait;
 
 #[cfg(test)]
@@ -49,6 +50,7 @@ use crate::records::{self, BatchHeader};
 pub use limits::*;
 pub use recovery::{take_totals as take_recovery_totals, RecoveryHooks, RecoveryStats};
 use segment::Segment;
+pub use time_lookup::TimestampOffset;
 use wait::{WaitUntil, Waiters};
 
 /// Configuration of one partition's log (Kafka topic configs of the same names).
@@ -182,8 +184,6 @@ pub struct AppendInfo {
 pub(crate) struct CachedBatch {
     pub base_offset: i64,
     pub last_offset: i64,
-    pub max_timestamp: i64,
-    pub segment_base: i64,
     /// This batch: `append[at..at + len]`.
     pub bytes: Bytes,
     /// The whole buffer of the append this batch came with (so adjacent batches read as one slice).
@@ -835,8 +835,6 @@ impl PartitionLog {
             cached.push(CachedBatch {
                 base_offset: fh.base_offset,
                 last_offset: fh.last_offset(),
-                max_timestamp: fh.max_timestamp,
-                segment_base,
                 bytes: bytes.slice(at..at + size),
                 append: bytes.clone(),
                 at,
@@ -1110,58 +1108,19 @@ impl PartitionLog {
             .sum()
     }
 
-    /// The first batch whose max timestamp is >= `ts`: `(its base offset, its max timestamp)`. Batch
-    /// granularity (like Kafka for compressed batches).
-    pub async fn offset_for_timestamp(&self, ts: i64) -> Result<Option<(i64, i64)>, StorageError> {
-        let (disk, segment_base) = {
-            let st = self.shared.state.borrow();
-            let Some(seg) = st.segments.iter().find(|s| s.max_timestamp >= ts) else {
-                return Ok(None);
-            };
-            let disk = seg.file.clone().map(|file| DiskRead {
-                segment_base: seg.base_offset,
-                file,
-                path: seg.log_path.clone(),
-                start: seg.lookup_time(ts),
-                limit: seg.written,
-            });
-            (disk, seg.base_offset)
-        };
-        if let Some(d) = disk {
-            let mut found = None;
-            scan_disk(&d, |h| {
-                if h.max_timestamp >= ts {
-                    found = Some((h.base_offset, h.max_timestamp));
-                    false
-                } else {
-                    true
-                }
-            })
-            .await?;
-            if found.is_some() {
-                return Ok(found);
-            }
-        }
-        let st = self.shared.state.borrow();
-        Ok(st
-            .cache
-            .batches
-            .iter()
-            .find(|b| b.segment_base >= segment_base && b.max_timestamp >= ts)
-            .map(|b| (b.base_offset, b.max_timestamp)))
+    /// ListOffsets by timestamp `ts >= 0`: the first record, below the high watermark, with a timestamp
+    /// `>= ts`, found as Kafka finds it (see [`time_lookup`]).
+    pub async fn offset_for_timestamp(
+        &self,
+        ts: i64,
+    ) -> Result<Option<TimestampOffset>, StorageError> {
+        time_lookup::offset_for_timestamp(&self.shared, ts).await
     }
 
-    /// ListOffsets MAX_TIMESTAMP (-3): `(offset, timestamp)` of the batch with the largest timestamp
-    /// (first one on ties), or `None` for a log without timestamps.
-    pub fn max_timestamp_offset(&self) -> Option<(i64, i64)> {
-        let st = self.shared.state.borrow();
-        let mut best: Option<(i64, i64)> = None;
-        for s in &st.segments {
-            if s.max_timestamp >= 0 && best.is_none_or(|(_, ts)| s.max_timestamp > ts) {
-                best = Some((s.offset_of_max_timestamp, s.max_timestamp));
-            }
-        }
-        best
+    /// ListOffsets MAX_TIMESTAMP (-3): the first record holding the largest timestamp, if it is below the
+    /// high watermark (see [`time_lookup`]).
+    pub async fn max_timestamp_offset(&self) -> Result<Option<TimestampOffset>, StorageError> {
+        time_lookup::max_timestamp_offset(&self.shared).await
     }
 
     /// Deletes whole sealed segments (never the active one) from the front of the log while they are older
@@ -1492,20 +1451,4 @@ async fn header_at(
         });
     }
     Ok(Some(h))
-}
-
-/// Calls `f` with every batch header from `d.start` to `d.limit` until it returns false.
-async fn scan_disk(
-    d: &DiskRead,
-    mut f: impl FnMut(&BatchHeader) -> bool,
-) -> Result<(), StorageError> {
-    let mut win = None;
-    let mut pos = d.start;
-    while let Some(h) = header_at(d, &mut win, pos, SCAN_WINDOW_BYTES).await? {
-        if !f(&h) {
-            break;
-        }
-        pos += h.total_size() as u64;
-    }
-    Ok(())
 }

@@ -288,24 +288,174 @@ fn timestamps_lookup() {
         }
         log.wait_durable(last).await.unwrap();
         assert!(log.segment_count() > 1);
-        assert_eq!(
-            log.offset_for_timestamp(0).await.unwrap(),
-            Some((0, 10_000))
-        );
+        let at = |offset, timestamp| Some(TimestampOffset { timestamp, offset });
+        assert_eq!(log.offset_for_timestamp(0).await.unwrap(), at(0, 10_000));
         assert_eq!(
             log.offset_for_timestamp(10_005).await.unwrap(),
-            Some((1, 10_010))
+            at(1, 10_010)
         );
         assert_eq!(
             log.offset_for_timestamp(10_450).await.unwrap(),
-            Some((45, 10_450))
+            at(45, 10_450)
         );
         assert_eq!(
             log.offset_for_timestamp(10_590).await.unwrap(),
-            Some((59, 10_590))
+            at(59, 10_590)
         );
         assert_eq!(log.offset_for_timestamp(10_591).await.unwrap(), None);
-        assert_eq!(log.max_timestamp_offset(), Some((59, 10_590)));
+        assert_eq!(log.max_timestamp_offset().await.unwrap(), at(59, 10_590));
+        log.close().await.unwrap();
+    });
+}
+
+/// Kafka's answer by definition: the first record (offset order) with timestamp >= `ts`.
+fn first_at_or_after(model: &[(i64, i64)], ts: i64) -> Option<TimestampOffset> {
+    model
+        .iter()
+        .find(|&&(_, t)| t >= ts)
+        .map(|&(offset, timestamp)| TimestampOffset { timestamp, offset })
+}
+
+/// The first record holding the largest timestamp.
+fn first_max(model: &[(i64, i64)]) -> Option<TimestampOffset> {
+    let max = model.iter().map(|&(_, t)| t).max()?;
+    first_at_or_after(model, max)
+}
+
+#[test]
+fn per_record_lookup_over_batches_segments_and_codecs() {
+    run(|| async {
+        let tmp = tempfile::tempdir().unwrap();
+        let log = open(tmp.path(), small_config()).await;
+        let mut model = Vec::new();
+        let mut last = 0;
+        for b in 0..100i64 {
+            // Ten records a batch, non-monotonic inside the batch and across batches.
+            let ts: Vec<i64> = (0..10i64)
+                .map(|i| 100_000 + b * 1000 + ((i * 7919 + b * 31) % 10) * 150 - (b % 3) * 700)
+                .collect();
+            let info = append(&log, &time_lookup::tests::batch_of(&ts, (b % 5) as i16));
+            model.extend(
+                ts.iter()
+                    .enumerate()
+                    .map(|(i, &t)| (info.base_offset + i as i64, t)),
+            );
+            last = info.last_offset;
+        }
+        log.wait_durable(last).await.unwrap();
+        assert!(log.segment_count() > 2, "{} segments", log.segment_count());
+        let mut targets: Vec<i64> = model.iter().flat_map(|&(_, t)| [t - 1, t, t + 1]).collect();
+        targets.extend([0, i64::MAX]);
+        for ts in targets {
+            assert_eq!(
+                log.offset_for_timestamp(ts).await.unwrap(),
+                first_at_or_after(&model, ts),
+                "timestamp {ts}"
+            );
+        }
+        assert_eq!(log.max_timestamp_offset().await.unwrap(), first_max(&model));
+        log.close().await.unwrap();
+
+        // The same answers from the rebuilt indexes after a restart.
+        let log = open(tmp.path(), small_config()).await;
+        for &(_, ts) in model.iter().step_by(7) {
+            assert_eq!(
+                log.offset_for_timestamp(ts).await.unwrap(),
+                first_at_or_after(&model, ts)
+            );
+        }
+        assert_eq!(log.max_timestamp_offset().await.unwrap(), first_max(&model));
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn lookup_never_answers_at_or_above_the_high_watermark() {
+    run(|| async {
+        let tmp = tempfile::tempdir().unwrap();
+        let log = open(tmp.path(), small_config()).await;
+        let first = append(&log, &time_lookup::tests::batch_of(&[1000, 3000, 2000], 0));
+        log.wait_durable(first.last_offset).await.unwrap();
+        let second = append(&log, &time_lookup::tests::batch_of(&[5000, 9000], 4));
+        // Polled before the flusher can run: the second batch is not durable, so not visible.
+        assert_eq!(log.high_watermark(), 3);
+        assert_eq!(log.offset_for_timestamp(4000).await.unwrap(), None);
+        assert_eq!(log.max_timestamp_offset().await.unwrap(), None);
+        let at = |offset, timestamp| Some(TimestampOffset { timestamp, offset });
+        assert_eq!(log.offset_for_timestamp(2500).await.unwrap(), at(1, 3000));
+        log.wait_durable(second.last_offset).await.unwrap();
+        assert_eq!(log.offset_for_timestamp(4000).await.unwrap(), at(3, 5000));
+        assert_eq!(log.max_timestamp_offset().await.unwrap(), at(4, 9000));
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn log_append_time_lookup_uses_the_batch_time_for_every_record() {
+    run(|| async {
+        let tmp = tempfile::tempdir().unwrap();
+        let config = LogConfig {
+            log_append_time: true,
+            ..small_config()
+        };
+        let log = open(tmp.path(), config).await;
+        let mut model = Vec::new();
+        let mut last = 0;
+        for b in 0..5i64 {
+            // CreateTime stamps far in the past and descending: LogAppendTime replaces them all.
+            let ts: Vec<i64> = (0..4).map(|i| 5000 - b * 100 - i).collect();
+            let info = append(&log, &time_lookup::tests::batch_of(&ts, (b % 5) as i16));
+            model.extend(
+                (info.base_offset..=info.last_offset).map(|o| (o, info.log_append_time_ms)),
+            );
+            last = info.last_offset;
+            glommio::timer::sleep(std::time::Duration::from_millis(3)).await;
+        }
+        log.wait_durable(last).await.unwrap();
+        for &(_, ts) in &model {
+            assert_eq!(
+                log.offset_for_timestamp(ts).await.unwrap(),
+                first_at_or_after(&model, ts)
+            );
+        }
+        assert_eq!(
+            log.offset_for_timestamp(4000).await.unwrap(),
+            first_at_or_after(&model, 0)
+        );
+        assert_eq!(log.max_timestamp_offset().await.unwrap(), first_max(&model));
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn corrupt_records_on_disk_are_an_error_not_a_panic() {
+    run(|| async {
+        let tmp = tempfile::tempdir().unwrap();
+        let log = open(tmp.path(), small_config()).await;
+        let mut last = 0;
+        for b in 0..30i64 {
+            let ts: Vec<i64> = (0..10).map(|i| 1000 + b * 10 + i).collect();
+            last = append(&log, &time_lookup::tests::batch_of(&ts, 0)).last_offset;
+        }
+        log.wait_durable(last).await.unwrap();
+        assert!(log.segment_count() > 1);
+        log.close().await.unwrap();
+        // The first record's length varint of the first batch of the first (sealed) segment: too long.
+        let path = tmp.path().join(format!("{TOPIC}-0")).join(log_file_name(0));
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[records::HEADER_BYTES..records::HEADER_BYTES + 6].copy_from_slice(&[0xff; 6]);
+        std::fs::write(&path, &bytes).unwrap();
+        let log = open(tmp.path(), small_config()).await;
+        let e = log.offset_for_timestamp(1000).await.unwrap_err();
+        assert!(matches!(e, StorageError::Corrupt { .. }), "{e:?}");
+        // Later records are unaffected.
+        assert_eq!(
+            log.offset_for_timestamp(1015).await.unwrap(),
+            Some(TimestampOffset {
+                timestamp: 1015,
+                offset: 15
+            })
+        );
         log.close().await.unwrap();
     });
 }
