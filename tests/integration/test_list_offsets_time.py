@@ -43,6 +43,9 @@ def produce_one_batch(bootstrap, topic, timestamps, compression="none"):
     from confluent_kafka import Producer
     p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 60000, "compression.type": compression,
                   "batch.num.messages": 100000, "batch.size": 1000000, "acks": "all"})
+    # Know the partition's leader first: records produced before that wait in another queue and can
+    # reach the partition's queue in two parts, making two batches.
+    p.list_topics(topic, timeout=30)
     errors = []
     for i, ts in enumerate(timestamps):
         p.produce(topic, value=f"v{i}-".encode() + b"x" * 100, key=f"k{i}".encode(), partition=0,
@@ -258,6 +261,7 @@ def test_many_batches_over_several_segments(broker, kafka_run, topic_name):
     from confluent_kafka import Producer
     p = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 60000, "acks": "all",
                   "batch.num.messages": 100000, "batch.size": 1000000})
+    p.list_topics(topic_name, timeout=30)  # see produce_one_batch
     for b in range(40):
         for i in range(10):
             ts = T0 + b * 10_000 + ((i * 7 + b * 3) % 10) * 1000 - (b % 4) * 15_000
