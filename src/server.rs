@@ -5,7 +5,6 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use glommio::channels::channel_mesh::MeshBuilder;
 use glommio::{LocalExecutorPoolBuilder, PoolPlacement};
 
 use crate::config::Config;
@@ -129,7 +128,7 @@ pub fn run(config: Config) -> Result<(), ServerError> {
     let cores = config.cores;
     let config = Arc::new(config);
     let meta = Arc::new(meta);
-    let mesh = MeshBuilder::<CrossCoreTask, _>::full(cores, limits::MESH_CHANNEL_CAPACITY);
+    let mesh = crate::shard::mesh::Mesh::<CrossCoreTask>::new(cores, limits::MESH_CHANNEL_CAPACITY);
     let barrier = Arc::new(AtomicUsize::new(0));
     tracing::info!(
         cores,
@@ -217,14 +216,14 @@ fn check_meta_properties(
 async fn run_shard(
     config: Arc<Config>,
     meta: Arc<ClusterMeta>,
-    mesh: MeshBuilder<CrossCoreTask, glommio::channels::channel_mesh::Full>,
+    mesh: Arc<crate::shard::mesh::Mesh<CrossCoreTask>>,
     barrier: Arc<AtomicUsize>,
     started: Instant,
 ) -> Result<(), String> {
     let (senders, receivers) = mesh
         .join()
         .await
-        .map_err(|_| "joining the core mesh failed".to_string())?;
+        .map_err(|e| format!("joining the core mesh failed: {e}"))?;
     let id = senders.peer_id();
     crate::storage::prepare_executor(&config.log_dirs)
         .await

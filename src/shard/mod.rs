@@ -7,6 +7,7 @@
 //! core's `Rc<Shard>`, and only values that are `Send` (bytes, strings, `Arc` snapshots) cross.
 
 pub mod controller;
+pub mod mesh;
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
@@ -15,7 +16,7 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use glommio::channels::channel_mesh::{Receivers, Senders};
+use mesh::{Receivers, Senders};
 
 use crate::config::Config;
 use crate::fetch_session::{self, CacheConfig, FetchSessionCache};
@@ -105,7 +106,7 @@ impl Shard {
     }
 
     /// Runs the receive side of the mesh: every closure another core sends runs here as its own task.
-    pub fn serve_mesh(self: &Rc<Self>, mut receivers: Receivers<CrossCoreTask>) {
+    pub fn serve_mesh(self: &Rc<Self>, receivers: Receivers<CrossCoreTask>) {
         for (_peer, rx) in receivers.streams() {
             let shard = self.clone();
             glommio::spawn_local(async move {
@@ -182,11 +183,14 @@ impl Shard {
     /// each caller wait on the channel itself would not keep the order: a caller that tries while room
     /// has just appeared would get in ahead of the ones already waiting.)
     async fn send_task(self: &Rc<Self>, target: usize, task: CrossCoreTask) -> Result<(), String> {
+        // While the drain task runs it may hold a task popped from the backlog and wait for room: a
+        // caller sending straight into the channel then would overtake it.
         let queued = self
             .backlog
             .borrow()
             .get(target)
-            .is_some_and(|b| !b.is_empty());
+            .is_some_and(|b| !b.is_empty())
+            || self.draining.borrow().get(target).copied().unwrap_or(false);
         let task = if queued {
             task
         } else {
