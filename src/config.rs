@@ -88,7 +88,7 @@ pub struct Config {
     /// Admin HTTP listener (`/metrics`, `/v1/status`); `None` when disabled.
     pub admin_listener: Option<(String, u16)>,
     /// Group coordinator settings (`group.*`, `offsets.*`).
-    pub group: crate::group::GroupConfig,
+    pub group: GroupConfig,
     /// Every key with its effective value and source, for DescribeConfigs and `--print-config`.
     pub entries: BTreeMap<String, (String, Source)>,
 }
@@ -592,7 +592,7 @@ impl Config {
             1 << 34,
         )?;
         let num = |k: &str| get(&entries, k).unwrap_or_default();
-        let group = crate::group::GroupConfig {
+        let group = GroupConfig {
             offsets_topic_partitions: parse_num(
                 "offsets.topic.num.partitions",
                 &num("offsets.topic.num.partitions"),
@@ -691,6 +691,70 @@ impl Config {
             group,
             entries,
         })
+    }
+}
+
+/// Group settings (Kafka broker config keys of the same names). Shared read-only by every core.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupConfig {
+    /// `offsets.topic.num.partitions`.
+    pub offsets_topic_partitions: i32,
+    /// `group.initial.rebalance.delay.ms`: how long the first rebalance of an empty group waits for more
+    /// members.
+    pub initial_rebalance_delay_ms: i64,
+    /// `group.min.session.timeout.ms`.
+    pub min_session_timeout_ms: i32,
+    /// `group.max.session.timeout.ms`.
+    pub max_session_timeout_ms: i32,
+    /// `group.max.size`.
+    pub max_size: usize,
+    /// `offsets.retention.minutes`, in ms.
+    pub offsets_retention_ms: i64,
+    /// `offsets.retention.check.interval.ms`.
+    pub offsets_retention_check_interval_ms: u64,
+}
+
+impl Default for GroupConfig {
+    fn default() -> Self {
+        GroupConfig {
+            offsets_topic_partitions: 50,
+            initial_rebalance_delay_ms: 3000,
+            min_session_timeout_ms: 6000,
+            max_session_timeout_ms: 1_800_000,
+            max_size: i32::MAX as usize,
+            offsets_retention_ms: 10080 * 60_000,
+            offsets_retention_check_interval_ms: 600_000,
+        }
+    }
+}
+
+/// The log settings of a topic's partitions: topic overrides over broker config.
+pub fn log_config(
+    config: &Config,
+    topic: &crate::metadata::TopicMeta,
+) -> crate::storage::LogConfig {
+    let get = |k: &str| topic.configs.get(k).and_then(|v| v.parse::<i64>().ok());
+    let flush = |k: &str, broker: Option<u64>| match get(k) {
+        Some(v) if v == i64::MAX => None,
+        Some(v) => Some(v.max(0) as u64),
+        None => broker,
+    };
+    crate::storage::LogConfig {
+        segment_bytes: get("segment.bytes").map_or(config.log_segment_bytes, |v| v.max(1) as u64),
+        roll_ms: get("segment.ms").unwrap_or(config.log_roll_ms),
+        retention_ms: get("retention.ms").unwrap_or(config.log_retention_ms),
+        retention_bytes: get("retention.bytes").unwrap_or(config.log_retention_bytes),
+        index_interval_bytes: get("index.interval.bytes")
+            .map_or(config.log_index_interval_bytes, |v| v.max(0) as u64),
+        flush_interval_messages: flush("flush.messages", config.log_flush_interval_messages),
+        flush_interval_ms: flush("flush.ms", config.log_flush_interval_ms),
+        tail_cache_bytes: config.tail_cache_bytes,
+        log_append_time: match topic.configs.get("message.timestamp.type") {
+            Some(v) => v == "LogAppendTime",
+            None => config.log_message_timestamp_type_log_append,
+        },
+        max_message_bytes: get("max.message.bytes")
+            .map_or(config.message_max_bytes, |v| v.max(0) as usize),
     }
 }
 

@@ -275,7 +275,7 @@ async fn run_shard(
             let addr = l.local_addr().map(|a| a.to_string()).unwrap_or_default();
             tracing::info!(admin = %addr, "admin listener: /metrics and /v1/status");
             Some(
-                glommio::spawn_local(crate::metrics::http::serve(shard.clone(), l, started))
+                glommio::spawn_local(crate::net::admin_http::serve(shard.clone(), l, started))
                     .detach(),
             )
         }

@@ -20,7 +20,6 @@ use crate::config::{Config, Source};
 use crate::metadata::TopicMeta;
 use crate::protocol::errors;
 use crate::shard::Shard;
-use crate::storage::LogConfig;
 
 pub const RESOURCE_TOPIC: i8 = 2;
 pub const RESOURCE_BROKER: i8 = 4;
@@ -358,33 +357,6 @@ pub fn validate_topic_configs(configs: &BTreeMap<String, String>) -> Result<(), 
     Ok(())
 }
 
-/// The log settings of a topic's partitions: topic overrides over broker config.
-pub fn log_config(config: &Config, topic: &TopicMeta) -> LogConfig {
-    let get = |k: &str| topic.configs.get(k).and_then(|v| v.parse::<i64>().ok());
-    let flush = |k: &str, broker: Option<u64>| match get(k) {
-        Some(v) if v == i64::MAX => None,
-        Some(v) => Some(v.max(0) as u64),
-        None => broker,
-    };
-    LogConfig {
-        segment_bytes: get("segment.bytes").map_or(config.log_segment_bytes, |v| v.max(1) as u64),
-        roll_ms: get("segment.ms").unwrap_or(config.log_roll_ms),
-        retention_ms: get("retention.ms").unwrap_or(config.log_retention_ms),
-        retention_bytes: get("retention.bytes").unwrap_or(config.log_retention_bytes),
-        index_interval_bytes: get("index.interval.bytes")
-            .map_or(config.log_index_interval_bytes, |v| v.max(0) as u64),
-        flush_interval_messages: flush("flush.messages", config.log_flush_interval_messages),
-        flush_interval_ms: flush("flush.ms", config.log_flush_interval_ms),
-        tail_cache_bytes: config.tail_cache_bytes,
-        log_append_time: match topic.configs.get("message.timestamp.type") {
-            Some(v) => v == "LogAppendTime",
-            None => config.log_message_timestamp_type_log_append,
-        },
-        max_message_bytes: get("max.message.bytes")
-            .map_or(config.message_max_bytes, |v| v.max(0) as usize),
-    }
-}
-
 fn describe_entries(
     entries: Vec<Entry>,
     keys: &Option<Vec<StrBytes>>,
@@ -668,6 +640,7 @@ pub async fn handle_incremental_alter(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::log_config;
 
     #[test]
     fn validates_topic_configs() {

@@ -18,39 +18,7 @@ pub mod state;
 /// The internal topic holding committed offsets and group metadata.
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 
-/// Group settings (Kafka broker config keys of the same names). Shared read-only by every core.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct GroupConfig {
-    /// `offsets.topic.num.partitions`.
-    pub offsets_topic_partitions: i32,
-    /// `group.initial.rebalance.delay.ms`: how long the first rebalance of an empty group waits for more
-    /// members.
-    pub initial_rebalance_delay_ms: i64,
-    /// `group.min.session.timeout.ms`.
-    pub min_session_timeout_ms: i32,
-    /// `group.max.session.timeout.ms`.
-    pub max_session_timeout_ms: i32,
-    /// `group.max.size`.
-    pub max_size: usize,
-    /// `offsets.retention.minutes`, in ms.
-    pub offsets_retention_ms: i64,
-    /// `offsets.retention.check.interval.ms`.
-    pub offsets_retention_check_interval_ms: u64,
-}
-
-impl Default for GroupConfig {
-    fn default() -> Self {
-        GroupConfig {
-            offsets_topic_partitions: 50,
-            initial_rebalance_delay_ms: 3000,
-            min_session_timeout_ms: 6000,
-            max_session_timeout_ms: 1_800_000,
-            max_size: i32::MAX as usize,
-            offsets_retention_ms: 10080 * 60_000,
-            offsets_retention_check_interval_ms: 600_000,
-        }
-    }
-}
+pub use crate::config::GroupConfig;
 
 /// Java's `String.hashCode()`: `s[0]*31^(n-1) + ... + s[n-1]` over UTF-16 code units, wrapping.
 pub fn java_string_hash(s: &str) -> i32 {

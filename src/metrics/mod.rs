@@ -9,8 +9,6 @@
 //! of histograms rotated every [`limits::METRICS_QUANTILE_WINDOW_MS`], and a scrape reports the union of
 //! the current and the previous window. The `_count` and `_sum` of a summary stay lifetime counters.
 
-pub mod http;
-
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::fmt::Write;

@@ -16,6 +16,7 @@
 //! the whole broker) a new connection is closed at once. A request the broker cannot parse closes that
 //! connection only.
 
+pub mod admin_http;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::io;

@@ -317,10 +317,11 @@ impl Shard {
                 };
                 let existing = self.partitions.borrow().get(&key).cloned();
                 match existing {
-                    Some(part) => part
-                        .set_log_config(crate::dispatch::configs::log_config(&self.config, topic)),
+                    Some(part) => {
+                        part.set_log_config(crate::config::log_config(&self.config, topic))
+                    }
                     None => {
-                        let cfg = crate::dispatch::configs::log_config(&self.config, topic);
+                        let cfg = crate::config::log_config(&self.config, topic);
                         match Partition::open(
                             &self.config.log_dirs,
                             topic.name.as_str(),

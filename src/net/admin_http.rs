@@ -22,7 +22,7 @@ pub async fn scrape(shard: &Rc<Shard>) -> String {
         // sessions.
         let snap = shard
             .invoke_on(core, |s| async move {
-                let mut snap = super::snapshot(s.id);
+                let mut snap = crate::metrics::snapshot(s.id);
                 let parts = s.owned_partitions();
                 snap.partitions = parts.len();
                 snap.log_size_bytes = parts.iter().map(|(_, p)| p.log().size_bytes()).sum();
@@ -38,7 +38,7 @@ pub async fn scrape(shard: &Rc<Shard>) -> String {
             .await;
         snapshots.push(snap);
     }
-    super::render(&snapshots)
+    crate::metrics::render(&snapshots)
 }
 
 async fn status(shard: &Rc<Shard>, started: Instant) -> String {
