@@ -30,7 +30,9 @@ directory fsynced with the entries it held). After the SIGKILL the harness rewri
 what a power cut could leave (PowerCut below): segments cut back to their last synced length, with
 garbage, zeros or some real unsynced bytes after it; small files back to their last synced content (or the
 newer one, or torn); files and partition directories whose directory entry was never fsynced removed
-(randomly). What the broker found at start-up counts as durable. Then the same checks as above.
+(randomly). What the broker found at start-up counts as durable. Every group-commit fdatasync is also
+delayed by a few milliseconds (a slow device), so that an ack sent before its sync completed stays exposed
+long enough for a kill at a random moment to land on it. Then the same checks as above.
 This applies to the default durability mode only: with log.flush.interval.messages / .ms set, acks do
 not wait for fdatasync (Kafka's semantics), so a power cut may take acknowledged records, by design.
 """
@@ -118,8 +120,17 @@ class Broker:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"broker exited with {self.proc.returncode} during start; log {self.log_path}")
             if time.monotonic() > deadline:
+                self._backtrace()
                 raise RuntimeError(f"broker not up within {timeout}s; log {self.log_path}")
             time.sleep(0.02)
+
+    def _backtrace(self):
+        """A broker that does not come up: append every thread's stack to its log (if gdb is there)."""
+        if shutil.which("gdb"):
+            out = subprocess.run(["gdb", "-p", str(self.proc.pid), "-batch", "-ex", "thread apply all bt 40"],
+                                 capture_output=True, text=True, timeout=60).stdout
+            with open(self.log_path, "a") as log:
+                log.write(f"=== broker did not come up; its threads:\n{out}")
 
     def kill(self, sig=signal.SIGKILL, timeout=60):
         if self.proc and self.proc.poll() is None:
@@ -132,6 +143,9 @@ class Broker:
 
 
 JOURNAL_ENV = "RINGTIDE_FAULT_SYNC_JOURNAL"  # src/limits.rs FAULT_SYNC_JOURNAL_ENV
+# A slow device: every group-commit fdatasync takes this much longer, so that an ack sent before its sync
+# completed stays exposed long enough for a kill at a random moment to land on it.
+SYNC_DELAY_ENV = "RINGTIDE_FAULT_SYNC_DELAY_MS"  # src/limits.rs FAULT_SYNC_DELAY_ENV
 # Files rewritten by "write, truncate, sync" in place (a power cut may tear them); the others are replaced
 # whole by a rename (old or new content, never a mix).
 TORN_SUFFIXES = (".index", ".timeindex", ".snapshot")
@@ -181,7 +195,7 @@ class PowerCut:
         self.starts += 1
         self.journal = self.journal_dir / f"sync-journal-{self.starts}.txt"
         self.journal.write_bytes(b"")
-        return {JOURNAL_ENV: str(self.journal)}
+        return {JOURNAL_ENV: str(self.journal), SYNC_DELAY_ENV: str(self.rng.choice([3, 10, 20]))}
 
     def _read_journal(self):
         data, content, listed = {}, {}, set()
@@ -204,21 +218,33 @@ class PowerCut:
         data, content, listed = self._read_journal()
         durable_entry = lambda p: p in self.base_dirs or p in self.base_sizes or p in self.base_content or p in listed
         st["cuts"] += 1
+        self.touched = set()
         dirs, _ = self._walk()
         for d in sorted(dirs):  # parents first
             if os.path.isdir(d) and not durable_entry(d) and rng.random() < 0.5:
                 shutil.rmtree(d)
+                self.touched.add(os.path.dirname(d))
                 st["dirs_removed"] += 1
         _, files = self._walk()
         for f in files:
             if not durable_entry(f) and rng.random() < 0.5:
                 os.remove(f)
+                self.touched.add(os.path.dirname(f))
                 st["files_removed"] += 1
                 continue
             if self.is_segment(f):
                 self._cut_segment(f, data.get(f, self.base_sizes.get(f, 0)))
             else:
                 self._cut_small(f, content.get(f, self.base_content.get(f)))
+        # After a real power cut nothing sits dirty in the page cache: write the rewritten files back now,
+        # so the broker's direct I/O does not first have to flush the harness's buffered writes.
+        for p in sorted(self.touched, key=lambda p: (os.path.isdir(p), p)):
+            if os.path.exists(p):
+                fd = os.open(p, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
 
     def _cut_segment(self, f, durable):
         rng, st = self.rng, self.stats
@@ -226,6 +252,7 @@ class PowerCut:
         if size <= durable:
             return  # a truncation not yet synced, or nothing unsynced
         st["segments_cut"] += 1
+        self.touched.add(f)
         st["unsynced_bytes"] += size - durable
         keep = durable
         mode = rng.choice(["cut", "cut", "real", "zeros", "garbage", "real+garbage"])
@@ -254,6 +281,7 @@ class PowerCut:
             choices += ["empty", "torn"]
         choice = rng.choice(choices)
         st[f"small_{choice}"] += 1
+        self.touched.add(os.path.dirname(f) if choice == "remove" else f)
         if choice == "old":
             Path(f).write_bytes(durable)
         elif choice == "remove":
@@ -312,10 +340,19 @@ class Load:
                 self.producer.produce(self.topic, key=str(key).encode(), value=value_of(key), on_delivery=self._cb)
                 self.next_key += 1
             except BufferError:
-                self.producer.poll(0.05)
+                self._poll(0.05)
                 continue
             if key % 64 == 0:
-                self.producer.poll(0)
+                self._poll(0)
+            if self.fatal:
+                return
+
+    def _poll(self, timeout):
+        from confluent_kafka import KafkaException
+        try:
+            self.producer.poll(timeout)
+        except KafkaException as e:  # a fatal error raised from poll (idempotence desynchronized)
+            self.fatal = str(e)
 
     def start(self):
         self.thread.start()
@@ -431,22 +468,32 @@ def run(cycles, seed, partitions=3, kill_min=0.15, kill_max=1.2, keep=False, log
         admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])[topic].result(30)
         load = Load(bootstrap, topic)
         load.start()
+        acks_at_start = 0
         for cycle in range(cycles):
             # Let the load run (the producer has to reconnect first), then crash at a random moment.
             time.sleep(rng.uniform(kill_min, kill_max))
+            if cutter and rng.random() < 0.75:
+                # Most power cuts land while acknowledgements flow: only then can an early ack be exposed.
+                deadline = time.monotonic() + 10
+                while len(load.acked) == acks_at_start and time.monotonic() < deadline and not load.fatal:
+                    time.sleep(0.01)
+                time.sleep(rng.uniform(0.0, 0.1))
             before = len(load.acked)
             crash()
             kills += 1
             time.sleep(rng.uniform(0.0, 0.3))
             start()
-            if load.fatal:
-                raise RuntimeError(f"producer fatal error: {load.fatal}")
+            acks_at_start = len(load.acked)
             log(f"cycle {cycle + 1}/{cycles}: killed at {before} acks; produced {load.next_key}, "
                 f"failed deliveries {len(load.failed)}")
+            if load.fatal:
+                # Check what is there: a fatal idempotence error usually means acknowledged records were lost.
+                log(f"producer fatal error: {load.fatal}")
+                break
         # Let the producer catch up with a live broker, then stop it.
         time.sleep(1.0)
-        left = load.stop()
-        if left:
+        left = load.stop(timeout=5 if load.fatal else 120)
+        if left and not load.fatal:
             raise RuntimeError(f"{left} records still undelivered after flush")
         # One more crash after the last acknowledgement: what was acknowledged must survive it too.
         crash()
@@ -464,6 +511,10 @@ def run(cycles, seed, partitions=3, kill_min=0.15, kill_max=1.2, keep=False, log
         if cutter:
             summary["power_cut"] = dict(cutter.stats)
         return problems, summary
+    except BaseException:
+        keep = True  # for the post-mortem
+        log(f"data directory kept: {tmp}")
+        raise
     finally:
         broker.kill(signal.SIGKILL)
         if not keep:

@@ -20,6 +20,11 @@
 //! durable. Files present when the broker started count as durable as they were then. An acknowledged
 //! record that does not survive that was acknowledged before its `fdatasync` completed.
 //!
+//! With the journal on, [`crate::limits::FAULT_SYNC_DELAY_ENV`] may name a number of milliseconds that every
+//! group-commit `fdatasync` of segment data is delayed by (a slow device). An acknowledgement that leaves
+//! before its sync would then be out for that long without the data being durable: a kill at a random
+//! moment catches it with high probability instead of only in a sub-millisecond window.
+//!
 //! The journal itself is written with plain `write(2)` on an `O_APPEND` file: it survives the SIGKILL the
 //! harness uses (page cache) and is never subject to the simulated cut. Test-only: with the variable unset
 //! every hook is one load of a `OnceLock` and a branch.
@@ -28,8 +33,14 @@ use std::fs::File;
 use std::io::Write as _;
 use std::path::Path;
 use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
 
-static JOURNAL: OnceLock<Mutex<File>> = OnceLock::new();
+struct Journal {
+    file: Mutex<File>,
+    sync_delay: Option<Duration>,
+}
+
+static JOURNAL: OnceLock<Journal> = OnceLock::new();
 
 /// Opens the journal named by the environment variable, if set (once, at start-up, before any storage
 /// call). Returns the path when the journal is on.
@@ -41,8 +52,29 @@ pub fn init() -> std::io::Result<Option<String>> {
         .create(true)
         .append(true)
         .open(&path)?;
-    let _ = JOURNAL.set(Mutex::new(f));
+    let sync_delay = match std::env::var(crate::limits::FAULT_SYNC_DELAY_ENV) {
+        Ok(ms) => Some(Duration::from_millis(ms.parse().map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!(
+                    "{}={ms}: not milliseconds",
+                    crate::limits::FAULT_SYNC_DELAY_ENV
+                ),
+            )
+        })?)),
+        Err(_) => None,
+    };
+    let _ = JOURNAL.set(Journal {
+        file: Mutex::new(f),
+        sync_delay,
+    });
     Ok(Some(path))
+}
+
+/// How long to delay each group-commit fdatasync (only with the journal on).
+#[inline]
+pub fn sync_delay() -> Option<Duration> {
+    JOURNAL.get().and_then(|j| j.sync_delay)
 }
 
 /// True if the journal is on.
@@ -53,7 +85,7 @@ pub fn enabled() -> bool {
 
 fn append(line: String) {
     if let Some(j) = JOURNAL.get() {
-        let mut f = j.lock().unwrap_or_else(|e| e.into_inner());
+        let mut f = j.file.lock().unwrap_or_else(|e| e.into_inner());
         // One write per line (O_APPEND). A journal that cannot be written makes the test meaningless.
         f.write_all(line.as_bytes())
             .expect("writing the fault-injection sync journal");

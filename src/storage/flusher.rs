@@ -334,11 +334,20 @@ impl Flusher {
             let (written, journal) = {
                 let st = self.shared.state.borrow();
                 let journal = super::fault_journal::enabled()
-                    .then(|| st.segments.iter().find(|s| s.base_offset == self.dirty_base))
+                    .then(|| {
+                        st.segments
+                            .iter()
+                            .find(|s| s.base_offset == self.dirty_base)
+                    })
                     .flatten()
                     .map(|s| (s.log_path.clone(), s.written));
                 (st.written_offset, journal)
             };
+            if journal.is_some() {
+                if let Some(d) = super::fault_journal::sync_delay() {
+                    glommio::timer::sleep(d).await;
+                }
+            }
             file.fdatasync()
                 .await
                 .map_err(|e| StorageError::io(&self.shared.dir, e))?;
