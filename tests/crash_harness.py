@@ -101,7 +101,9 @@ class Broker:
         self.proc = None
         self.starts = 0
 
-    def start(self, timeout=30, env=None):
+    def start(self, timeout=None, env=None):
+        # A loaded machine can stall a starting broker's I/O for tens of seconds (see RINGTIDE_START_TIMEOUT).
+        timeout = timeout or float(os.environ.get("RINGTIDE_START_TIMEOUT", "30"))
         self.starts += 1
         cmd = [self.binary,
                "--override", f"listeners=PLAINTEXT://127.0.0.1:{self.port}",
@@ -334,6 +336,7 @@ class Load:
             self.acked[where] = (key, digest(msg.value()))
 
     def _run(self):
+        from confluent_kafka import KafkaException
         while not self.stopping.is_set():
             key = self.next_key
             try:
@@ -342,6 +345,9 @@ class Load:
             except BufferError:
                 self._poll(0.05)
                 continue
+            except KafkaException as e:  # fatal: the producer refuses new records
+                self.fatal = self.fatal or str(e)
+                return
             if key % 64 == 0:
                 self._poll(0)
             if self.fatal:
