@@ -23,6 +23,12 @@ pub const PORT_TAKEOVER_WAIT_MS_MAX: u64 = 5_000;
 pub const LISTEN_BACKLOG: i32 = 1024;
 /// Environment variable that makes one core panic after start-up (fault injection for the fail-stop test).
 pub const FAULT_PANIC_CORE_ENV: &str = "RINGTIDE_FAULT_PANIC_CORE";
+/// Environment variable naming a file to which the storage layer appends one line per completed sync
+/// (fault injection for the power-cut test; see `storage::fault_journal`). Unset: no journal.
+pub const FAULT_SYNC_JOURNAL_ENV: &str = "RINGTIDE_FAULT_SYNC_JOURNAL";
+/// With the sync journal on: milliseconds by which every group-commit fdatasync is delayed (a slow device,
+/// so that an ack sent before its sync is caught by a kill at a random moment).
+pub const FAULT_SYNC_DELAY_ENV: &str = "RINGTIDE_FAULT_SYNC_DELAY_MS";
 /// Messages that may wait in one cross-core channel before the sender waits.
 pub const MESH_CHANNEL_CAPACITY: usize = 1024;
 /// Default glommio io_memory per core (registered buffers for direct IO).

@@ -58,6 +58,17 @@ fn main() -> ExitCode {
         print!("{}", config.describe());
         return ExitCode::SUCCESS;
     }
+    match ringtide::storage::fault_journal::init() {
+        Ok(None) => {}
+        Ok(Some(path)) => tracing::warn!(
+            journal = path,
+            "fault injection: every completed sync is journaled (test only)"
+        ),
+        Err(e) => {
+            eprintln!("ringtide: cannot open the fault-injection sync journal: {e}");
+            return ExitCode::from(2);
+        }
+    }
     match ringtide::server::run(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -120,7 +120,8 @@ impl ClusterMeta {
             f.sync_all()?;
         }
         std::fs::rename(&tmp, dir.join(METADATA_FILE))?;
-        std::fs::File::open(dir)?.sync_all()?;
+        crate::storage::fault_journal::sync_dir(dir)?;
+        crate::storage::fault_journal::file_synced(&dir.join(METADATA_FILE), &bytes);
         Ok(())
     }
 }

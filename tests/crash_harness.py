@@ -19,9 +19,26 @@ producer is flushed and the whole log read back, and the harness checks:
 
 Exit status 0 if all hold; the summary line reports cycles, records acknowledged, records read, kills.
 Reproducible kill timing with --seed (the broker's scheduling is not).
+
+    python3 tests/crash_harness.py --power-cut --cycles 20
+
+--power-cut turns every kill into a simulated power cut. SIGKILL alone cannot catch an acknowledgement
+sent before its fdatasync completed: the page cache keeps the unsynced bytes. So the broker runs with
+RINGTIDE_FAULT_SYNC_JOURNAL set (src/storage/fault_journal.rs): it appends one line per completed sync of
+the data directory (segment data synced through a length; a small file synced with its content; a
+directory fsynced with the entries it held). After the SIGKILL the harness rewrites the data directory to
+what a power cut could leave (PowerCut below): segments cut back to their last synced length, with
+garbage, zeros or some real unsynced bytes after it; small files back to their last synced content (or the
+newer one, or torn); files and partition directories whose directory entry was never fsynced removed
+(randomly). What the broker found at start-up counts as durable. Every group-commit fdatasync is also
+delayed by a few milliseconds (a slow device), so that an ack sent before its sync completed stays exposed
+long enough for a kill at a random moment to land on it. Then the same checks as above.
+This applies to the default durability mode only: with log.flush.interval.messages / .ms set, acks do
+not wait for fdatasync (Kafka's semantics), so a power cut may take acknowledged records, by design.
 """
 
 import argparse
+import collections
 import hashlib
 import os
 import random
@@ -84,7 +101,9 @@ class Broker:
         self.proc = None
         self.starts = 0
 
-    def start(self, timeout=30):
+    def start(self, timeout=None, env=None):
+        # A loaded machine can stall a starting broker's I/O for tens of seconds (see RINGTIDE_START_TIMEOUT).
+        timeout = timeout or float(os.environ.get("RINGTIDE_START_TIMEOUT", "30"))
         self.starts += 1
         cmd = [self.binary,
                "--override", f"listeners=PLAINTEXT://127.0.0.1:{self.port}",
@@ -96,15 +115,24 @@ class Broker:
         log = open(self.log_path, "ab", buffering=0)
         log.write(f"=== start #{self.starts}\n".encode())
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     start_new_session=True, env={**os.environ, "NO_COLOR": "1"})
+                                     start_new_session=True, env={**os.environ, "NO_COLOR": "1", **(env or {})})
         log.close()
         deadline = time.monotonic() + timeout
         while not port_open(self.port):
             if self.proc.poll() is not None:
                 raise RuntimeError(f"broker exited with {self.proc.returncode} during start; log {self.log_path}")
             if time.monotonic() > deadline:
+                self._backtrace()
                 raise RuntimeError(f"broker not up within {timeout}s; log {self.log_path}")
             time.sleep(0.02)
+
+    def _backtrace(self):
+        """A broker that does not come up: append every thread's stack to its log (if gdb is there)."""
+        if shutil.which("gdb"):
+            out = subprocess.run(["gdb", "-p", str(self.proc.pid), "-batch", "-ex", "thread apply all bt 40"],
+                                 capture_output=True, text=True, timeout=60).stdout
+            with open(self.log_path, "a") as log:
+                log.write(f"=== broker did not come up; its threads:\n{out}")
 
     def kill(self, sig=signal.SIGKILL, timeout=60):
         if self.proc and self.proc.poll() is None:
@@ -114,6 +142,156 @@ class Broker:
         while port_open(self.port) and time.monotonic() < deadline:
             time.sleep(0.02)
         return self.proc.returncode if self.proc else None
+
+
+JOURNAL_ENV = "RINGTIDE_FAULT_SYNC_JOURNAL"  # src/limits.rs FAULT_SYNC_JOURNAL_ENV
+# A slow device: every group-commit fdatasync takes this much longer, so that an ack sent before its sync
+# completed stays exposed long enough for a kill at a random moment to land on it.
+SYNC_DELAY_ENV = "RINGTIDE_FAULT_SYNC_DELAY_MS"  # src/limits.rs FAULT_SYNC_DELAY_ENV
+# Files rewritten by "write, truncate, sync" in place (a power cut may tear them); the others are replaced
+# whole by a rename (old or new content, never a mix).
+TORN_SUFFIXES = (".index", ".timeindex", ".snapshot")
+
+
+class PowerCut:
+    """Rewrites a killed broker's data directory to what a power cut could have left on the device.
+
+    The model (a device that honours fsync and nothing more): bytes of a segment up to its last journaled
+    fdatasync length are there; after it anything may be (nothing, zeros, garbage, part of what was
+    written). A small file holds its last synced content, or what was written after it (whole or torn).
+    A file or directory created since start-up exists only if a journaled directory fsync listed it
+    (otherwise it may be gone). Removals are not undone (the harness cannot bring back deleted bytes)."""
+
+    def __init__(self, data_dir: Path, journal_dir: Path, rng: random.Random):
+        self.data_dir, self.journal_dir, self.rng = data_dir, journal_dir, rng
+        self.starts = 0
+        self.journal = None
+        self.base_sizes = {}     # segment path -> size at start-up
+        self.base_content = {}   # other file path -> bytes at start-up
+        self.base_dirs = set()
+        self.stats = collections.Counter()
+
+    @staticmethod
+    def is_segment(path: str) -> bool:
+        return path.endswith(".log")
+
+    def _walk(self):
+        dirs, files = [], []
+        if self.data_dir.exists():
+            for root, dnames, fnames in os.walk(self.data_dir):
+                dirs += [os.path.join(root, d) for d in dnames]
+                files += [os.path.join(root, f) for f in fnames]
+        return dirs, files
+
+    def before_start(self):
+        """Takes the data directory as durable (it is what the device holds after the cut) and returns the
+        environment that turns the broker's sync journal on, with a fresh journal."""
+        dirs, files = self._walk()
+        self.base_dirs = set(dirs)
+        self.base_sizes, self.base_content = {}, {}
+        for f in files:
+            if self.is_segment(f):
+                self.base_sizes[f] = os.path.getsize(f)
+            else:
+                self.base_content[f] = Path(f).read_bytes()
+        self.starts += 1
+        self.journal = self.journal_dir / f"sync-journal-{self.starts}.txt"
+        self.journal.write_bytes(b"")
+        return {JOURNAL_ENV: str(self.journal), SYNC_DELAY_ENV: str(self.rng.choice([3, 10, 20]))}
+
+    def _read_journal(self):
+        data, content, listed = {}, {}, set()
+        for line in self.journal.read_text().splitlines():
+            kind, path, arg = line.split("\t")
+            path = os.path.normpath(path)
+            if kind == "data":
+                data[path] = int(arg)
+            elif kind == "file":
+                content[path] = bytes.fromhex(arg)
+            elif kind == "dir":
+                listed |= {os.path.join(path, n) for n in arg.split("/") if n}
+            else:
+                raise RuntimeError(f"unknown journal line {line!r}")
+        return data, content, listed
+
+    def cut(self):
+        """Call after the broker was SIGKILLed and reaped."""
+        rng, st = self.rng, self.stats
+        data, content, listed = self._read_journal()
+        durable_entry = lambda p: p in self.base_dirs or p in self.base_sizes or p in self.base_content or p in listed
+        st["cuts"] += 1
+        self.touched = set()
+        dirs, _ = self._walk()
+        for d in sorted(dirs):  # parents first
+            if os.path.isdir(d) and not durable_entry(d) and rng.random() < 0.5:
+                shutil.rmtree(d)
+                self.touched.add(os.path.dirname(d))
+                st["dirs_removed"] += 1
+        _, files = self._walk()
+        for f in files:
+            if not durable_entry(f) and rng.random() < 0.5:
+                os.remove(f)
+                self.touched.add(os.path.dirname(f))
+                st["files_removed"] += 1
+                continue
+            if self.is_segment(f):
+                self._cut_segment(f, data.get(f, self.base_sizes.get(f, 0)))
+            else:
+                self._cut_small(f, content.get(f, self.base_content.get(f)))
+        # After a real power cut nothing sits dirty in the page cache: write the rewritten files back now,
+        # so the broker's direct I/O does not first have to flush the harness's buffered writes.
+        for p in sorted(self.touched, key=lambda p: (os.path.isdir(p), p)):
+            if os.path.exists(p):
+                fd = os.open(p, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+
+    def _cut_segment(self, f, durable):
+        rng, st = self.rng, self.stats
+        size = os.path.getsize(f)
+        if size <= durable:
+            return  # a truncation not yet synced, or nothing unsynced
+        st["segments_cut"] += 1
+        self.touched.add(f)
+        st["unsynced_bytes"] += size - durable
+        keep = durable
+        mode = rng.choice(["cut", "cut", "real", "zeros", "garbage", "real+garbage"])
+        if mode.startswith("real"):  # write-back persisted part of the unsynced bytes
+            keep = rng.randint(durable, size)
+        with open(f, "r+b") as fh:
+            fh.truncate(keep)
+            if mode.endswith("zeros") or mode.endswith("garbage"):
+                end = rng.randint(keep, size)
+                fh.seek(keep)
+                fh.write(bytes(end - keep) if mode == "zeros" else rng.randbytes(end - keep))
+        st[f"tail_{mode}"] += 1
+
+    def _cut_small(self, f, durable):
+        rng, st = self.rng, self.stats
+        now = Path(f).read_bytes()
+        if now == durable:
+            return
+        torn = f.endswith(TORN_SUFFIXES)
+        choices = ["new"]
+        if durable is not None:
+            choices += ["old", "old"]
+        else:
+            choices += ["remove", "empty"]
+        if torn:
+            choices += ["empty", "torn"]
+        choice = rng.choice(choices)
+        st[f"small_{choice}"] += 1
+        self.touched.add(os.path.dirname(f) if choice == "remove" else f)
+        if choice == "old":
+            Path(f).write_bytes(durable)
+        elif choice == "remove":
+            os.remove(f)
+        elif choice == "empty":
+            Path(f).write_bytes(b"")
+        elif choice == "torn":
+            Path(f).write_bytes(now[:rng.randint(0, len(now))])
 
 
 class Load:
@@ -158,16 +336,29 @@ class Load:
             self.acked[where] = (key, digest(msg.value()))
 
     def _run(self):
+        from confluent_kafka import KafkaException
         while not self.stopping.is_set():
             key = self.next_key
             try:
                 self.producer.produce(self.topic, key=str(key).encode(), value=value_of(key), on_delivery=self._cb)
                 self.next_key += 1
             except BufferError:
-                self.producer.poll(0.05)
+                self._poll(0.05)
                 continue
+            except KafkaException as e:  # fatal: the producer refuses new records
+                self.fatal = self.fatal or str(e)
+                return
             if key % 64 == 0:
-                self.producer.poll(0)
+                self._poll(0)
+            if self.fatal:
+                return
+
+    def _poll(self, timeout):
+        from confluent_kafka import KafkaException
+        try:
+            self.producer.poll(timeout)
+        except KafkaException as e:  # a fatal error raised from poll (idempotence desynchronized)
+            self.fatal = str(e)
 
     def start(self):
         self.thread.start()
@@ -250,7 +441,7 @@ def verify(acked, records, hw):
     return problems, total
 
 
-def run(cycles, seed, partitions=3, kill_min=0.15, kill_max=1.2, keep=False, log=print):
+def run(cycles, seed, partitions=3, kill_min=0.15, kill_max=1.2, keep=False, log=print, power_cut=False):
     from confluent_kafka.admin import AdminClient, NewTopic
     rng = random.Random(seed)
     tmp = Path(tempfile.mkdtemp(prefix="ringtide-crash-"))
@@ -266,34 +457,54 @@ def run(cycles, seed, partitions=3, kill_min=0.15, kill_max=1.2, keep=False, log
     topic = "crash"
     t0 = time.monotonic()
     kills = 0
+    cutter = PowerCut(tmp / "data", tmp, rng) if power_cut else None
+
+    def start():
+        broker.start(env=cutter.before_start() if cutter else None)
+
+    def crash():
+        broker.kill(signal.SIGKILL)
+        if cutter:
+            cutter.cut()
+
     try:
-        broker.start()
+        start()
         bootstrap = f"127.0.0.1:{broker.port}"
         admin = AdminClient({"bootstrap.servers": bootstrap})
         admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])[topic].result(30)
         load = Load(bootstrap, topic)
         load.start()
+        acks_at_start = 0
         for cycle in range(cycles):
             # Let the load run (the producer has to reconnect first), then crash at a random moment.
             time.sleep(rng.uniform(kill_min, kill_max))
+            if cutter and rng.random() < 0.75:
+                # Most power cuts land while acknowledgements flow: only then can an early ack be exposed.
+                deadline = time.monotonic() + 10
+                while len(load.acked) == acks_at_start and time.monotonic() < deadline and not load.fatal:
+                    time.sleep(0.01)
+                time.sleep(rng.uniform(0.0, 0.1))
             before = len(load.acked)
-            broker.kill(signal.SIGKILL)
+            crash()
             kills += 1
             time.sleep(rng.uniform(0.0, 0.3))
-            broker.start()
-            if load.fatal:
-                raise RuntimeError(f"producer fatal error: {load.fatal}")
+            start()
+            acks_at_start = len(load.acked)
             log(f"cycle {cycle + 1}/{cycles}: killed at {before} acks; produced {load.next_key}, "
                 f"failed deliveries {len(load.failed)}")
+            if load.fatal:
+                # Check what is there: a fatal idempotence error usually means acknowledged records were lost.
+                log(f"producer fatal error: {load.fatal}")
+                break
         # Let the producer catch up with a live broker, then stop it.
         time.sleep(1.0)
-        left = load.stop()
-        if left:
+        left = load.stop(timeout=5 if load.fatal else 120)
+        if left and not load.fatal:
             raise RuntimeError(f"{left} records still undelivered after flush")
         # One more crash after the last acknowledgement: what was acknowledged must survive it too.
-        broker.kill(signal.SIGKILL)
+        crash()
         kills += 1
-        broker.start()
+        start()
         records, hw = read_all(bootstrap, topic, partitions)
         problems, total = verify(load.acked, records, hw)
         if load.fatal:
@@ -303,7 +514,13 @@ def run(cycles, seed, partitions=3, kill_min=0.15, kill_max=1.2, keep=False, log
             "failed_deliveries": len(load.failed), "read": total, "high_watermarks": hw,
             "seconds": round(time.monotonic() - t0, 1), "problems": len(problems), "broker_log": str(log_path),
         }
+        if cutter:
+            summary["power_cut"] = dict(cutter.stats)
         return problems, summary
+    except BaseException:
+        keep = True  # for the post-mortem
+        log(f"data directory kept: {tmp}")
+        raise
     finally:
         broker.kill(signal.SIGKILL)
         if not keep:
@@ -316,10 +533,12 @@ def main():
     ap.add_argument("--seed", type=int, default=None)
     ap.add_argument("--partitions", type=int, default=3)
     ap.add_argument("--keep", action="store_true", help="keep the data directory")
+    ap.add_argument("--power-cut", action="store_true",
+                    help="every kill is a simulated power cut: unsynced bytes are dropped (see above)")
     a = ap.parse_args()
     seed = a.seed if a.seed is not None else random.randrange(1 << 30)
     print(f"seed {seed}")
-    problems, summary = run(a.cycles, seed, a.partitions, keep=a.keep)
+    problems, summary = run(a.cycles, seed, a.partitions, keep=a.keep, power_cut=a.power_cut)
     for p in problems[:50]:
         print("VIOLATION:", p)
     print("summary:", summary)

@@ -152,13 +152,16 @@ pub fn write(log_dir: &Path) -> std::io::Result<()> {
     });
     let path = log_dir.join(RECOVERY_POINT_FILE_NAME);
     let tmp = log_dir.join(format!("{RECOVERY_POINT_FILE_NAME}.tmp"));
+    let text = render(&entries);
     {
         let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(render(&entries).as_bytes())?;
+        f.write_all(text.as_bytes())?;
         f.sync_all()?;
     }
     std::fs::rename(&tmp, &path)?;
-    std::fs::File::open(log_dir)?.sync_all()
+    super::fault_journal::sync_dir(log_dir)?;
+    super::fault_journal::file_synced(&path, text.as_bytes());
+    Ok(())
 }
 
 #[cfg(test)]

@@ -41,6 +41,8 @@ struct Flusher {
     tail: Vec<u8>,
     /// The file written since the last fdatasync, if any.
     dirty: Option<Rc<DmaFile>>,
+    /// Base offset of the segment of `dirty`.
+    dirty_base: i64,
     unsynced_records: u64,
     /// Bytes written since the last fdatasync (the size of the next group commit, for metrics).
     unsynced_bytes: u64,
@@ -55,6 +57,7 @@ pub(crate) async fn run(shared: Rc<Shared>, tail: Vec<u8>) {
         shared,
         tail,
         dirty: None,
+        dirty_base: 0,
         unsynced_records: 0,
         unsynced_bytes: 0,
         unsynced_since: None,
@@ -309,6 +312,7 @@ impl Flusher {
         }
         self.tail = new_tail;
         self.dirty = Some(file);
+        self.dirty_base = *segment_base;
         self.unsynced_records += records;
         self.unsynced_bytes += total;
         let mut st = self.shared.state.borrow_mut();
@@ -327,10 +331,30 @@ impl Flusher {
 
     async fn sync(&mut self) -> Result<(), StorageError> {
         if let Some(file) = self.dirty.clone() {
-            let written = self.shared.state.borrow().written_offset;
+            let (written, journal) = {
+                let st = self.shared.state.borrow();
+                let journal = super::fault_journal::enabled()
+                    .then(|| {
+                        st.segments
+                            .iter()
+                            .find(|s| s.base_offset == self.dirty_base)
+                    })
+                    .flatten()
+                    .map(|s| (s.log_path.clone(), s.written));
+                (st.written_offset, journal)
+            };
+            if journal.is_some() {
+                if let Some(d) = super::fault_journal::sync_delay() {
+                    glommio::timer::sleep(d).await;
+                }
+            }
             file.fdatasync()
                 .await
                 .map_err(|e| StorageError::io(&self.shared.dir, e))?;
+            // Before the acks it releases: the journal never says less than an ack promised.
+            if let Some((path, len)) = journal {
+                super::fault_journal::data_synced(&path, len);
+            }
             self.dirty = None;
             let mut st = self.shared.state.borrow_mut();
             st.durable_offset = written;
@@ -384,6 +408,7 @@ impl Flusher {
             file.fdatasync()
                 .await
                 .map_err(|e| StorageError::io(&path, e))?;
+            super::fault_journal::data_synced(&path, size);
         }
         write_small_file(&index_path, index).await?;
         write_small_file(&time_index_path, time_index).await?;
@@ -399,7 +424,7 @@ impl Flusher {
         let file = open_segment_file(&path, true).await?;
         // Make the new directory entry durable (on the blocking pool, once per roll).
         let dir = self.shared.dir.clone();
-        super::blocking(move || std::fs::File::open(&dir).and_then(|d| d.sync_all()))
+        super::blocking(move || super::fault_journal::sync_dir(&dir))
             .await
             .map_err(|e| StorageError::io(&self.shared.dir, e))?;
         self.tail.clear();

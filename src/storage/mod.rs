@@ -22,6 +22,7 @@
 //! Every glommio call of the crate's storage lives under this module.
 
 pub mod checkpoint;
+pub mod fault_journal;
 mod flusher;
 pub mod limits;
 pub mod readahead;
@@ -348,7 +349,7 @@ pub fn close_failures() -> usize {
 }
 
 fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    std::fs::File::open(dir)?.sync_all()
+    fault_journal::sync_dir(dir)
 }
 
 /// Runs a blocking filesystem call (directory creation, removal, directory fsync) on the runtime's
@@ -466,7 +467,9 @@ fn write_log_start(dir: &Path, offset: i64) -> Result<(), StorageError> {
         f.write_all(offset.to_string().as_bytes())?;
         f.sync_all()?;
         std::fs::rename(&tmp, dir.join(LOG_START_FILE))?;
-        std::fs::File::open(dir)?.sync_all()
+        sync_dir(dir)?;
+        fault_journal::file_synced(&dir.join(LOG_START_FILE), offset.to_string().as_bytes());
+        Ok::<(), std::io::Error>(())
     })();
     result.map_err(|e| StorageError::io(dir, e))
 }
@@ -496,6 +499,7 @@ pub(crate) async fn write_small_file(path: &Path, bytes: Vec<u8>) -> Result<(), 
         .await
         .map_err(|e| StorageError::io(path, e))?;
     let len = bytes.len();
+    let journaled = fault_journal::enabled().then(|| bytes.clone());
     if len > 0 {
         let n = f
             .write_at(bytes, 0)
@@ -509,6 +513,9 @@ pub(crate) async fn write_small_file(path: &Path, bytes: Vec<u8>) -> Result<(), 
         }
     }
     f.fdatasync().await.map_err(|e| StorageError::io(path, e))?;
+    if let Some(bytes) = journaled {
+        fault_journal::file_synced(path, &bytes);
+    }
     f.close().await.map_err(|e| StorageError::io(path, e))?;
     Ok(())
 }

@@ -293,6 +293,7 @@ pub(crate) async fn recover(
             file.fdatasync()
                 .await
                 .map_err(|e| StorageError::io(&path, e))?;
+            super::fault_journal::data_synced(&path, end.valid_size);
         }
         seg.size = end.valid_size;
         seg.written = end.valid_size;
