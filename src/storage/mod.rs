@@ -584,10 +584,10 @@ impl PartitionLog {
         let clean = started_clean(log_dir);
         let recovery_point = checkpoint::get(log_dir, topic, partition);
         let recovered = recovery::recover(&dir, &config, clean, recovery_point, hooks).await?;
-        if created {
-            // A new partition: make its first segment's directory entry and the directory's own entry
-            // durable before it takes records (a machine crash could otherwise lose the partition with
-            // records already acknowledged).
+        if created || recovered.created_first_segment {
+            // A new partition (or one whose directory a crash left without a segment): make its first
+            // segment's directory entry and the directory's own entry durable before it takes records (a
+            // machine crash could otherwise lose the partition with records already acknowledged).
             let (d, parent) = (dir.clone(), log_dir.to_path_buf());
             blocking(move || sync_dir(&d).and_then(|()| sync_dir(&parent)))
                 .await

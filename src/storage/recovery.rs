@@ -33,6 +33,8 @@ pub(crate) struct Recovered {
     pub snapshot_offset: Option<i64>,
     /// Offsets of every producer snapshot file in the directory, oldest first.
     pub snapshots: std::collections::VecDeque<i64>,
+    /// The directory held no segment: recovery created the first one (its entry is not yet durable).
+    pub created_first_segment: bool,
     /// What recovery did, for the start-up log.
     pub stats: RecoveryStats,
 }
@@ -160,6 +162,7 @@ pub(crate) async fn recover(
             tail_block: Vec::new(),
             snapshot_offset: None,
             snapshots: Default::default(),
+            created_first_segment: true,
             stats: RecoveryStats::default(),
         });
     }
@@ -335,6 +338,7 @@ pub(crate) async fn recover(
         tail_block,
         snapshot_offset,
         snapshots: snapshots.into(),
+        created_first_segment: false,
         stats,
     })
 }
