@@ -60,7 +60,9 @@ def segments(part_dir):
 
 
 CASES = ["torn-last-batch", "flipped-bytes", "zero-filled-tail", "missing-index", "truncated-index",
-         "stray-files"]
+         "stray-files", "damaged-checkpoint", "damaged-snapshot"]
+# Cases whose files a clean stop writes (the recovery-point checkpoint, producer snapshots): SIGTERM first.
+CLEAN_STOP_CASES = {"damaged-checkpoint", "damaged-snapshot"}
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -69,7 +71,7 @@ def test_damaged_files_are_recovered(fresh_broker, topic_name, case):
     create_topic(b.bootstrap, topic_name, 1, config={"segment.bytes": str(1 << 20)})
     acked = produce(b.bootstrap, topic_name, 0, RECORDS)
     assert sorted(acked) == list(range(RECORDS))
-    b.stop(signal.SIGKILL)
+    b.stop(signal.SIGTERM if case in CLEAN_STOP_CASES else signal.SIGKILL)
 
     part = b.data_dir / f"{topic_name}-0"
     segs = segments(part)
@@ -113,6 +115,18 @@ def test_damaged_files_are_recovered(fresh_broker, topic_name, case):
         (part / "00000000000000000000.log.swp").write_bytes(b"\xde\xad" * 100)
         (part / "00000000000000099999.index").write_bytes(b"\x00" * 16)
         expect_line = ("ignoring stray file", "notes.txt")
+    elif case == "damaged-checkpoint":
+        cp = b.data_dir / "recovery-point-offset-checkpoint"
+        assert f"{topic_name} 0 {RECORDS}" in cp.read_text()
+        cp.write_text(f"0\n2\n{topic_name} 0 {RECORDS}\n")  # says two entries, holds one
+        expect_line = ("ignoring a damaged recovery point checkpoint",)
+    elif case == "damaged-snapshot":
+        snaps = sorted(part.glob("*.snapshot"))
+        assert snaps and snaps[-1].name == f"{RECORDS:020d}.snapshot", [s.name for s in snaps]
+        data = bytearray(snaps[-1].read_bytes())
+        data[-3] ^= 0x40
+        snaps[-1].write_bytes(bytes(data))
+        expect_line = ("ignoring producer snapshot", snaps[-1].name, "CRC")
 
     log_before = b.log_path.read_text(errors="replace")
     b.start()
