@@ -86,11 +86,12 @@ pub enum RecordError {
 impl RecordError {
     /// The Kafka protocol error code for this error.
     pub fn kafka_error_code(&self) -> i16 {
+        use crate::protocol::errors;
         match self {
-            RecordError::Corrupt { .. } => 2,           // CORRUPT_MESSAGE
-            RecordError::MessageTooLarge { .. } => 10,  // MESSAGE_TOO_LARGE
-            RecordError::InvalidRecord { .. } => 87,    // INVALID_RECORD
-            RecordError::UnsupportedMagic { .. } => 43, // UNSUPPORTED_FOR_MESSAGE_FORMAT
+            RecordError::Corrupt { .. } => errors::CORRUPT_MESSAGE,
+            RecordError::MessageTooLarge { .. } => errors::MESSAGE_TOO_LARGE,
+            RecordError::InvalidRecord { .. } => errors::INVALID_RECORD,
+            RecordError::UnsupportedMagic { .. } => errors::UNSUPPORTED_FOR_MESSAGE_FORMAT,
         }
     }
 }

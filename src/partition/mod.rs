@@ -18,9 +18,6 @@ use crate::records::{self, RecordError};
 use crate::storage::{FetchRead, LogConfig, PartitionLog, RecoveryHooks, StorageError};
 use producer_state::{BatchMetadata, ProducerStateManager, SequenceCheck};
 
-/// INVALID_RECORD: clients may not write control batches.
-const INVALID_RECORD: i16 = 87;
-
 /// A per-partition failure as the Kafka response carries it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartitionError {
@@ -206,7 +203,7 @@ impl Partition {
         let headers = records::validate_batches(&records, config.max_message_bytes)?;
         if headers.iter().any(|h| h.is_control()) {
             return Err(PartitionError::new(
-                INVALID_RECORD,
+                crate::protocol::errors::INVALID_RECORD,
                 "Clients are not allowed to write control records",
             ));
         }

@@ -25,8 +25,7 @@ pub const BATCHES_RETAINED_PER_PRODUCER: usize = 5;
 /// Kafka's "no producer epoch" marker.
 pub const NO_PRODUCER_EPOCH: i16 = -1;
 
-pub const INVALID_PRODUCER_EPOCH: i16 = 47;
-pub const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
+pub use crate::protocol::errors::{INVALID_PRODUCER_EPOCH, OUT_OF_ORDER_SEQUENCE_NUMBER};
 
 /// One appended batch as remembered for duplicate detection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

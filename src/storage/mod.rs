@@ -148,13 +148,15 @@ impl StorageError {
 
     /// The Kafka protocol error code for this error.
     pub fn kafka_error_code(&self) -> i16 {
+        use crate::protocol::errors;
         match self {
-            StorageError::OffsetOutOfRange { .. } => 1, // OFFSET_OUT_OF_RANGE
-            StorageError::Closed => 6,                  // NOT_LEADER_OR_FOLLOWER (retriable)
+            StorageError::OffsetOutOfRange { .. } => errors::OFFSET_OUT_OF_RANGE,
+            // Retriable: the client looks for the leader again.
+            StorageError::Closed => errors::NOT_LEADER_OR_FOLLOWER,
             StorageError::Io { .. }
             | StorageError::Corrupt { .. }
             | StorageError::Failed(_)
-            | StorageError::DiskFull(_) => 56, // KAFKA_STORAGE_ERROR
+            | StorageError::DiskFull(_) => errors::KAFKA_STORAGE_ERROR,
         }
     }
 
