@@ -294,6 +294,20 @@ impl State {
         self.cache.evict_written(budget, written);
     }
 
+    /// Why a wait for the flusher can never be satisfied now: the log failed, is stalled on a full disk,
+    /// or its flusher has stopped (closed).
+    fn wait_failure(&self) -> Option<StorageError> {
+        if let Some(e) = &self.failed {
+            Some(StorageError::Failed(e.clone()))
+        } else if let Some(e) = &self.stalled {
+            Some(StorageError::DiskFull(e.clone()))
+        } else if self.flusher_done {
+            Some(StorageError::Closed)
+        } else {
+            None
+        }
+    }
+
     fn check_usable(&self) -> Result<(), StorageError> {
         if let Some(e) = &self.failed {
             return Err(StorageError::Failed(e.clone()));
@@ -886,14 +900,8 @@ impl PartitionLog {
             };
             if reached > last_offset {
                 Some(Ok(()))
-            } else if let Some(e) = &st.failed {
-                Some(Err(StorageError::Failed(e.clone())))
-            } else if let Some(e) = &st.stalled {
-                Some(Err(StorageError::DiskFull(e.clone())))
-            } else if st.flusher_done {
-                Some(Err(StorageError::Closed))
             } else {
-                None
+                st.wait_failure().map(Err)
             }
         })
         .await
@@ -1244,14 +1252,8 @@ impl PartitionLog {
         WaitUntil::new(self.shared.clone(), move |st: &State| {
             if st.recovery_point >= offset {
                 Some(Ok(()))
-            } else if let Some(e) = &st.failed {
-                Some(Err(StorageError::Failed(e.clone())))
-            } else if let Some(e) = &st.stalled {
-                Some(Err(StorageError::DiskFull(e.clone())))
-            } else if st.flusher_done {
-                Some(Err(StorageError::Closed))
             } else {
-                None
+                st.wait_failure().map(Err)
             }
         })
         .await?;
