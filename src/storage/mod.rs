@@ -23,6 +23,7 @@
 
 pub mod checkpoint;
 mod flusher;
+pub mod fuzz;
 pub mod limits;
 pub mod readahead;
 mod recovery;
