@@ -248,13 +248,26 @@ async fn recover_once(
             std::fs::read(seg.index_path()).ok(),
             std::fs::read(seg.time_index_path()).ok(),
         );
+        let verify = if last { verify_from } else { i64::MAX };
         // From the index files: every batch before the last indexed one is accounted for.
-        let loaded = match &on_disk {
+        let mut loaded = match &on_disk {
             (Some(index), Some(time_index)) => {
                 load_indexes(&mut seg, index, time_index, &disk).await?
             }
             _ => None,
         };
+        // ... unless those batches are ones whose CRCs must be verified (the last segment after a crash,
+        // with index files reaching past the recovery point, or without one): read them all.
+        if loaded.is_some()
+            && seg
+                .index
+                .last()
+                .is_some_and(|e| base + e.relative_offset as i64 >= verify)
+        {
+            tracing::warn!(file = %path.display(), "index files reach past the recovery point: verifying the whole segment");
+            seg = Segment::new(dir, base, created_ms, None);
+            loaded = None;
+        }
         let tail_from = loaded.unwrap_or(0);
         // The producer state needs the batches from `replay_from` on.
         let replay_start = if next_base <= replay_from {
@@ -264,7 +277,6 @@ async fn recover_once(
         } else {
             0
         };
-        let verify = if last { verify_from } else { i64::MAX };
         let mut end = scan(
             &disk,
             tail_from.min(replay_start),
