@@ -32,12 +32,14 @@
 //!   the offset after the last offset of any structurally sound batch header anywhere in their bytes.
 //! - Reads from the log start to the high watermark return whole, structurally sound batches whose offsets
 //!   strictly increase, the first one holding (or following) the offset asked for; batches whose CRCs
-//!   recovery verified (the last segment after a crash, from the recovery point on) and the batch appended
-//!   here also pass `records::validate_batches`. A read may fail with `StorageError::Corrupt` (a damaged
+//!   recovery must verify (the last segment after a crash: from the recovery point on, or all of it
+//!   without one or when the log ends below it) and the batch appended here also pass
+//!   `records::validate_batches`. A read may fail with `StorageError::Corrupt` (a damaged
 //!   batch that recovery trusted without reading it, e.g. below a recovery point or behind a loaded index).
 //! - `offset_for_timestamp` answers a batch whose max timestamp reaches the one asked for.
-//! - An append to the recovered log succeeds, becomes durable and reads back; `close` succeeds; reopening
-//!   the closed log finds the same log start and log end.
+//! - An append to the recovered log succeeds (unless the log ends at i64::MAX), becomes durable and reads
+//!   back; `close` and `checkpoint_closed` succeed; reopening then (as after a crash right after a clean
+//!   close) finds the same log start and log end.
 
 use std::cell::Cell;
 use std::collections::BTreeMap;
@@ -371,22 +373,30 @@ fn config() -> LogConfig {
     }
 }
 
-async fn open(log_dir: &Path) -> Result<PartitionLog, StorageError> {
+/// Opens the partition; also returns the recovered producer state as a snapshot.
+async fn open(log_dir: &Path) -> Result<(PartitionLog, Vec<u8>), StorageError> {
     let mut hooks = Hooks::default();
     let log = PartitionLog::open(log_dir, FUZZ_TOPIC, 0, config(), &mut hooks).await?;
     // The state must still write a snapshot that reads back.
     let snap = hooks.producers.to_snapshot();
     ProducerStateManager::from_snapshot(&snap).expect("recovered producer state reads back");
-    Ok(log)
+    Ok((log, snap))
 }
 
-/// Which batches recovery verified the CRCs of: those of the last segment ending at or past this offset.
-fn verified_from(files: &Files<'_>, recovery_point: Option<i64>) -> Option<(i64, i64)> {
+/// Which batches recovery must have verified the CRCs of after a crash: those of the last segment (its
+/// base offset is returned first) ending at or past the recovery point, or all of them without one or
+/// when the log ends below it (`log_end`: the recovered one).
+fn verified_from(
+    files: &Files<'_>,
+    recovery_point: Option<i64>,
+    log_end: i64,
+) -> Option<(i64, i64)> {
     if files.clean_shutdown {
         return None;
     }
     let last_base = *files.logs.keys().next_back()?;
-    Some((last_base, recovery_point.unwrap_or(i64::MIN)))
+    let from = recovery_point.filter(|&rp| rp <= log_end);
+    Some((last_base, from.unwrap_or(i64::MIN)))
 }
 
 async fn exercise(log_dir: PathBuf, bound: i128, files: Files<'_>) -> Outcome {
@@ -395,8 +405,8 @@ async fn exercise(log_dir: PathBuf, bound: i128, files: Files<'_>) -> Outcome {
     let clean = take_clean_shutdown_marker(&log_dir).expect("marker removed");
     assert_eq!(clean, files.clean_shutdown);
     let mut out = Outcome::default();
-    let log = match open(&log_dir).await {
-        Ok(log) => log,
+    let (log, producers) = match open(&log_dir).await {
+        Ok(opened) => opened,
         Err(e) => {
             out.open_error = Some(e.to_string());
             return out;
@@ -414,7 +424,7 @@ async fn exercise(log_dir: PathBuf, bound: i128, files: Files<'_>) -> Outcome {
         "log end {leo} past what the segments hold ({bound})"
     );
     assert!(start <= hw && hw <= leo, "start {start} hw {hw} leo {leo}");
-    let verified = verified_from(&files, recovery_point);
+    let verified = verified_from(&files, recovery_point, leo);
     // The segment each read batch comes from is not known here; batches at or past both the last
     // segment's base and the verification start were verified.
     let must_validate = |h: &BatchHeader| {
@@ -507,20 +517,18 @@ async fn exercise(log_dir: PathBuf, bound: i128, files: Files<'_>) -> Outcome {
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].base_offset, info.base_offset);
 
-    // 5. Close, then open again as after a crash (no marker, the recovery point as this open left it):
-    //    the same log. After a first open that trusted a clean-shutdown marker, a batch it did not verify
-    //    may fail its CRC now, so only "no longer" holds.
+    // 5. Close as the broker does at shutdown (close, then a producer snapshot at the log end, which
+    //    becomes the recovery point), then open again as after a crash before the marker was written:
+    //    the same log.
     log.close().await.expect("a recovered log closes");
+    log.checkpoint_closed(producers)
+        .await
+        .expect("a closed log checkpoints");
     drop(log);
-    let log = open(&log_dir)
+    let (log, _) = open(&log_dir)
         .await
         .expect("a log closed cleanly opens again");
     assert_eq!(log.log_start_offset(), start, "log start after reopening");
-    if files.clean_shutdown {
-        assert!(log.log_end_offset() <= hw, "log end grew after reopening");
-        log.close().await.expect("closes again");
-        return out;
-    }
     assert_eq!(log.log_end_offset(), hw, "log end after reopening");
     let bytes = log
         .read(info.base_offset, 1 << 20, log.high_watermark())
