@@ -1,6 +1,7 @@
-//! Replays every file of the fuzz corpus (`fuzz/corpus/{requests,records}`: frames and batches captured
-//! from kafka-python, librdkafka and the Java client by `fuzz/capture.py`, plus what fuzzing added) through
-//! the fuzz targets' own checks, on stable Rust, as part of `cargo test`.
+//! Replays every file of the fuzz corpus (`fuzz/corpus/{requests,records,storage}`: frames and batches
+//! captured from kafka-python, librdkafka and the Java client by `fuzz/capture.py`, partition directories
+//! of a real broker packed by `fuzz/pack_storage.py`, plus what fuzzing added) through the fuzz targets'
+//! own checks, on stable Rust, as part of `cargo test`.
 
 use std::path::Path;
 
@@ -67,6 +68,30 @@ fn records_corpus_validates() {
             .any(|c| name.rsplit('/').next().unwrap_or_default().starts_with(c))
         {
             assert_eq!(n, 1, "{name}: a captured batch did not validate");
+        }
+    }
+}
+
+#[test]
+fn storage_corpus_recovers_and_reads_back() {
+    let corpus = files("storage");
+    assert!(
+        corpus.len() >= 4,
+        "storage corpus too small: {}",
+        corpus.len()
+    );
+    for (name, data) in &corpus {
+        let out = ringtide::storage::fuzz::storage_files(data);
+        // Partition directories packed from a real broker (named broker-..) recover and read back whole.
+        if name
+            .rsplit('/')
+            .next()
+            .unwrap_or_default()
+            .starts_with("broker-")
+        {
+            assert_eq!(out.open_error, None, "{name}");
+            assert_eq!(out.read_error, None, "{name}");
+            assert!(out.batches_read > 0, "{name}: {out:?}");
         }
     }
 }

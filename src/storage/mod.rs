@@ -24,6 +24,7 @@
 pub mod checkpoint;
 pub mod fault_journal;
 mod flusher;
+pub mod fuzz;
 pub mod limits;
 pub mod readahead;
 mod recovery;
@@ -807,6 +808,12 @@ impl PartitionLog {
 
         // Roll first if this append does not fit the active segment.
         let leo = st.log_end_offset;
+        if leo.checked_add(records).is_none() {
+            // Only a damaged or hostile segment file name (a base offset near i64::MAX) gets here.
+            return Err(StorageError::Failed(format!(
+                "offsets exhausted: the log ends at {leo}, no room for {records} more records"
+            )));
+        }
         let active = st.active();
         let too_big = active.size + len > config.segment_bytes;
         let too_old = now - active.created_ms > config.roll_ms;

@@ -165,9 +165,17 @@ pub(crate) async fn read_block(
         let mut end_offset = 0;
         let mut first_batch_size = None;
         while let Some(h) = BatchHeader::parse(&buf[at..]) {
+            // Offsets must go forward batch by batch: recovery trusts the bytes below the recovery
+            // point and behind a loaded index without reading them, so a damaged header is met here.
+            let out_of_order = h.last_offset_delta < 0
+                || h.base_offset
+                    .checked_add(h.last_offset_delta as i64)
+                    .is_none()
+                || first_offset.is_some() && h.base_offset < end_offset;
             if h.batch_length < records::BATCH_LENGTH_MIN
                 || h.magic != records::MAGIC_V2
                 || pos + (at + h.total_size()) as u64 > d.limit
+                || out_of_order
             {
                 return Err(corrupt());
             }

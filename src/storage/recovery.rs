@@ -86,8 +86,8 @@ pub trait RecoveryHooks {
     /// Sees the header of every batch from the loaded snapshot's offset on (every batch if none was
     /// loaded), oldest first.
     fn on_batch(&mut self, h: &BatchHeader);
-    /// The loaded snapshot lies past the recovered log end (data below the recovery point was lost):
-    /// forget what it said.
+    /// The loaded snapshot lies past the recovered log end (data below the recovery point was lost), or
+    /// recovery starts over: start again from an empty state.
     fn discard_snapshot(&mut self);
 }
 
@@ -119,7 +119,30 @@ struct ScanEnd {
 /// - Index files are loaded, sanity-checked against the batch they point at, instead of being rebuilt:
 ///   a segment is then read only from its last index entry on (plus, for the producer state, from the
 ///   producer snapshot's offset on). Index files that fail a check are rebuilt by a full scan.
+///
+/// A log that ends below its recovery point after a crash has lost bytes that were synced: the recovery
+/// point cannot be trusted, so recovery runs again without it (every CRC of the last segment verified).
 pub(crate) async fn recover(
+    dir: &Path,
+    config: &LogConfig,
+    clean: bool,
+    recovery_point: Option<i64>,
+    hooks: &mut dyn RecoveryHooks,
+) -> Result<Recovered, StorageError> {
+    let recovered = recover_once(dir, config, clean, recovery_point, hooks).await?;
+    let leo = recovered.segments.last().map_or(0, |s| s.next_offset);
+    match recovery_point {
+        Some(rp) if !clean && rp > leo => {
+            tracing::warn!(dir = %dir.display(), recovery_point = rp, log_end = leo, "the log ends below its recovery point: recovering again, verifying every batch of the last segment");
+            drop(recovered);
+            hooks.discard_snapshot();
+            recover_once(dir, config, clean, None, hooks).await
+        }
+        _ => Ok(recovered),
+    }
+}
+
+async fn recover_once(
     dir: &Path,
     config: &LogConfig,
     clean: bool,
@@ -228,13 +251,26 @@ pub(crate) async fn recover(
             std::fs::read(seg.index_path()).ok(),
             std::fs::read(seg.time_index_path()).ok(),
         );
+        let verify = if last { verify_from } else { i64::MAX };
         // From the index files: every batch before the last indexed one is accounted for.
-        let loaded = match &on_disk {
+        let mut loaded = match &on_disk {
             (Some(index), Some(time_index)) => {
                 load_indexes(&mut seg, index, time_index, &disk).await?
             }
             _ => None,
         };
+        // ... unless those batches are ones whose CRCs must be verified (the last segment after a crash,
+        // with index files reaching past the recovery point, or without one): read them all.
+        if loaded.is_some()
+            && seg
+                .index
+                .last()
+                .is_some_and(|e| base + e.relative_offset as i64 >= verify)
+        {
+            tracing::warn!(file = %path.display(), "index files reach past the recovery point: verifying the whole segment");
+            seg = Segment::new(dir, base, created_ms, None);
+            loaded = None;
+        }
         let tail_from = loaded.unwrap_or(0);
         // The producer state needs the batches from `replay_from` on.
         let replay_start = if next_base <= replay_from {
@@ -244,11 +280,10 @@ pub(crate) async fn recover(
         } else {
             0
         };
-        let verify = if last { verify_from } else { i64::MAX };
         let mut end = scan(
             &disk,
             tail_from.min(replay_start),
-            base,
+            (base, next_base),
             verify,
             &mut |pos, h| {
                 if pos >= tail_from {
@@ -271,7 +306,7 @@ pub(crate) async fn recover(
             // batches (the producer state has already seen them).
             tracing::warn!(file = %path.display(), "index files disagree with the segment: rebuilding them");
             seg = Segment::new(dir, base, created_ms, None);
-            end = scan(&disk, 0, base, verify, &mut |pos, h| {
+            end = scan(&disk, 0, (base, next_base), verify, &mut |pos, h| {
                 seg.track_batch(pos, h, interval)
             })
             .await?;
@@ -360,13 +395,19 @@ async fn load_indexes(
         return Ok(None);
     }
     let be_i32 = |b: &[u8]| i32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+    // An entry's absolute offset (and the one after it) must exist: base offsets near i64::MAX.
+    let absolute = |rel: i32| {
+        seg.base_offset
+            .checked_add(rel as i64)
+            .filter(|&o| rel >= 0 && o < i64::MAX)
+    };
     let mut entries = Vec::with_capacity(index.len() / INDEX_ENTRY_BYTES);
     for e in index.chunks_exact(INDEX_ENTRY_BYTES) {
         let (rel, pos) = (be_i32(&e[..4]), be_i32(&e[4..]));
         let after_previous = entries
             .last()
             .is_none_or(|p: &IndexEntry| rel as u32 > p.relative_offset && pos as u32 > p.position);
-        if rel < 0 || pos <= 0 || pos as u64 >= disk.limit || !after_previous {
+        if absolute(rel).is_none() || pos <= 0 || pos as u64 >= disk.limit || !after_previous {
             return Ok(None);
         }
         entries.push(IndexEntry {
@@ -381,7 +422,7 @@ async fn load_indexes(
         let after_previous = times
             .last()
             .is_none_or(|p: &TimeIndexEntry| ts > p.timestamp && rel as u32 >= p.relative_offset);
-        if rel < 0 || !after_previous {
+        if absolute(rel).is_none() || !after_previous {
             return Ok(None);
         }
         times.push(TimeIndexEntry {
@@ -399,7 +440,8 @@ async fn load_indexes(
                 Ok(None) | Err(StorageError::Corrupt { .. }) => return Ok(None),
                 Err(other) => return Err(other),
             };
-            if h.last_offset() != seg.base_offset + e.relative_offset as i64 {
+            let last = h.base_offset.checked_add(h.last_offset_delta as i64);
+            if last != absolute(e.relative_offset as i32) {
                 return Ok(None);
             }
             e.position as u64
@@ -415,12 +457,13 @@ async fn load_indexes(
 }
 
 /// Scans the batches of one segment file from position `from` (a batch boundary), calling `f` for each
-/// valid one, and returns where the valid prefix ends. Batches ending at or past offset `verify_from`
-/// must also pass their CRC check.
+/// valid one, and returns where the valid prefix ends. Offsets must lie in `[base_offset, next_base)`
+/// (segments never overlap: a batch past the next segment's base offset is damage). Batches ending at or
+/// past offset `verify_from` must also pass their CRC check.
 async fn scan(
     d: &DiskRead,
     from: u64,
-    base_offset: i64,
+    (base_offset, next_base): (i64, i64),
     verify_from: i64,
     f: &mut dyn FnMut(u64, &BatchHeader),
 ) -> Result<ScanEnd, StorageError> {
@@ -469,8 +512,12 @@ async fn scan(
             return Ok(end(pos, Some("batch offsets out of order"), verified));
         }
         // Outside the CRC: a flipped bit here must not reach the index arithmetic (relative offsets and
-        // positions are i32 in Kafka's index files).
-        if h.last_offset() - base_offset > i32::MAX as i64 {
+        // positions are i32 in Kafka's index files), nor overflow the offsets (the next one must exist).
+        let last_offset = h
+            .base_offset
+            .checked_add(h.last_offset_delta as i64)
+            .filter(|&l| l < i64::MAX);
+        if last_offset.is_none_or(|l| l - base_offset > i32::MAX as i64 || l >= next_base) {
             return Ok(end(
                 pos,
                 Some("batch offset out of the segment's range"),

@@ -109,9 +109,17 @@ impl Drop for TailCache {
     }
 }
 
-/// Adds a log to this core's registry (at open).
+/// Adds a log to this core's registry (at open). Entries of closed logs are pruned whenever the registry
+/// reaches a power of two, so partitions created and deleted over time (or logs opened again and again,
+/// as the storage fuzz target does) do not pile up dead entries, each holding its log's allocation.
 pub(crate) fn register(shared: &Rc<Shared>) {
-    LOGS.with(|l| l.borrow_mut().push(Rc::downgrade(shared)));
+    LOGS.with(|l| {
+        let mut l = l.borrow_mut();
+        if l.len() >= 64 && l.len().is_power_of_two() {
+            l.retain(|w| w.strong_count() > 0);
+        }
+        l.push(Rc::downgrade(shared));
+    });
 }
 
 /// If this core's tail caches are over [`TAIL_CACHE_CORE_BYTES_MAX`], evicts written batches from the
