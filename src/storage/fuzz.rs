@@ -477,18 +477,34 @@ async fn exercise(log_dir: PathBuf, bound: i128, files: Files<'_>) -> Outcome {
         assert_eq!(again, read_back, "reads of different sizes disagree");
     }
 
-    // 3. Timestamps.
+    // 3. Timestamps: a record of the log, or nothing.
+    let end = log.high_watermark();
     let mut stamps = vec![i64::MIN, -1, 0, 1, i64::MAX];
     stamps.extend(read_back.iter().take(3).map(|h| h.max_timestamp));
     stamps.extend(read_back.last().map(|h| h.max_timestamp));
     for ts in stamps {
         match log.offset_for_timestamp(ts).await {
-            Ok(Some((_, found))) => assert!(found >= ts, "asked for {ts}, found {found}"),
+            Ok(Some(found)) => {
+                assert!(found.timestamp >= ts, "asked for {ts}, found {found:?}");
+                assert!(
+                    found.offset >= start && found.offset < end,
+                    "{found:?} outside the log"
+                );
+            }
             Ok(None) => {}
             Err(e) => assert!(matches!(e, StorageError::Corrupt { .. }), "{e}"),
         }
     }
-    let _ = log.max_timestamp_offset();
+    match log.max_timestamp_offset().await {
+        Ok(Some(found)) => {
+            assert!(
+                found.offset >= start && found.offset < end,
+                "{found:?} outside the log"
+            )
+        }
+        Ok(None) => {}
+        Err(e) => assert!(matches!(e, StorageError::Corrupt { .. }), "{e}"),
+    }
     let _ = log.bytes_from(start);
 
     // 4. One append, durable, read back.
