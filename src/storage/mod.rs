@@ -19,15 +19,23 @@
 //! (CRCs of the last segment are verified at open; a read that meets a broken header reports
 //! [`StorageError::Corrupt`]).
 //!
+//! Layout: this file holds the log's state and its life (open, append, wait, checkpoint, close, delete);
+//! [`read`] the read path, [`retention`] DeleteRecords and retention, [`recovery`] opening after a stop or
+//! crash, [`flusher`] the writer task, [`checkpoint`] the recovery points, [`files`] everything outside the
+//! segments (markers, small synced files, the blocking pool), [`time_lookup`] ListOffsets by time.
+//!
 //! Every glommio call of the crate's storage lives under this module.
 
 pub mod checkpoint;
 pub mod fault_journal;
+mod files;
 mod flusher;
 pub mod fuzz;
 pub mod limits;
+mod read;
 pub mod readahead;
 mod recovery;
+mod retention;
 pub mod segment;
 pub mod tail_cache;
 mod time_lookup;
@@ -37,19 +45,24 @@ mod wait;
 mod tests;
 
 use std::cell::{Cell, RefCell};
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::Ordering;
 use std::task::Waker;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
-use glommio::io::DmaFile;
 
 use crate::records::{self, BatchHeader};
+use files::*;
+pub use files::{
+    blocking, close_failures, prepare_executor, remove_deleted_dirs, take_clean_shutdown_marker,
+    write_clean_shutdown_marker,
+};
 pub use limits::*;
+pub use read::FetchRead;
+pub(crate) use read::*;
 pub use recovery::{take_totals as take_recovery_totals, RecoveryHooks, RecoveryStats};
 use segment::Segment;
 pub use time_lookup::TimestampOffset;
@@ -354,227 +367,6 @@ pub(crate) fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-/// Logs whose `close` failed since the process started: a clean-shutdown marker is written only if none.
-static CLOSE_FAILURES: AtomicUsize = AtomicUsize::new(0);
-
-/// Log directories that were shut down cleanly before this start (their marker was found and removed).
-static CLEAN_DIRS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
-
-/// Number of logs whose `close` failed in this process.
-pub fn close_failures() -> usize {
-    CLOSE_FAILURES.load(Ordering::Relaxed)
-}
-
-fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    fault_journal::sync_dir(dir)
-}
-
-/// Runs a blocking filesystem call (directory creation, removal, directory fsync) on the runtime's
-/// blocking thread pool, so the core's executor, and every connection on it, does not stall on it.
-pub async fn blocking<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> R {
-    glommio::executor().spawn_blocking(f).await
-}
-
-/// At start-up, before any partition is opened or any client served: removes `<log_dir>/.kafka_cleanshutdown`
-/// (durably) and returns whether it was there. If it was, recovery of this directory's partitions trusts
-/// that the files are as a clean shutdown left them and skips CRC verification of the active segments
-/// (headers are still scanned, torn or zero-filled tails still trimmed). Removing it first means a crash at
-/// any later point never looks clean.
-pub fn take_clean_shutdown_marker(log_dir: &Path) -> std::io::Result<bool> {
-    let marker = log_dir.join(CLEAN_SHUTDOWN_FILE_NAME);
-    let clean = match std::fs::remove_file(&marker) {
-        Ok(()) => true,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
-        Err(e) => return Err(e),
-    };
-    if clean {
-        sync_dir(log_dir)?;
-        CLEAN_DIRS
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(log_dir.to_path_buf());
-    }
-    Ok(clean)
-}
-
-/// At start-up, before serving: removes what a deletion interrupted by a crash left behind
-/// (`<topic>-<partition>.<id>-delete` directories, as Kafka names them). Returns how many.
-pub fn remove_deleted_dirs(log_dir: &Path) -> std::io::Result<usize> {
-    let mut n = 0;
-    for entry in std::fs::read_dir(log_dir)? {
-        let entry = entry?;
-        let name = entry.file_name();
-        if name.to_string_lossy().ends_with("-delete") && entry.path().is_dir() {
-            std::fs::remove_dir_all(entry.path())?;
-            n += 1;
-        }
-    }
-    Ok(n)
-}
-
-/// Writes `<log_dir>/.kafka_cleanshutdown` durably, after every log has been closed.
-pub fn write_clean_shutdown_marker(log_dir: &Path) -> std::io::Result<()> {
-    let marker = log_dir.join(CLEAN_SHUTDOWN_FILE_NAME);
-    let f = std::fs::File::create(&marker)?;
-    f.sync_all()?;
-    sync_dir(log_dir)
-}
-
-/// True if `log_dir` had a clean-shutdown marker at start-up.
-pub(crate) fn started_clean(log_dir: &Path) -> bool {
-    CLEAN_DIRS
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .iter()
-        .any(|d| d == log_dir)
-}
-
-thread_local! {
-    /// (executor id, directory) pairs whose device has been probed with a non-empty file.
-    static PREPARED: RefCell<HashSet<(usize, PathBuf)>> = RefCell::new(HashSet::new());
-}
-
-/// Works around glommio's EOPNOTSUPP trap: glommio probes a device for polled I/O by reading offset 0 of
-/// the first file opened on it, per executor. If that file is empty the probe wrongly concludes "polling
-/// works" and every later read fails with EOPNOTSUPP. Opening a non-empty file first makes the probe see
-/// the truth. Each executor calls this once per data directory before creating segments; `open` also
-/// calls it, so forgetting is harmless. Idempotent.
-pub async fn prepare_executor(data_dir: &Path) -> Result<(), StorageError> {
-    let key = (glommio::executor().id(), data_dir.to_path_buf());
-    if PREPARED.with(|p| p.borrow().contains(&key)) {
-        return Ok(());
-    }
-    std::fs::create_dir_all(data_dir).map_err(|e| StorageError::io(data_dir, e))?;
-    let probe = data_dir.join(PROBE_FILE_NAME);
-    let big_enough = std::fs::metadata(&probe).is_ok_and(|m| m.len() >= PROBE_FILE_BYTES as u64);
-    if !big_enough {
-        // Blocking std I/O, once per data directory at start-up.
-        let content = vec![0x52u8; PROBE_FILE_BYTES];
-        std::fs::write(&probe, content).map_err(|e| StorageError::io(&probe, e))?;
-    }
-    let f = DmaFile::open(&probe)
-        .await
-        .map_err(|e| StorageError::io(&probe, e))?;
-    // Reading once more makes sure the probe happened on this executor's rings.
-    let _ = f.read_at_aligned(0, PROBE_FILE_BYTES).await;
-    let _ = f.close().await;
-    PREPARED.with(|p| p.borrow_mut().insert(key));
-    Ok(())
-}
-
-/// The file in a partition directory that keeps the log start offset set by DeleteRecords (Kafka keeps
-/// the same fact in `log-start-offset-checkpoint`). Text: the offset in decimal.
-pub(crate) const LOG_START_FILE: &str = "ringtide-log-start-offset";
-
-fn read_log_start(dir: &Path) -> Option<i64> {
-    std::fs::read_to_string(dir.join(LOG_START_FILE))
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
-}
-
-/// Writes the log start offset durably (temp file, fsync, rename, fsync the directory). Blocking: call
-/// it through [`blocking`].
-fn write_log_start(dir: &Path, offset: i64) -> Result<(), StorageError> {
-    use std::io::Write as _;
-    let tmp = dir.join(format!("{LOG_START_FILE}.tmp"));
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(offset.to_string().as_bytes())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, dir.join(LOG_START_FILE))?;
-        sync_dir(dir)?;
-        fault_journal::file_synced(&dir.join(LOG_START_FILE), offset.to_string().as_bytes());
-        Ok::<(), std::io::Error>(())
-    })();
-    result.map_err(|e| StorageError::io(dir, e))
-}
-
-/// Opens a segment file read+write for direct I/O (`DmaFile::create` would be write-only).
-pub(crate) async fn open_segment_file(
-    path: &Path,
-    truncate: bool,
-) -> Result<DmaFile, StorageError> {
-    glommio::io::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(truncate)
-        .dma_open(path)
-        .await
-        .map_err(|e| StorageError::io(path, e))
-}
-
-/// Writes a whole small file (an index) with exact size and syncs it.
-pub(crate) async fn write_small_file(path: &Path, bytes: Vec<u8>) -> Result<(), StorageError> {
-    let f = glommio::io::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .buffered_open(path)
-        .await
-        .map_err(|e| StorageError::io(path, e))?;
-    let len = bytes.len();
-    let journaled = fault_journal::enabled().then(|| bytes.clone());
-    if len > 0 {
-        let n = f
-            .write_at(bytes, 0)
-            .await
-            .map_err(|e| StorageError::io(path, e))?;
-        if n != len {
-            return Err(StorageError::io(
-                path,
-                std::io::Error::new(std::io::ErrorKind::WriteZero, "short index write"),
-            ));
-        }
-    }
-    f.fdatasync().await.map_err(|e| StorageError::io(path, e))?;
-    if let Some(bytes) = journaled {
-        fault_journal::file_synced(path, &bytes);
-    }
-    f.close().await.map_err(|e| StorageError::io(path, e))?;
-    Ok(())
-}
-
-/// Writes the producer snapshot `<offset>.snapshot` (synced) and deletes the snapshots older than the
-/// newest [`SNAPSHOTS_KEPT`]. A snapshot whose directory entry a machine crash loses only makes the next
-/// recovery replay from an older one.
-pub(crate) async fn write_snapshot(
-    shared: &Shared,
-    offset: i64,
-    bytes: Vec<u8>,
-) -> Result<(), StorageError> {
-    write_small_file(&shared.dir.join(segment::snapshot_file_name(offset)), bytes).await?;
-    let doomed: Vec<i64> = {
-        let mut st = shared.state.borrow_mut();
-        if st.snapshots.back() != Some(&offset) {
-            st.snapshots.push_back(offset);
-        }
-        let extra = st.snapshots.len().saturating_sub(SNAPSHOTS_KEPT);
-        st.snapshots.drain(..extra).collect()
-    };
-    for o in doomed {
-        let p = shared.dir.join(segment::snapshot_file_name(o));
-        if let Err(e) = glommio::io::remove(&p).await {
-            let e = std::io::Error::from(e);
-            if e.kind() != std::io::ErrorKind::NotFound {
-                return Err(StorageError::io(&p, e));
-            }
-        }
-    }
-    Ok(())
-}
-
-/// A plan for reading one segment from disk, taken while the state is borrowed.
-pub(crate) struct DiskRead {
-    pub segment_base: i64,
-    pub file: Rc<DmaFile>,
-    pub path: PathBuf,
-    pub start: u64,
-    pub limit: u64,
-}
-
 impl PartitionLog {
     /// Opens (or creates) the log of `topic`-`partition` under `log_dir`, recovering it after a crash.
     /// `hooks` get the newest producer snapshot and then the header of every batch after it, oldest first
@@ -680,52 +472,6 @@ impl PartitionLog {
         tail_cache::register(&shared);
         glommio::spawn_local(flusher::run(shared.clone(), recovered.tail_block)).detach();
         Ok(PartitionLog { shared })
-    }
-
-    /// DeleteRecords: makes `offset` the log start offset (records below it are no longer served),
-    /// deletes the whole segments below it and persists the new start so it survives a restart.
-    /// Returns the new log start offset (the "low watermark").
-    pub async fn delete_records_before(&self, offset: i64) -> Result<i64, StorageError> {
-        let hw = self.high_watermark();
-        let (victims, start) = {
-            let mut st = self.shared.state.borrow_mut();
-            if offset < 0 || offset > hw {
-                return Err(StorageError::OffsetOutOfRange {
-                    offset,
-                    log_start_offset: st.log_start_offset,
-                    log_end_offset: st.log_end_offset,
-                });
-            }
-            if offset <= st.log_start_offset {
-                return Ok(st.log_start_offset);
-            }
-            st.log_start_offset = offset;
-            st.cache.drop_below(offset);
-            let mut victims = Vec::new();
-            while st.segments.len() > 1
-                && st.segments[0].sealed
-                && st.segments[1].base_offset <= offset
-            {
-                victims.push(st.segments.remove(0));
-            }
-            (victims, offset)
-        };
-        let dir = self.shared.dir.clone();
-        blocking(move || write_log_start(&dir, start)).await?;
-        for s in victims {
-            tracing::info!(segment = %s.log_path.display(), "DeleteRecords deletes segment");
-            let paths = [s.log_path.clone(), s.index_path(), s.time_index_path()];
-            drop(s);
-            for p in paths {
-                if let Err(e) = glommio::io::remove(&p).await {
-                    let e = std::io::Error::from(e);
-                    if e.kind() != std::io::ErrorKind::NotFound {
-                        return Err(StorageError::io(&p, e));
-                    }
-                }
-            }
-        }
-        Ok(start)
     }
 
     /// The partition's directory.
@@ -937,201 +683,6 @@ impl PartitionLog {
         })
     }
 
-    /// Reads whole batches starting with the one holding `fetch_offset`, up to `max_bytes` but at least
-    /// one batch if any exists below `max_offset` (exclusive; usually the high watermark). One buffer.
-    pub async fn read(
-        &self,
-        fetch_offset: i64,
-        max_bytes: usize,
-        max_offset: i64,
-    ) -> Result<Bytes, StorageError> {
-        let r = self
-            .read_batches(fetch_offset, max_bytes, max_offset, true)
-            .await?;
-        Ok(match r.chunks.len() {
-            0 => Bytes::new(),
-            1 => r.chunks.into_iter().next().expect("one chunk"),
-            _ => {
-                let mut out = BytesMut::with_capacity(r.bytes);
-                for c in &r.chunks {
-                    out.extend_from_slice(c);
-                }
-                out.freeze()
-            }
-        })
-    }
-
-    /// The fetch read: whole batches from the one holding `fetch_offset`, below `max_offset` (exclusive),
-    /// at most `max_bytes` in all. With `min_one` the first batch is returned even when it alone is larger
-    /// than `max_bytes` (Kafka's rule for the first non-empty partition of a fetch); without it such a
-    /// batch is not returned and [`FetchRead::first_batch_over_limit`] says so. The answer is slices of the
-    /// tail cache, or of one buffer read from disk: record bytes are not copied again on their way out.
-    pub async fn read_batches(
-        &self,
-        fetch_offset: i64,
-        max_bytes: usize,
-        max_offset: i64,
-        min_one: bool,
-    ) -> Result<FetchRead, StorageError> {
-        let max_bytes = max_bytes.min(READ_BYTES_MAX);
-        let limit = ReadLimit {
-            fetch_offset,
-            max_bytes,
-            min_one,
-        };
-        let block_bytes = READ_AHEAD_BLOCK_BYTES.max(max_bytes);
-        let plan = {
-            let mut st = self.shared.state.borrow_mut();
-            if fetch_offset < st.log_start_offset || fetch_offset > st.log_end_offset {
-                return Err(StorageError::OffsetOutOfRange {
-                    offset: fetch_offset,
-                    log_start_offset: st.log_start_offset,
-                    log_end_offset: st.log_end_offset,
-                });
-            }
-            let max_offset = max_offset.min(st.log_end_offset);
-            if fetch_offset >= max_offset {
-                return Ok(FetchRead::default());
-            }
-            if max_bytes == 0 && !min_one {
-                // A batch exists below max_offset and none may be returned: say so without reading
-                // (a fetch whose budget is spent names many such partitions).
-                return Ok(FetchRead {
-                    first_batch_over_limit: true,
-                    ..FetchRead::default()
-                });
-            }
-            if st
-                .cache
-                .front()
-                .is_some_and(|b| b.base_offset <= fetch_offset)
-            {
-                st.cache.touch();
-                return Ok(read_cache(&st, &limit, max_offset));
-            }
-            if st.readahead.covers(fetch_offset) {
-                let out = st.readahead.serve(&limit, max_offset);
-                drop(st);
-                self.maybe_read_ahead(fetch_offset, out.bytes, block_bytes);
-                return Ok(out);
-            }
-            st.segments_from(fetch_offset)
-                .iter()
-                .filter_map(|s| {
-                    let file = s.file.clone()?;
-                    Some(DiskRead {
-                        segment_base: s.base_offset,
-                        file,
-                        path: s.log_path.clone(),
-                        start: s.lookup(fetch_offset),
-                        limit: s.written,
-                    })
-                })
-                .collect::<Vec<_>>()
-        };
-        for d in plan {
-            let mut pos = d.start;
-            while let Some(block) =
-                readahead::read_block(&d, d.segment_base, pos, block_bytes).await?
-            {
-                pos = block.next_pos();
-                if block.end_offset <= fetch_offset {
-                    continue;
-                }
-                let mut ra = readahead::ReadAhead::default();
-                ra.blocks.push_back(block);
-                let out = ra.serve(&limit, max_offset);
-                {
-                    let mut st = self.shared.state.borrow_mut();
-                    // Kept for the next fetches only within this core's read-ahead budget.
-                    if !st.readahead.prefetching
-                        && !st.closing
-                        && readahead::held_bytes() <= READ_AHEAD_CORE_BYTES_MAX
-                    {
-                        st.readahead = ra;
-                    }
-                }
-                self.maybe_read_ahead(fetch_offset, out.bytes, block_bytes);
-                return Ok(out);
-            }
-        }
-        let st = self.shared.state.borrow();
-        Ok(read_cache(&st, &limit, max_offset.min(st.log_end_offset)))
-    }
-
-    /// Starts reading the next block in the background when what the blocks hold past this fetch is
-    /// less than a block (so the consumer's next fetches find it in memory), within the core's budget.
-    fn maybe_read_ahead(&self, fetch_offset: i64, served: usize, block_bytes: usize) {
-        let job = {
-            let mut st = self.shared.state.borrow_mut();
-            let ra = &st.readahead;
-            if ra.prefetching
-                || st.closing
-                || ra.bytes_after(fetch_offset).saturating_sub(served) >= block_bytes
-                || !readahead::budget_allows(block_bytes)
-            {
-                return;
-            }
-            let Some(last) = ra.blocks.back() else {
-                return;
-            };
-            let (base, pos) = (last.segment_base, last.next_pos());
-            let Some(seg) = st.segments.iter().find(|s| s.base_offset == base) else {
-                return;
-            };
-            let Some(file) = seg.file.clone() else {
-                return;
-            };
-            if pos + records::HEADER_BYTES as u64 > seg.written {
-                return; // nothing more written in this segment yet
-            }
-            let d = DiskRead {
-                segment_base: base,
-                file,
-                path: seg.log_path.clone(),
-                start: pos,
-                limit: seg.written,
-            };
-            st.readahead.prefetching = true;
-            d
-        };
-        let shared = self.shared.clone();
-        glommio::spawn_local(async move {
-            // An error here is met again, and reported, by the fetch that needs these bytes.
-            let block = readahead::read_block(&job, job.segment_base, job.start, block_bytes).await;
-            let mut st = shared.state.borrow_mut();
-            st.readahead.prefetching = false;
-            if let Ok(Some(b)) = block {
-                let follows = st
-                    .readahead
-                    .blocks
-                    .back()
-                    .is_some_and(|l| l.segment_base == b.segment_base && l.next_pos() == b.pos);
-                if follows && !st.closing {
-                    st.readahead.blocks.push_back(b);
-                }
-            }
-        })
-        .detach();
-    }
-
-    /// An upper bound of the bytes a fetch from `offset` could read now (no I/O): from the indexed
-    /// position at or before `offset` to the end of the log. Used to plan a fetch's budget before reading.
-    pub fn bytes_from(&self, offset: i64) -> u64 {
-        let st = self.shared.state.borrow();
-        st.segments_from(offset)
-            .iter()
-            .enumerate()
-            .map(|(i, s)| {
-                if i == 0 {
-                    s.size.saturating_sub(s.lookup(offset))
-                } else {
-                    s.size
-                }
-            })
-            .sum()
-    }
-
     /// ListOffsets by timestamp `ts >= 0`: the first record, below the high watermark, with a timestamp
     /// `>= ts`, found as Kafka finds it (see [`time_lookup`]).
     pub async fn offset_for_timestamp(
@@ -1145,62 +696,6 @@ impl PartitionLog {
     /// high watermark (see [`time_lookup`]).
     pub async fn max_timestamp_offset(&self) -> Result<Option<TimestampOffset>, StorageError> {
         time_lookup::max_timestamp_offset(&self.shared).await
-    }
-
-    /// Deletes whole sealed segments (never the active one) from the front of the log while they are older
-    /// than `retention_ms` (by their largest timestamp) or the log is larger than `retention_bytes`.
-    /// Returns how many segments were deleted.
-    pub async fn enforce_retention(&self, now_ms: i64) -> Result<usize, StorageError> {
-        let config = self.shared.config.get();
-        let victims = {
-            let mut st = self.shared.state.borrow_mut();
-            let mut total: i64 = st.segments.iter().map(|s| s.size as i64).sum();
-            let mut victims = Vec::new();
-            while st.segments.len() > 1 && st.segments[0].sealed {
-                let s = &st.segments[0];
-                let age_ts = if s.max_timestamp >= 0 {
-                    s.max_timestamp
-                } else {
-                    s.created_ms
-                };
-                let by_time = config.retention_ms >= 0 && now_ms - age_ts > config.retention_ms;
-                let by_size =
-                    config.retention_bytes >= 0 && total - s.size as i64 >= config.retention_bytes;
-                if !(by_time || by_size) {
-                    break;
-                }
-                total -= s.size as i64;
-                victims.push(st.segments.remove(0));
-            }
-            if !victims.is_empty() {
-                // Never backwards: DeleteRecords may already have moved it past this segment's base.
-                st.log_start_offset = st.log_start_offset.max(st.segments[0].base_offset);
-                let start = st.log_start_offset;
-                st.cache.drop_below(start);
-            }
-            victims
-        };
-        let n = victims.len();
-        for s in victims {
-            tracing::info!(
-                segment = %s.log_path.display(),
-                "retention deletes segment"
-            );
-            let paths = [s.log_path.clone(), s.index_path(), s.time_index_path()];
-            drop(s);
-            for p in paths {
-                match glommio::io::remove(&p).await {
-                    Ok(()) => {}
-                    Err(e) => {
-                        let e = std::io::Error::from(e);
-                        if e.kind() != std::io::ErrorKind::NotFound {
-                            return Err(StorageError::io(&p, e));
-                        }
-                    }
-                }
-            }
-        }
-        Ok(n)
     }
 
     /// Writes and syncs everything pending, truncates the active segment to its logical size and writes its
@@ -1330,143 +825,4 @@ impl PartitionLog {
         .await
         .map_err(|e| StorageError::io(&self.shared.dir, e))
     }
-}
-
-/// What one fetch read may take.
-pub(crate) struct ReadLimit {
-    pub fetch_offset: i64,
-    pub max_bytes: usize,
-    pub min_one: bool,
-}
-
-impl ReadLimit {
-    /// Whether a batch of `size` bytes still fits after `taken` bytes; records on `out` the case of a
-    /// first batch that alone is over the limit.
-    pub(crate) fn admits(&self, taken: usize, size: usize, out: &mut FetchRead) -> bool {
-        if taken == 0 && size > self.max_bytes && !self.min_one {
-            out.first_batch_over_limit = true;
-            return false;
-        }
-        taken == 0 || taken + size <= self.max_bytes
-    }
-}
-
-/// Whole batches read for a fetch, in offset order.
-#[derive(Clone, Debug, Default)]
-pub struct FetchRead {
-    /// Slices of the tail cache or of one read buffer; their concatenation is the records.
-    pub chunks: Vec<Bytes>,
-    /// Total length of `chunks`.
-    pub bytes: usize,
-    /// Nothing was returned because the first batch alone is larger than the limit and `min_one` was off.
-    pub first_batch_over_limit: bool,
-}
-
-/// Whole batches from the tail cache, starting with the batch holding `fetch_offset`: slices of the
-/// cache, with the adjacent batches of one append as one slice.
-fn read_cache(st: &State, limit: &ReadLimit, max_offset: i64) -> FetchRead {
-    let i = st
-        .cache
-        .batches
-        .partition_point(|b| b.last_offset < limit.fetch_offset);
-    let mut out = FetchRead::default();
-    // The run being gathered: (append buffer, start, end) within it.
-    let mut run: Option<(Bytes, usize, usize)> = None;
-    for b in st.cache.batches.iter().skip(i) {
-        if b.base_offset >= max_offset {
-            break;
-        }
-        let size = b.bytes.len();
-        if !limit.admits(out.bytes, size, &mut out) {
-            break;
-        }
-        out.bytes += size;
-        match &mut run {
-            Some((buf, _, end)) if buf.as_ptr() == b.append.as_ptr() && *end == b.at => {
-                *end += size;
-            }
-            _ => {
-                if let Some((buf, start, end)) = run.take() {
-                    out.chunks.push(buf.slice(start..end));
-                }
-                run = Some((b.append.clone(), b.at, b.at + size));
-            }
-        }
-        if out.bytes >= limit.max_bytes {
-            break;
-        }
-    }
-    if let Some((buf, start, end)) = run {
-        out.chunks.push(buf.slice(start..end));
-    }
-    out
-}
-
-/// A window of file bytes read with direct I/O.
-pub(crate) struct Window {
-    start: u64,
-    data: glommio::io::ReadResult,
-}
-
-impl Window {
-    fn covers(&self, pos: u64, len: usize) -> bool {
-        pos >= self.start && pos + len as u64 <= self.start + self.data.len() as u64
-    }
-
-    pub(crate) fn slice(&self, pos: u64, len: usize) -> &[u8] {
-        let at = (pos - self.start) as usize;
-        &self.data[at..at + len]
-    }
-}
-
-/// Makes `win` cover `[pos, pos+len)`, reading at least `want` bytes (but not past `limit`).
-pub(crate) async fn ensure_window(
-    d: &DiskRead,
-    win: &mut Option<Window>,
-    pos: u64,
-    len: usize,
-    want: usize,
-) -> Result<(), StorageError> {
-    if win.as_ref().is_some_and(|w| w.covers(pos, len)) {
-        return Ok(());
-    }
-    let size = (want.max(len) as u64).min(d.limit - pos) as usize;
-    let data = d
-        .file
-        .read_at(pos, size)
-        .await
-        .map_err(|e| StorageError::io(&d.path, e))?;
-    if data.len() < len {
-        return Err(StorageError::Corrupt {
-            path: d.path.clone(),
-            position: pos,
-        });
-    }
-    *win = Some(Window { start: pos, data });
-    Ok(())
-}
-
-/// Reads the header at `pos` and checks it is a sound batch within the written part of the file.
-async fn header_at(
-    d: &DiskRead,
-    win: &mut Option<Window>,
-    pos: u64,
-    want: usize,
-) -> Result<Option<BatchHeader>, StorageError> {
-    if pos + records::HEADER_BYTES as u64 > d.limit {
-        return Ok(None);
-    }
-    ensure_window(d, win, pos, records::HEADER_BYTES, want).await?;
-    let w = win.as_ref().expect("ensured");
-    let h = BatchHeader::parse(w.slice(pos, records::HEADER_BYTES)).expect("enough bytes");
-    if h.batch_length < records::BATCH_LENGTH_MIN
-        || h.magic != records::MAGIC_V2
-        || pos + h.total_size() as u64 > d.limit
-    {
-        return Err(StorageError::Corrupt {
-            path: d.path.clone(),
-            position: pos,
-        });
-    }
-    Ok(Some(h))
 }

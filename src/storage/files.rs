@@ -1,0 +1,226 @@
+//! The storage layer's files outside the segments, and its process-wide start-up state: the clean-shutdown
+//! marker, leftovers of interrupted deletions, glommio's device probe, the DeleteRecords log-start file,
+//! small synced files (indexes, producer snapshots) and the blocking pool for calls that can block.
+
+use std::cell::RefCell;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use glommio::io::DmaFile;
+
+use super::{fault_journal, segment, Shared, StorageError};
+use super::{CLEAN_SHUTDOWN_FILE_NAME, PROBE_FILE_BYTES, PROBE_FILE_NAME, SNAPSHOTS_KEPT};
+
+/// Logs whose `close` failed since the process started: a clean-shutdown marker is written only if none.
+pub(super) static CLOSE_FAILURES: AtomicUsize = AtomicUsize::new(0);
+
+/// Log directories that were shut down cleanly before this start (their marker was found and removed).
+pub(super) static CLEAN_DIRS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+/// Number of logs whose `close` failed in this process.
+pub fn close_failures() -> usize {
+    CLOSE_FAILURES.load(Ordering::Relaxed)
+}
+
+pub(super) fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    fault_journal::sync_dir(dir)
+}
+
+/// Runs a blocking filesystem call (directory creation, removal, directory fsync) on the runtime's
+/// blocking thread pool, so the core's executor, and every connection on it, does not stall on it.
+pub async fn blocking<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> R {
+    glommio::executor().spawn_blocking(f).await
+}
+
+/// At start-up, before any partition is opened or any client served: removes `<log_dir>/.kafka_cleanshutdown`
+/// (durably) and returns whether it was there. If it was, recovery of this directory's partitions trusts
+/// that the files are as a clean shutdown left them and skips CRC verification of the active segments
+/// (headers are still scanned, torn or zero-filled tails still trimmed). Removing it first means a crash at
+/// any later point never looks clean.
+pub fn take_clean_shutdown_marker(log_dir: &Path) -> std::io::Result<bool> {
+    let marker = log_dir.join(CLEAN_SHUTDOWN_FILE_NAME);
+    let clean = match std::fs::remove_file(&marker) {
+        Ok(()) => true,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+        Err(e) => return Err(e),
+    };
+    if clean {
+        sync_dir(log_dir)?;
+        CLEAN_DIRS
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(log_dir.to_path_buf());
+    }
+    Ok(clean)
+}
+
+/// At start-up, before serving: removes what a deletion interrupted by a crash left behind
+/// (`<topic>-<partition>.<id>-delete` directories, as Kafka names them). Returns how many.
+pub fn remove_deleted_dirs(log_dir: &Path) -> std::io::Result<usize> {
+    let mut n = 0;
+    for entry in std::fs::read_dir(log_dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        if name.to_string_lossy().ends_with("-delete") && entry.path().is_dir() {
+            std::fs::remove_dir_all(entry.path())?;
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+/// Writes `<log_dir>/.kafka_cleanshutdown` durably, after every log has been closed.
+pub fn write_clean_shutdown_marker(log_dir: &Path) -> std::io::Result<()> {
+    let marker = log_dir.join(CLEAN_SHUTDOWN_FILE_NAME);
+    let f = std::fs::File::create(&marker)?;
+    f.sync_all()?;
+    sync_dir(log_dir)
+}
+
+/// True if `log_dir` had a clean-shutdown marker at start-up.
+pub(crate) fn started_clean(log_dir: &Path) -> bool {
+    CLEAN_DIRS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .any(|d| d == log_dir)
+}
+
+thread_local! {
+    /// (executor id, directory) pairs whose device has been probed with a non-empty file.
+    static PREPARED: RefCell<HashSet<(usize, PathBuf)>> = RefCell::new(HashSet::new());
+}
+
+/// Works around glommio's EOPNOTSUPP trap: glommio probes a device for polled I/O by reading offset 0 of
+/// the first file opened on it, per executor. If that file is empty the probe wrongly concludes "polling
+/// works" and every later read fails with EOPNOTSUPP. Opening a non-empty file first makes the probe see
+/// the truth. Each executor calls this once per data directory before creating segments; `open` also
+/// calls it, so forgetting is harmless. Idempotent.
+pub async fn prepare_executor(data_dir: &Path) -> Result<(), StorageError> {
+    let key = (glommio::executor().id(), data_dir.to_path_buf());
+    if PREPARED.with(|p| p.borrow().contains(&key)) {
+        return Ok(());
+    }
+    std::fs::create_dir_all(data_dir).map_err(|e| StorageError::io(data_dir, e))?;
+    let probe = data_dir.join(PROBE_FILE_NAME);
+    let big_enough = std::fs::metadata(&probe).is_ok_and(|m| m.len() >= PROBE_FILE_BYTES as u64);
+    if !big_enough {
+        // Blocking std I/O, once per data directory at start-up.
+        let content = vec![0x52u8; PROBE_FILE_BYTES];
+        std::fs::write(&probe, content).map_err(|e| StorageError::io(&probe, e))?;
+    }
+    let f = DmaFile::open(&probe)
+        .await
+        .map_err(|e| StorageError::io(&probe, e))?;
+    // Reading once more makes sure the probe happened on this executor's rings.
+    let _ = f.read_at_aligned(0, PROBE_FILE_BYTES).await;
+    let _ = f.close().await;
+    PREPARED.with(|p| p.borrow_mut().insert(key));
+    Ok(())
+}
+
+/// The file in a partition directory that keeps the log start offset set by DeleteRecords (Kafka keeps
+/// the same fact in `log-start-offset-checkpoint`). Text: the offset in decimal.
+pub(crate) const LOG_START_FILE: &str = "ringtide-log-start-offset";
+
+pub(super) fn read_log_start(dir: &Path) -> Option<i64> {
+    std::fs::read_to_string(dir.join(LOG_START_FILE))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Writes the log start offset durably (temp file, fsync, rename, fsync the directory). Blocking: call
+/// it through [`blocking`].
+pub(super) fn write_log_start(dir: &Path, offset: i64) -> Result<(), StorageError> {
+    use std::io::Write as _;
+    let tmp = dir.join(format!("{LOG_START_FILE}.tmp"));
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(offset.to_string().as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, dir.join(LOG_START_FILE))?;
+        sync_dir(dir)?;
+        fault_journal::file_synced(&dir.join(LOG_START_FILE), offset.to_string().as_bytes());
+        Ok::<(), std::io::Error>(())
+    })();
+    result.map_err(|e| StorageError::io(dir, e))
+}
+
+/// Opens a segment file read+write for direct I/O (`DmaFile::create` would be write-only).
+pub(crate) async fn open_segment_file(
+    path: &Path,
+    truncate: bool,
+) -> Result<DmaFile, StorageError> {
+    glommio::io::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(truncate)
+        .dma_open(path)
+        .await
+        .map_err(|e| StorageError::io(path, e))
+}
+
+/// Writes a whole small file (an index) with exact size and syncs it.
+pub(crate) async fn write_small_file(path: &Path, bytes: Vec<u8>) -> Result<(), StorageError> {
+    let f = glommio::io::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .buffered_open(path)
+        .await
+        .map_err(|e| StorageError::io(path, e))?;
+    let len = bytes.len();
+    let journaled = fault_journal::enabled().then(|| bytes.clone());
+    if len > 0 {
+        let n = f
+            .write_at(bytes, 0)
+            .await
+            .map_err(|e| StorageError::io(path, e))?;
+        if n != len {
+            return Err(StorageError::io(
+                path,
+                std::io::Error::new(std::io::ErrorKind::WriteZero, "short index write"),
+            ));
+        }
+    }
+    f.fdatasync().await.map_err(|e| StorageError::io(path, e))?;
+    if let Some(bytes) = journaled {
+        fault_journal::file_synced(path, &bytes);
+    }
+    f.close().await.map_err(|e| StorageError::io(path, e))?;
+    Ok(())
+}
+
+/// Writes the producer snapshot `<offset>.snapshot` (synced) and deletes the snapshots older than the
+/// newest [`SNAPSHOTS_KEPT`]. A snapshot whose directory entry a machine crash loses only makes the next
+/// recovery replay from an older one.
+pub(crate) async fn write_snapshot(
+    shared: &Shared,
+    offset: i64,
+    bytes: Vec<u8>,
+) -> Result<(), StorageError> {
+    write_small_file(&shared.dir.join(segment::snapshot_file_name(offset)), bytes).await?;
+    let doomed: Vec<i64> = {
+        let mut st = shared.state.borrow_mut();
+        if st.snapshots.back() != Some(&offset) {
+            st.snapshots.push_back(offset);
+        }
+        let extra = st.snapshots.len().saturating_sub(SNAPSHOTS_KEPT);
+        st.snapshots.drain(..extra).collect()
+    };
+    for o in doomed {
+        let p = shared.dir.join(segment::snapshot_file_name(o));
+        if let Err(e) = glommio::io::remove(&p).await {
+            let e = std::io::Error::from(e);
+            if e.kind() != std::io::ErrorKind::NotFound {
+                return Err(StorageError::io(&p, e));
+            }
+        }
+    }
+    Ok(())
+}
