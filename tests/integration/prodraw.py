@@ -24,12 +24,13 @@ def string(s):
     return struct.pack(">h", len(b)) + b
 
 
-def batch(records=1, value=b"v", magic=2, producer_id=-1, producer_epoch=-1, base_sequence=-1):
-    """One record batch (magic 2) or message set (magic 0/1) of `records` records."""
+def batch(records=1, value=b"v", magic=2, producer_id=-1, producer_epoch=-1, base_sequence=-1, timestamp=None):
+    """One record batch (magic 2) or message set (magic 0/1) of `records` records, timestamped now."""
+    ts = int(time.time() * 1000) if timestamp is None else timestamp
     b = MemoryRecordsBuilder(magic=magic, compression_type=0, batch_size=len(value) * records + (1 << 16),
                              producer_id=producer_id, producer_epoch=producer_epoch, base_sequence=base_sequence)
     for i in range(records):
-        b.append(None if magic == 0 else int(time.time() * 1000), f"k{i}".encode(), value, headers=[])
+        b.append(None if magic == 0 else ts, f"k{i}".encode(), value, headers=[])
     b.close()
     return bytes(b.buffer())
 
