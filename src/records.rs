@@ -372,7 +372,9 @@ pub fn validate_produce_batches(
     let mut pos = 0;
     while pos < buf.len() {
         let rest = &buf[pos..];
-        let base_offset = rest.get(..8).map(|b| i64::from_be_bytes(b.try_into().expect("8 bytes")));
+        let base_offset = rest
+            .get(..8)
+            .map(|b| i64::from_be_bytes(b.try_into().expect("8 bytes")));
         let size = batch_size_at(rest);
         if let (Some(base_offset), Some(size)) = (base_offset, size) {
             if size <= rest.len() && rest.get(16) == Some(&(MAGIC_V2 as u8)) {

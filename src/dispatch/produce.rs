@@ -147,7 +147,11 @@ pub async fn handle(
         .topic_data
         .iter()
         .flat_map(|t| t.partition_data.iter())
-        .any(|p| p.records.as_deref().is_some_and(first_batch_is_transactional));
+        .any(|p| {
+            p.records
+                .as_deref()
+                .is_some_and(first_batch_is_transactional)
+        });
     let bad_acks = !matches!(acks, -1..=1);
 
     let mut pending = Vec::new();
@@ -176,17 +180,17 @@ pub async fn handle(
                     },
                     None,
                 )),
-                Some(m) if p.index < 0 || p.index >= m.partitions => Err(
-                    PartitionOutcome::error(errors::UNKNOWN_TOPIC_OR_PARTITION, None),
-                ),
+                Some(m) if p.index < 0 || p.index >= m.partitions => Err(PartitionOutcome::error(
+                    errors::UNKNOWN_TOPIC_OR_PARTITION,
+                    None,
+                )),
                 Some(m) => {
                     let records = p.records.unwrap_or_default();
                     match crate::records::check_produce_records(&records) {
                         Err(e) => Err(PartitionOutcome::error(e.code, e.message)),
-                        Ok(_) if bad_acks => Err(PartitionOutcome::error(
-                            errors::INVALID_REQUIRED_ACKS,
-                            None,
-                        )),
+                        Ok(_) if bad_acks => {
+                            Err(PartitionOutcome::error(errors::INVALID_REQUIRED_ACKS, None))
+                        }
                         // A torn remainder after the batch is dropped, as Kafka drops it.
                         Ok(len) => Ok((m.clone(), p.index, records.slice(..len))),
                     }

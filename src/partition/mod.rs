@@ -270,7 +270,7 @@ impl Partition {
                             log_append_time_ms: meta.max_timestamp,
                             log_start_offset,
                             duplicate: true,
-                        })
+                        });
                     }
                     Ok(SequenceCheck::Append) => overlay.record(
                         h.producer_id,
