@@ -630,6 +630,84 @@ pub mod test_util {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn produce_records_are_one_magic2_batch_as_kafka_requires() {
+        use crate::protocol::errors;
+        let one = simple(2);
+        assert_eq!(check_produce_records(&one), Ok(one.len()));
+        let mut torn = one.clone();
+        torn.extend_from_slice(&one[..30]);
+        assert_eq!(check_produce_records(&torn), Ok(one.len()));
+        let mut two = one.clone();
+        two.extend_from_slice(&one);
+        assert_eq!(
+            check_produce_records(&two).unwrap_err().code,
+            errors::INVALID_RECORD
+        );
+        assert_eq!(
+            check_produce_records(&[]).unwrap_err().code,
+            errors::INVALID_RECORD
+        );
+        assert_eq!(
+            check_produce_records(&one[..40]).unwrap_err().code,
+            errors::INVALID_RECORD
+        );
+        let mut magic1 = one.clone();
+        magic1[16] = 1;
+        assert_eq!(
+            check_produce_records(&magic1).unwrap_err().code,
+            errors::INVALID_RECORD
+        );
+        let mut short = one.clone();
+        short[8..12].copy_from_slice(&5i32.to_be_bytes());
+        let e = check_produce_records(&short).unwrap_err();
+        assert_eq!(e.code, errors::CORRUPT_MESSAGE);
+        assert!(e.message.is_some());
+        let mut zeros = one.clone();
+        zeros.extend_from_slice(&[0; 20]);
+        assert_eq!(
+            check_produce_records(&zeros).unwrap_err(),
+            ProduceRecordsError {
+                code: errors::CORRUPT_MESSAGE,
+                message: None
+            }
+        );
+        // Any bytes at all: an answer, never a panic.
+        for n in 0..one.len() {
+            let _ = check_produce_records(&one[..n]);
+            let _ = validate_produce_batches(&one[..n], 1 << 20);
+        }
+        let mut base5 = one.clone();
+        base5[..8].copy_from_slice(&5i64.to_be_bytes());
+        assert_eq!(
+            validate_produce_batches(&base5, 1 << 20)
+                .unwrap_err()
+                .kafka_error_code(),
+            errors::INVALID_RECORD
+        );
+        assert_eq!(
+            validate_produce_batches(&base5, 10)
+                .unwrap_err()
+                .kafka_error_code(),
+            errors::INVALID_RECORD
+        );
+        assert_eq!(
+            validate_produce_batches(&one, 10)
+                .unwrap_err()
+                .kafka_error_code(),
+            errors::MESSAGE_TOO_LARGE
+        );
+        let mut short30 = one[..42].to_vec();
+        short30[8..12].copy_from_slice(&30i32.to_be_bytes());
+        assert_eq!(
+            validate_produce_batches(&short30, 1 << 20)
+                .unwrap_err()
+                .kafka_error_code(),
+            errors::UNKNOWN_SERVER_ERROR
+        );
+    }
+
     use super::test_util::*;
     use super::*;
 
