@@ -79,6 +79,8 @@ pub enum RecordError {
         position: usize,
         reason: &'static str,
     },
+    #[error("record batch at byte {position} is shorter than a batch header")]
+    ShortBatch { position: usize },
     #[error("record batch at byte {position} has magic {magic}; only magic 2 is supported")]
     UnsupportedMagic { position: usize, magic: i8 },
 }
@@ -92,6 +94,7 @@ impl RecordError {
             RecordError::MessageTooLarge { .. } => errors::MESSAGE_TOO_LARGE,
             RecordError::InvalidRecord { .. } => errors::INVALID_RECORD,
             RecordError::UnsupportedMagic { .. } => errors::UNSUPPORTED_FOR_MESSAGE_FORMAT,
+            RecordError::ShortBatch { .. } => errors::UNKNOWN_SERVER_ERROR,
         }
     }
 }
@@ -298,6 +301,106 @@ pub fn validate_batches(
         pos += size;
     }
     Ok(headers)
+}
+
+/// Smallest size field Kafka's batch iterator accepts (`LegacyRecord.RECORD_OVERHEAD_V0`).
+pub const RECORD_SIZE_MIN: i32 = 14;
+/// Bytes up to and including the magic byte (`HEADER_SIZE_UP_TO_MAGIC`).
+const HEADER_BYTES_UP_TO_MAGIC: usize = 17;
+
+/// Why a Produce (v3+) partition's records were refused before any append, as Kafka 4.4's
+/// `ProduceRequest.validateRecords` and its batch iterator refuse them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProduceRecordsError {
+    pub code: i16,
+    pub message: Option<String>,
+}
+
+/// Kafka 4.4's checks of one partition's records in a Produce request (v3+), made before the append.
+///
+/// Kafka walks the records with its batch iterator, which stops (without an error) at a remainder shorter
+/// than a length field or than the batch its length field announces, and refuses a length field below 14
+/// with CORRUPT_MESSAGE. The request must then hold exactly one batch, of magic 2; otherwise the answer is
+/// INVALID_RECORD. Returns the length of that one batch: bytes after it (a torn remainder) are dropped, as
+/// Kafka drops them.
+pub fn check_produce_records(buf: &[u8]) -> Result<usize, ProduceRecordsError> {
+    let invalid = ProduceRecordsError {
+        code: crate::protocol::errors::INVALID_RECORD,
+        message: None,
+    };
+    // (position, size, magic) of each whole batch, as Kafka's iterator yields them; at most two needed.
+    let mut batches: Vec<(usize, usize, i8)> = Vec::with_capacity(2);
+    let mut pos = 0usize;
+    while batches.len() < 2 {
+        let rest = &buf[pos..];
+        if rest.len() < LOG_OVERHEAD_BYTES {
+            break;
+        }
+        let size = i32::from_be_bytes([rest[8], rest[9], rest[10], rest[11]]);
+        if size < RECORD_SIZE_MIN {
+            // Kafka names the size only when the first batch is refused this way.
+            return Err(ProduceRecordsError {
+                code: crate::protocol::errors::CORRUPT_MESSAGE,
+                message: (pos == 0).then(|| {
+                    format!(
+                        "Record size {size} is less than the minimum record overhead ({RECORD_SIZE_MIN})"
+                    )
+                }),
+            });
+        }
+        let total = LOG_OVERHEAD_BYTES + size as usize;
+        if rest.len() < HEADER_BYTES_UP_TO_MAGIC || rest.len() < total {
+            break;
+        }
+        batches.push((pos, total, rest[16] as i8));
+        pos += total;
+    }
+    match batches.as_slice() {
+        [(0, total, MAGIC_V2)] => Ok(*total),
+        _ => Err(invalid),
+    }
+}
+
+/// Validates the records of one Produce partition as Kafka 4.4's append does, in its order: a base offset
+/// other than 0 (INVALID_RECORD), a batch bigger than `max.message.bytes` (MESSAGE_TOO_LARGE), a batch too
+/// short for its header (UNKNOWN_SERVER_ERROR, as Kafka answers), a bad CRC (CORRUPT_MESSAGE), then an
+/// inconsistent record count (INVALID_RECORD). `buf` holds whole batches (see [`check_produce_records`]).
+pub fn validate_produce_batches(
+    buf: &[u8],
+    max_message_bytes: usize,
+) -> Result<Vec<BatchHeader>, RecordError> {
+    let mut pos = 0;
+    while pos < buf.len() {
+        let rest = &buf[pos..];
+        let base_offset = rest
+            .get(..8)
+            .map(|b| i64::from_be_bytes(b.try_into().expect("8 bytes")));
+        let size = batch_size_at(rest);
+        if let (Some(base_offset), Some(size)) = (base_offset, size) {
+            if size <= rest.len() && rest.get(16) == Some(&(MAGIC_V2 as u8)) {
+                if base_offset != 0 {
+                    return Err(RecordError::InvalidRecord {
+                        position: pos,
+                        reason: "the base offset of a produced batch must be 0",
+                    });
+                }
+                if size > max_message_bytes {
+                    return Err(RecordError::MessageTooLarge {
+                        position: pos,
+                        size,
+                        max: max_message_bytes,
+                    });
+                }
+                if size < HEADER_BYTES {
+                    return Err(RecordError::ShortBatch { position: pos });
+                }
+            }
+        }
+        // Everything else as for any batch; the size check there is already done.
+        let h = check_structure(buf, pos)?;
+        pos += h.total_size();
+    }
+    validate_batches(buf, max_message_bytes)
 }
 
 /// Iterates over the batches of a segment's bytes. Yields `Ok((position, header))` for every structurally
@@ -527,6 +630,84 @@ pub mod test_util {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn produce_records_are_one_magic2_batch_as_kafka_requires() {
+        use crate::protocol::errors;
+        let one = simple(2);
+        assert_eq!(check_produce_records(&one), Ok(one.len()));
+        let mut torn = one.clone();
+        torn.extend_from_slice(&one[..30]);
+        assert_eq!(check_produce_records(&torn), Ok(one.len()));
+        let mut two = one.clone();
+        two.extend_from_slice(&one);
+        assert_eq!(
+            check_produce_records(&two).unwrap_err().code,
+            errors::INVALID_RECORD
+        );
+        assert_eq!(
+            check_produce_records(&[]).unwrap_err().code,
+            errors::INVALID_RECORD
+        );
+        assert_eq!(
+            check_produce_records(&one[..40]).unwrap_err().code,
+            errors::INVALID_RECORD
+        );
+        let mut magic1 = one.clone();
+        magic1[16] = 1;
+        assert_eq!(
+            check_produce_records(&magic1).unwrap_err().code,
+            errors::INVALID_RECORD
+        );
+        let mut short = one.clone();
+        short[8..12].copy_from_slice(&5i32.to_be_bytes());
+        let e = check_produce_records(&short).unwrap_err();
+        assert_eq!(e.code, errors::CORRUPT_MESSAGE);
+        assert!(e.message.is_some());
+        let mut zeros = one.clone();
+        zeros.extend_from_slice(&[0; 20]);
+        assert_eq!(
+            check_produce_records(&zeros).unwrap_err(),
+            ProduceRecordsError {
+                code: errors::CORRUPT_MESSAGE,
+                message: None
+            }
+        );
+        // Any bytes at all: an answer, never a panic.
+        for n in 0..one.len() {
+            let _ = check_produce_records(&one[..n]);
+            let _ = validate_produce_batches(&one[..n], 1 << 20);
+        }
+        let mut base5 = one.clone();
+        base5[..8].copy_from_slice(&5i64.to_be_bytes());
+        assert_eq!(
+            validate_produce_batches(&base5, 1 << 20)
+                .unwrap_err()
+                .kafka_error_code(),
+            errors::INVALID_RECORD
+        );
+        assert_eq!(
+            validate_produce_batches(&base5, 10)
+                .unwrap_err()
+                .kafka_error_code(),
+            errors::INVALID_RECORD
+        );
+        assert_eq!(
+            validate_produce_batches(&one, 10)
+                .unwrap_err()
+                .kafka_error_code(),
+            errors::MESSAGE_TOO_LARGE
+        );
+        let mut short30 = one[..42].to_vec();
+        short30[8..12].copy_from_slice(&30i32.to_be_bytes());
+        assert_eq!(
+            validate_produce_batches(&short30, 1 << 20)
+                .unwrap_err()
+                .kafka_error_code(),
+            errors::UNKNOWN_SERVER_ERROR
+        );
+    }
+
     use super::test_util::*;
     use super::*;
 

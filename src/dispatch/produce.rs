@@ -51,9 +51,26 @@ async fn append_local(
         return PartitionOutcome::error(errors::NOT_LEADER_OR_FOLLOWER, None);
     };
     let bytes = records.len();
-    let appended = match part.append(records) {
+    let appended = match part.append_produce(records) {
         Ok(a) => a,
-        Err(e) => return PartitionOutcome::error(e.code, e.message),
+        Err(e) => {
+            // Kafka answers without a message, and with the log start offset unless the error is one
+            // of those its append reports before looking at the log.
+            let mut outcome = PartitionOutcome::error(e.code, None);
+            if !matches!(
+                e.code,
+                errors::CORRUPT_MESSAGE
+                    | errors::MESSAGE_TOO_LARGE
+                    | errors::RECORD_LIST_TOO_LARGE
+                    | errors::UNKNOWN_SERVER_ERROR
+                    | errors::KAFKA_STORAGE_ERROR
+                    | errors::NOT_LEADER_OR_FOLLOWER
+                    | errors::UNKNOWN_TOPIC_OR_PARTITION
+            ) {
+                outcome.log_start_offset = part.log_start_offset();
+            }
+            return outcome;
+        }
     };
     if !appended.duplicate {
         crate::metrics::produced(
@@ -81,20 +98,61 @@ async fn append_local(
     }
 }
 
+/// What a Produce request gets: an answer, or (acks=0 with an error, as Kafka does, so that the client
+/// notices and refreshes its metadata) the connection closed.
+pub enum ProduceAnswer {
+    Response(ProduceResponse),
+    Close(String),
+}
+
+impl super::Answer for ProduceAnswer {
+    fn into_reply(self, prefix: crate::protocol::HeaderPrefix, key: ApiKey) -> crate::net::Reply {
+        match self {
+            ProduceAnswer::Response(r) => r.into_reply(prefix, key),
+            ProduceAnswer::Close(why) => crate::net::Reply::Close(why),
+        }
+    }
+}
+
+/// True if the first batch Kafka's iterator would see in `records` is a transactional (magic 2) batch.
+fn first_batch_is_transactional(records: &[u8]) -> bool {
+    crate::records::check_produce_records(records).is_ok()
+        && crate::records::BatchHeader::parse(records).is_some_and(|h| h.is_transactional())
+}
+
+/// Answers a Produce request as Kafka 4.4 does. Per partition, in Kafka's order: an unknown topic or
+/// partition; records that are not exactly one magic-2 batch (INVALID_RECORD) or whose first size field is
+/// below 14 (CORRUPT_MESSAGE); then acks other than -1, 0, 1 (INVALID_REQUIRED_ACKS); then the append's
+/// own checks. Transactional batches (Ringtide has no transactions) fail the whole request with
+/// TRANSACTIONAL_ID_AUTHORIZATION_FAILED, as Kafka answers them without a transactional id. Null records
+/// make Kafka fail without ever answering; Ringtide closes the connection.
 pub async fn handle(
     shard: &Rc<Shard>,
     _header: &RequestHeader,
     req: ProduceRequest,
     version: i16,
-) -> Option<ProduceResponse> {
+) -> Option<ProduceAnswer> {
     let acks = req.acks;
-    let refuse = if !matches!(acks, -1..=1) {
-        Some(errors::INVALID_REQUIRED_ACKS)
-    } else if req.transactional_id.is_some() {
-        Some(errors::TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
-    } else {
-        None
-    };
+    if req
+        .topic_data
+        .iter()
+        .flat_map(|t| t.partition_data.iter())
+        .any(|p| p.records.is_none())
+    {
+        return Some(ProduceAnswer::Close(
+            "Produce request with null records".into(),
+        ));
+    }
+    let transactional = req
+        .topic_data
+        .iter()
+        .flat_map(|t| t.partition_data.iter())
+        .any(|p| {
+            p.records
+                .as_deref()
+                .is_some_and(first_batch_is_transactional)
+        });
+    let bad_acks = !matches!(acks, -1..=1);
 
     let mut pending = Vec::new();
     let mut layout = Vec::with_capacity(req.topic_data.len());
@@ -109,9 +167,12 @@ pub async fn handle(
         for p in t.partition_data {
             let slot = pending.len();
             parts.push((p.index, slot));
-            let outcome = match (&meta, refuse) {
-                (_, Some(code)) => Err(PartitionOutcome::error(code, None)),
-                (None, _) => Err(PartitionOutcome::error(
+            let outcome = match &meta {
+                _ if transactional => Err(PartitionOutcome::error(
+                    errors::TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+                    None,
+                )),
+                None => Err(PartitionOutcome::error(
                     if version >= 13 {
                         errors::UNKNOWN_TOPIC_ID
                     } else {
@@ -119,16 +180,21 @@ pub async fn handle(
                     },
                     None,
                 )),
-                (Some(m), _) if p.index < 0 || p.index >= m.partitions => Err(
-                    PartitionOutcome::error(errors::UNKNOWN_TOPIC_OR_PARTITION, None),
-                ),
-                (Some(m), _) => match p.records {
-                    None => Err(PartitionOutcome::error(
-                        errors::INVALID_RECORD,
-                        Some("no records".into()),
-                    )),
-                    Some(records) => Ok((m.clone(), p.index, records)),
-                },
+                Some(m) if p.index < 0 || p.index >= m.partitions => Err(PartitionOutcome::error(
+                    errors::UNKNOWN_TOPIC_OR_PARTITION,
+                    None,
+                )),
+                Some(m) => {
+                    let records = p.records.unwrap_or_default();
+                    match crate::records::check_produce_records(&records) {
+                        Err(e) => Err(PartitionOutcome::error(e.code, e.message)),
+                        Ok(_) if bad_acks => {
+                            Err(PartitionOutcome::error(errors::INVALID_REQUIRED_ACKS, None))
+                        }
+                        // A torn remainder after the batch is dropped, as Kafka drops it.
+                        Ok(len) => Ok((m.clone(), p.index, records.slice(..len))),
+                    }
+                }
             };
             pending.push(outcome);
         }
@@ -157,7 +223,11 @@ pub async fn handle(
     let outcomes = futures::future::join_all(futures).await;
 
     if acks == 0 {
-        return None;
+        // Kafka closes the connection when an acks=0 produce fails for any partition.
+        return outcomes
+            .iter()
+            .any(|o| o.error_code != errors::NONE)
+            .then(|| ProduceAnswer::Close("acks=0 produce failed".into()));
     }
     let mut resp = ProduceResponse::default();
     for (name, topic_id, parts) in layout {
@@ -182,5 +252,5 @@ pub async fn handle(
         }
         resp.responses.push(tr);
     }
-    Some(resp)
+    Some(ProduceAnswer::Response(resp))
 }

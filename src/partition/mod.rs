@@ -62,7 +62,8 @@ impl From<RecordError> for PartitionError {
 pub struct AppendResult {
     pub base_offset: i64,
     pub last_offset: i64,
-    /// LogAppendTime stamped on the batches, -1 with CreateTime (and for duplicates).
+    /// LogAppendTime stamped on the batches, -1 with CreateTime; for a duplicate, the original batch's
+    /// timestamp (what Kafka answers).
     pub log_append_time_ms: i64,
     pub log_start_offset: i64,
     /// True if this was a retry of an already appended batch: nothing was appended and the offsets are the
@@ -199,8 +200,24 @@ impl Partition {
     /// Validates and appends a produce request's records. Synchronous; follow with
     /// [`Partition::wait_durable`] of `last_offset` before acking.
     pub fn append(&self, records: Bytes) -> Result<AppendResult, PartitionError> {
+        let headers = records::validate_batches(&records, self.log.config().max_message_bytes)?;
+        self.append_validated(records, headers)
+    }
+
+    /// [`Partition::append`] for a client's Produce: the records are checked as Kafka 4.4 checks a
+    /// client's (see [`records::validate_produce_batches`]).
+    pub fn append_produce(&self, records: Bytes) -> Result<AppendResult, PartitionError> {
+        let headers =
+            records::validate_produce_batches(&records, self.log.config().max_message_bytes)?;
+        self.append_validated(records, headers)
+    }
+
+    fn append_validated(
+        &self,
+        records: Bytes,
+        headers: Vec<records::BatchHeader>,
+    ) -> Result<AppendResult, PartitionError> {
         let config = self.log.config();
-        let headers = records::validate_batches(&records, config.max_message_bytes)?;
         if headers.iter().any(|h| h.is_control()) {
             return Err(PartitionError::new(
                 crate::protocol::errors::INVALID_RECORD,
@@ -245,13 +262,15 @@ impl Partition {
                         ))
                     }
                     Ok(SequenceCheck::Duplicate(meta)) => {
+                        // Kafka answers a duplicate with the original batch's timestamp in the
+                        // log-append-time field.
                         return Ok(AppendResult {
                             base_offset: meta.base_offset,
                             last_offset: meta.last_offset(),
-                            log_append_time_ms: -1,
+                            log_append_time_ms: meta.max_timestamp,
                             log_start_offset,
                             duplicate: true,
-                        })
+                        });
                     }
                     Ok(SequenceCheck::Append) => overlay.record(
                         h.producer_id,
