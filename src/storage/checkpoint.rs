@@ -189,4 +189,18 @@ mod tests {
             assert!(parse(bad).is_err(), "{bad:?} accepted");
         }
     }
+
+    #[test]
+    fn table_keeps_what_is_set_and_retained() {
+        let dir = Path::new("/nonexistent/ringtide-checkpoint-table-test");
+        set(dir, "a", 0, Some(5));
+        set(dir, "a", 1, Some(7));
+        set(dir, "gone", 0, Some(9));
+        retain(dir, |t, p| t == "a" && p < 2);
+        assert_eq!(get(dir, "a", 0), Some(5));
+        assert_eq!(get(dir, "a", 1), Some(7));
+        assert_eq!(get(dir, "gone", 0), None);
+        set(dir, "a", 1, None);
+        assert_eq!(get(dir, "a", 1), None);
+    }
 }
