@@ -245,6 +245,56 @@ fn corrupt_at(d: &DiskRead, pos: u64) -> StorageError {
     }
 }
 
+/// A plan for reading segment `seg` from `start`; `None` for a segment without a file yet (it holds only
+/// unwritten bytes, all above the high watermark).
+fn segment_read(seg: &Segment, start: u64) -> Option<DiskRead> {
+    Some(DiskRead {
+        segment_base: seg.base_offset,
+        file: seg.file.clone()?,
+        path: seg.log_path.clone(),
+        start,
+        limit: seg.written,
+    })
+}
+
+/// Walks the batches of `d` from its start, below `hw`; in each batch `batch_wanted` accepts, looks for the
+/// first record `record_wanted(offset, timestamp)` accepts and returns it if it lies below `hw`. With
+/// `only_first_batch`, the first accepted batch ends the search whether or not it holds such a record.
+async fn find_record(
+    d: &DiskRead,
+    hw: i64,
+    batch_wanted: impl Fn(&BatchHeader) -> bool,
+    record_wanted: impl Fn(i64, i64) -> bool,
+    only_first_batch: bool,
+) -> Result<Option<TimestampOffset>, StorageError> {
+    let mut win = None;
+    let mut pos = d.start;
+    while let Some(h) = header_at(d, &mut win, pos, SCAN_WINDOW_BYTES).await? {
+        if h.base_offset >= hw {
+            return Ok(None);
+        }
+        if batch_wanted(&h) {
+            let batch = batch_at(d, &mut win, pos, &h).await?;
+            let mut found = None;
+            for_each_record(batch, &h, |offset, t| {
+                if record_wanted(offset, t) {
+                    found = Some(TimestampOffset {
+                        timestamp: t,
+                        offset,
+                    });
+                }
+                found.is_none()
+            })
+            .map_err(|_| corrupt_at(d, pos))?;
+            if found.is_some() || only_first_batch {
+                return Ok(found.filter(|f| f.offset < hw));
+            }
+        }
+        pos += h.total_size() as u64;
+    }
+    Ok(None)
+}
+
 /// ListOffsets by timestamp `ts >= 0`.
 pub(super) async fn offset_for_timestamp(
     shared: &Shared,
@@ -256,44 +306,20 @@ pub(super) async fn offset_for_timestamp(
         let Some(seg) = st.segments.iter().find(|s| largest_timestamp(s) >= ts) else {
             return Ok(None);
         };
-        // A segment without a file yet holds only unwritten bytes, all above the high watermark.
-        let Some(file) = seg.file.clone() else {
-            return Ok(None);
-        };
         let start = seg.lookup(time_index_offset(seg, ts).max(st.log_start_offset));
-        let d = DiskRead {
-            segment_base: seg.base_offset,
-            file,
-            path: seg.log_path.clone(),
-            start,
-            limit: seg.written,
+        let Some(d) = segment_read(seg, start) else {
+            return Ok(None);
         };
         (d, hw, st.log_start_offset)
     };
-    let mut win = None;
-    let mut pos = d.start;
-    while let Some(h) = header_at(&d, &mut win, pos, SCAN_WINDOW_BYTES).await? {
-        if h.base_offset >= hw {
-            return Ok(None);
-        }
-        if h.max_timestamp >= ts {
-            let batch = batch_at(&d, &mut win, pos, &h).await?;
-            let mut found = None;
-            for_each_record(batch, &h, |offset, t| {
-                let hit = t >= ts && offset >= log_start;
-                if hit {
-                    found = Some((offset, t));
-                }
-                !hit
-            })
-            .map_err(|_| corrupt_at(&d, pos))?;
-            if let Some((offset, timestamp)) = found {
-                return Ok((offset < hw).then_some(TimestampOffset { timestamp, offset }));
-            }
-        }
-        pos += h.total_size() as u64;
-    }
-    Ok(None)
+    find_record(
+        &d,
+        hw,
+        |h| h.max_timestamp >= ts,
+        |offset, t| t >= ts && offset >= log_start,
+        false,
+    )
+    .await
 }
 
 /// ListOffsets MAX_TIMESTAMP (-3).
@@ -312,47 +338,24 @@ pub(super) async fn max_timestamp_offset(
         let Some(seg) = best else {
             return Ok(None);
         };
-        let Some(file) = seg.file.clone() else {
-            return Ok(None);
-        };
         let start = if seg.offset_of_max_timestamp >= 0 {
             seg.lookup(seg.offset_of_max_timestamp)
         } else {
             0
         };
-        let d = DiskRead {
-            segment_base: seg.base_offset,
-            file,
-            path: seg.log_path.clone(),
-            start,
-            limit: seg.written,
+        let Some(d) = segment_read(seg, start) else {
+            return Ok(None);
         };
         (d, hw, seg.max_timestamp)
     };
-    let mut win = None;
-    let mut pos = d.start;
-    while let Some(h) = header_at(&d, &mut win, pos, SCAN_WINDOW_BYTES).await? {
-        if h.base_offset >= hw {
-            return Ok(None);
-        }
-        if h.max_timestamp == target {
-            let batch = batch_at(&d, &mut win, pos, &h).await?;
-            let mut found = None;
-            for_each_record(batch, &h, |offset, t| {
-                if t == target {
-                    found = Some(offset);
-                }
-                found.is_none()
-            })
-            .map_err(|_| corrupt_at(&d, pos))?;
-            return Ok(found.filter(|&o| o < hw).map(|offset| TimestampOffset {
-                timestamp: h.max_timestamp,
-                offset,
-            }));
-        }
-        pos += h.total_size() as u64;
-    }
-    Ok(None)
+    find_record(
+        &d,
+        hw,
+        |h| h.max_timestamp == target,
+        |_, t| t == target,
+        true,
+    )
+    .await
 }
 
 #[cfg(test)]
