@@ -98,20 +98,7 @@ impl RecoveryHooks for ProducerHooks {
     }
 
     fn on_batch(&mut self, h: &records::BatchHeader) {
-        if h.has_producer_id() && !h.is_control() {
-            self.producers.replay(
-                h.producer_id,
-                h.producer_epoch,
-                BatchMetadata {
-                    first_seq: h.base_sequence,
-                    last_seq: h.last_sequence(),
-                    base_offset: h.base_offset,
-                    last_offset_delta: h.last_offset_delta,
-                    // The stored max timestamp is the append time with LogAppendTime.
-                    max_timestamp: h.max_timestamp.min(self.now_ms),
-                },
-            );
-        }
+        self.producers.replay_header(h, self.now_ms);
     }
 
     fn discard_snapshot(&mut self) {

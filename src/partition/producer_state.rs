@@ -185,6 +185,25 @@ impl ProducerStateManager {
         self.record(producer_id, epoch, meta);
     }
 
+    /// [`ProducerStateManager::replay`] of a batch header read back from the log. `now_ms` caps the batch's
+    /// max timestamp (the append time with LogAppendTime; a CreateTime ahead of the clock counts as now).
+    /// Control batches carry no producer data.
+    pub fn replay_header(&mut self, h: &crate::records::BatchHeader, now_ms: i64) {
+        if h.has_producer_id() && !h.is_control() {
+            self.replay(
+                h.producer_id,
+                h.producer_epoch,
+                BatchMetadata {
+                    first_seq: h.base_sequence,
+                    last_seq: h.last_sequence(),
+                    base_offset: h.base_offset,
+                    last_offset_delta: h.last_offset_delta,
+                    max_timestamp: h.max_timestamp.min(now_ms),
+                },
+            );
+        }
+    }
+
     /// A copy of the entries of the given producer ids: a scratch overlay for checking a multi-batch
     /// append before committing it with [`ProducerStateManager::merge_from`].
     pub fn subset(&self, producer_ids: impl Iterator<Item = i64>) -> ProducerStateManager {

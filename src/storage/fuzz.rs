@@ -49,7 +49,7 @@ use glommio::{LocalExecutor, LocalExecutorBuilder, Placement};
 
 use super::{checkpoint, take_clean_shutdown_marker, LogConfig, PartitionLog, StorageError};
 use super::{CLEAN_DIRS, CLEAN_SHUTDOWN_FILE_NAME, LOG_START_FILE};
-use crate::partition::producer_state::{BatchMetadata, ProducerStateManager};
+use crate::partition::producer_state::ProducerStateManager;
 use crate::records::{self, BatchHeader};
 use crate::storage::segment::{
     index_file_name, log_file_name, snapshot_file_name, time_index_file_name,
@@ -344,19 +344,7 @@ impl super::RecoveryHooks for Hooks {
     }
 
     fn on_batch(&mut self, h: &BatchHeader) {
-        if h.has_producer_id() && !h.is_control() {
-            self.producers.replay(
-                h.producer_id,
-                h.producer_epoch,
-                BatchMetadata {
-                    first_seq: h.base_sequence,
-                    last_seq: h.last_sequence(),
-                    base_offset: h.base_offset,
-                    last_offset_delta: h.last_offset_delta,
-                    max_timestamp: h.max_timestamp,
-                },
-            );
-        }
+        self.producers.replay_header(h, i64::MAX);
     }
 
     fn discard_snapshot(&mut self) {
