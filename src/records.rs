@@ -328,10 +328,12 @@ pub fn check_produce_records(buf: &[u8]) -> Result<usize, ProduceRecordsError> {
         code: crate::protocol::errors::INVALID_RECORD,
         message: None,
     };
-    // (position, size, magic) of each whole batch, as Kafka's iterator yields them; at most two needed.
-    let mut batches: Vec<(usize, usize, i8)> = Vec::with_capacity(2);
+    // (position, size, magic) of each whole batch, as Kafka's iterator yields them; at most two needed
+    // (no allocation: this runs for every partition of every Produce).
+    let mut batches = [(0usize, 0usize, 0i8); 2];
+    let mut found = 0usize;
     let mut pos = 0usize;
-    while batches.len() < 2 {
+    while found < 2 {
         let rest = &buf[pos..];
         if rest.len() < LOG_OVERHEAD_BYTES {
             break;
@@ -352,10 +354,11 @@ pub fn check_produce_records(buf: &[u8]) -> Result<usize, ProduceRecordsError> {
         if rest.len() < HEADER_BYTES_UP_TO_MAGIC || rest.len() < total {
             break;
         }
-        batches.push((pos, total, rest[16] as i8));
+        batches[found] = (pos, total, rest[16] as i8);
+        found += 1;
         pos += total;
     }
-    match batches.as_slice() {
+    match &batches[..found] {
         [(0, total, MAGIC_V2)] => Ok(*total),
         _ => Err(invalid),
     }
