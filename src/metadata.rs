@@ -41,6 +41,12 @@ pub struct ClusterMeta {
     /// Next producer id block start (persisted so ids are never reused after a restart).
     #[serde(default)]
     pub next_producer_id_block: i64,
+    /// Dynamic broker configs set for one broker (AlterConfigs on resource `"<node id>"`), by node id.
+    #[serde(default)]
+    pub broker_configs: BTreeMap<i32, BTreeMap<String, String>>,
+    /// The cluster-wide dynamic default of broker configs (AlterConfigs on resource `""`).
+    #[serde(default)]
+    pub default_broker_configs: BTreeMap<String, String>,
 }
 
 /// The core that owns partition `partition` of `topic`: spread a topic's partitions round-robin over the
@@ -83,6 +89,20 @@ impl ClusterMeta {
             version: 1,
             topics: BTreeMap::new(),
             next_producer_id_block: 0,
+            broker_configs: BTreeMap::new(),
+            // As `kafka-storage format` does for a Kafka 4 cluster.
+            default_broker_configs: [crate::config::dynamic::CLUSTER_MIN_INSYNC_REPLICAS]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    /// The dynamic broker configs of broker `node_id`: its own and the cluster default.
+    pub fn broker_layers(&self, node_id: i32) -> crate::config::dynamic::BrokerLayers<'_> {
+        crate::config::dynamic::BrokerLayers {
+            broker: self.broker_configs.get(&node_id),
+            cluster: Some(&self.default_broker_configs),
         }
     }
 

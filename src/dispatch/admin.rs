@@ -176,14 +176,14 @@ pub async fn handle_create_topics(
                         }
                         if version >= 5 {
                             r.configs = Some(
-                                configs::topic_entries(&shard.config, &topic)
+                                configs::topic_entries(&shard.config, &shard.meta(), &topic)
                                     .into_iter()
                                     .map(|e| {
                                         let mut c = CreatableTopicConfigs::default();
                                         c.name = StrBytes::from_string(e.name);
-                                        c.value = Some(StrBytes::from_string(e.value));
+                                        c.value = e.value.map(StrBytes::from_string);
                                         c.config_source = e.source;
-                                        c.read_only = false;
+                                        c.read_only = e.read_only;
                                         c
                                     })
                                     .collect(),

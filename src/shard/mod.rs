@@ -306,6 +306,7 @@ impl Shard {
             }
         }
 
+        let layers = snapshot.broker_layers(self.config.node_id);
         for topic in snapshot.topics.values() {
             for p in 0..topic.partitions {
                 if self.owner_of(topic, p) != self.id {
@@ -318,10 +319,10 @@ impl Shard {
                 let existing = self.partitions.borrow().get(&key).cloned();
                 match existing {
                     Some(part) => {
-                        part.set_log_config(crate::config::log_config(&self.config, topic))
+                        part.set_log_config(crate::config::log_config(&self.config, &layers, topic))
                     }
                     None => {
-                        let cfg = crate::config::log_config(&self.config, topic);
+                        let cfg = crate::config::log_config(&self.config, &layers, topic);
                         match Partition::open(
                             &self.config.log_dirs,
                             topic.name.as_str(),

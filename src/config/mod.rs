@@ -9,6 +9,12 @@ use std::path::{Path, PathBuf};
 
 use crate::limits;
 
+pub mod dynamic;
+pub mod kafka_keys;
+pub mod keys;
+
+use dynamic::BrokerLayers;
+
 /// Where a configuration value came from, for `--print-config` and DescribeConfigs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Source {
@@ -138,6 +144,11 @@ const KNOWN_KEYS: &[&str] = &[
     "group.max.session.timeout.ms",
     "group.max.size",
 ];
+
+/// Whether the broker reads `key` from `server.properties` (other keys are warned about and ignored).
+pub fn reads_key(key: &str) -> bool {
+    KNOWN_KEYS.contains(&key)
+}
 
 fn defaults() -> Vec<(&'static str, String)> {
     vec![
@@ -731,30 +742,59 @@ impl Default for GroupConfig {
 /// The log settings of a topic's partitions: topic overrides over broker config.
 pub fn log_config(
     config: &Config,
+    layers: &BrokerLayers,
     topic: &crate::metadata::TopicMeta,
 ) -> crate::storage::LogConfig {
     let get = |k: &str| topic.configs.get(k).and_then(|v| v.parse::<i64>().ok());
-    let flush = |k: &str, broker: Option<u64>| match get(k) {
-        Some(v) if v == i64::MAX => None,
-        Some(v) => Some(v.max(0) as u64),
-        None => broker,
+    // The broker's value of a key: a dynamic one (this broker's, then the cluster default) over the static.
+    let broker = |k: &str, fixed: i64| layers.get_i64(k).unwrap_or(fixed);
+    let unlimited = |v: i64| (v != i64::MAX).then_some(v.max(0) as u64);
+    let flush = |k: &str, broker_key: &str, fixed: Option<u64>| match get(k)
+        .or_else(|| layers.get_i64(broker_key))
+    {
+        Some(v) => unlimited(v),
+        None => fixed,
     };
+    let timestamp_type = topic
+        .configs
+        .get("message.timestamp.type")
+        .map(String::as_str)
+        .or_else(|| layers.get("log.message.timestamp.type"));
     crate::storage::LogConfig {
-        segment_bytes: get("segment.bytes").map_or(config.log_segment_bytes, |v| v.max(1) as u64),
-        roll_ms: get("segment.ms").unwrap_or(config.log_roll_ms),
-        retention_ms: get("retention.ms").unwrap_or(config.log_retention_ms),
-        retention_bytes: get("retention.bytes").unwrap_or(config.log_retention_bytes),
+        segment_bytes: get("segment.bytes")
+            .unwrap_or_else(|| broker("log.segment.bytes", config.log_segment_bytes as i64))
+            .max(1) as u64,
+        roll_ms: get("segment.ms").unwrap_or_else(|| broker("log.roll.ms", config.log_roll_ms)),
+        retention_ms: get("retention.ms")
+            .unwrap_or_else(|| broker("log.retention.ms", config.log_retention_ms)),
+        retention_bytes: get("retention.bytes")
+            .unwrap_or_else(|| broker("log.retention.bytes", config.log_retention_bytes)),
         index_interval_bytes: get("index.interval.bytes")
-            .map_or(config.log_index_interval_bytes, |v| v.max(0) as u64),
-        flush_interval_messages: flush("flush.messages", config.log_flush_interval_messages),
-        flush_interval_ms: flush("flush.ms", config.log_flush_interval_ms),
+            .unwrap_or_else(|| {
+                broker(
+                    "log.index.interval.bytes",
+                    config.log_index_interval_bytes as i64,
+                )
+            })
+            .max(0) as u64,
+        flush_interval_messages: flush(
+            "flush.messages",
+            "log.flush.interval.messages",
+            config.log_flush_interval_messages,
+        ),
+        flush_interval_ms: flush(
+            "flush.ms",
+            "log.flush.interval.ms",
+            config.log_flush_interval_ms,
+        ),
         tail_cache_bytes: config.tail_cache_bytes,
-        log_append_time: match topic.configs.get("message.timestamp.type") {
+        log_append_time: match timestamp_type {
             Some(v) => v == "LogAppendTime",
             None => config.log_message_timestamp_type_log_append,
         },
         max_message_bytes: get("max.message.bytes")
-            .map_or(config.message_max_bytes, |v| v.max(0) as usize),
+            .unwrap_or_else(|| broker("message.max.bytes", config.message_max_bytes as i64))
+            .max(0) as usize,
     }
 }
 
