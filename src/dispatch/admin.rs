@@ -54,7 +54,14 @@ pub async fn create_topics(
                                     format!("Topic '{}' already exists.", t.name),
                                 ));
                             }
-                            if t.partitions < 1 || t.partitions > limits::TOPIC_PARTITIONS_MAX {
+                            if t.partitions < 1 {
+                                return Err((
+                                    errors::INVALID_PARTITIONS,
+                                    "Number of partitions was set to an invalid non-positive value."
+                                        .into(),
+                                ));
+                            }
+                            if t.partitions > limits::TOPIC_PARTITIONS_MAX {
                                 return Err((
                                     errors::INVALID_PARTITIONS,
                                     format!(
@@ -167,6 +174,7 @@ pub async fn handle_create_topics(
                     .unwrap_or(Err((errors::UNKNOWN_SERVER_ERROR, "no result".into())))
                 {
                     Ok(topic) => {
+                        r.error_message = None;
                         if version >= 7 {
                             r.topic_id = topic.id;
                         }
@@ -175,8 +183,12 @@ pub async fn handle_create_topics(
                             r.replication_factor = 1;
                         }
                         if version >= 5 {
+                            // Kafka lists a new topic's configs by name (DescribeConfigs does not).
+                            let mut entries =
+                                configs::topic_entries(&shard.config, &shard.meta(), &topic);
+                            entries.sort_by(|a, b| a.name.cmp(&b.name));
                             r.configs = Some(
-                                configs::topic_entries(&shard.config, &shard.meta(), &topic)
+                                entries
                                     .into_iter()
                                     .map(|e| {
                                         let mut c = CreatableTopicConfigs::default();
@@ -254,6 +266,7 @@ pub async fn handle_delete_topics(
         })
         .await;
     let mut resp = DeleteTopicsResponse::default();
+    // In request order (Kafka's order comes from a hash map: clients match answers by name).
     resp.responses = answers
         .into_iter()
         .map(|(name, id, code)| {
@@ -263,6 +276,17 @@ pub async fn handle_delete_topics(
                 r.topic_id = id;
             }
             r.error_code = code;
+            if version >= 5 {
+                r.error_message = match code {
+                    errors::UNKNOWN_TOPIC_OR_PARTITION => Some(StrBytes::from_static_str(
+                        "This server does not host this topic-partition.",
+                    )),
+                    errors::UNKNOWN_TOPIC_ID => Some(StrBytes::from_static_str(
+                        "This server does not host this topic ID.",
+                    )),
+                    _ => None,
+                };
+            }
             r
         })
         .collect();

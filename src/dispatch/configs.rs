@@ -174,6 +174,12 @@ fn synonyms_of(
         })
         .collect();
     out.sort_by_key(|(_, _, s)| *s); // stable: synonyms keep their order within a source
+                                     // As Kafka does, the list starts at the key itself: `log.retention.hours`' default alone is not
+                                     // listed for `log.retention.ms` (or `retention.ms`) until `log.retention.ms` is set somewhere.
+    let first = out
+        .iter()
+        .position(|(n, _, _)| Some(&n.as_str()) == names.first());
+    out.drain(..first.unwrap_or(out.len()));
     out
 }
 
@@ -377,6 +383,7 @@ fn describe_entries(
             r.config_source = e.source;
             r.read_only = e.read_only;
             r.is_sensitive = e.sensitive;
+            r.documentation = None;
             if version >= 3 {
                 r.config_type = e.kind.code();
             }
