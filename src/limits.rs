@@ -108,3 +108,18 @@ const _: () = assert!(MIN_INCREMENTAL_FETCH_SESSION_EVICTION_MS > 0);
 const _: () = assert!(
     PRODUCER_ID_EXPIRATION_CHECK_INTERVAL_MS_DEFAULT as i64 <= PRODUCER_ID_EXPIRATION_MS_DEFAULT
 );
+
+/// `log.cleaner.dedupe.buffer.size` default (Kafka's): the memory of the cleaners' key → offset maps.
+pub const LOG_CLEANER_DEDUPE_BUFFER_BYTES_DEFAULT: usize = 128 * 1024 * 1024;
+/// Smallest dedupe buffer accepted (Kafka refuses a map that cannot hold a segment's keys; 1 MiB).
+pub const LOG_CLEANER_DEDUPE_BUFFER_BYTES_MIN: usize = 1024 * 1024;
+/// Largest dedupe buffer accepted (Kafka caps each thread's map at 2 GiB).
+pub const LOG_CLEANER_DEDUPE_BUFFER_BYTES_MAX: usize = 2 * 1024 * 1024 * 1024 - 1;
+/// Bytes one entry of the cleaner's key → offset map is charged: a 16-byte key hash and an 8-byte
+/// offset, as Kafka's `SkimpyOffsetMap` counts them, plus the hash table's own overhead.
+pub const LOG_CLEANER_MAP_ENTRY_BYTES: usize = 32;
+/// Kafka's `log.cleaner.io.buffer.load.factor`: the share of the map's entries the cleaner fills.
+pub const LOG_CLEANER_MAP_LOAD_FACTOR: f64 = 0.9;
+/// Most bytes the records of one batch may decompress to when Ringtide reads them whole (the produce
+/// checks of a compacted topic, the log cleaner); a batch beyond it is refused as corrupt.
+pub const DECOMPRESSED_BATCH_BYTES_MAX: usize = 64 * 1024 * 1024;

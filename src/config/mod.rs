@@ -95,6 +95,10 @@ pub struct Config {
     pub admin_listener: Option<(String, u16)>,
     /// Group coordinator settings (`group.*`, `offsets.*`).
     pub group: GroupConfig,
+    /// `log.cleanup.policy`: the default of topics' `cleanup.policy`.
+    pub log_cleanup_policy: String,
+    /// The log cleaner's settings (`log.cleaner.*`).
+    pub log_cleaner: CleanerConfig,
     /// Every key with its effective value and source, for DescribeConfigs and `--print-config`.
     pub entries: BTreeMap<String, (String, Source)>,
 }
@@ -143,6 +147,16 @@ const KNOWN_KEYS: &[&str] = &[
     "group.min.session.timeout.ms",
     "group.max.session.timeout.ms",
     "group.max.size",
+    "log.cleanup.policy",
+    "log.cleaner.enable",
+    "log.cleaner.threads",
+    "log.cleaner.dedupe.buffer.size",
+    "log.cleaner.io.max.bytes.per.second",
+    "log.cleaner.backoff.ms",
+    "log.cleaner.delete.retention.ms",
+    "log.cleaner.min.compaction.lag.ms",
+    "log.cleaner.max.compaction.lag.ms",
+    "log.cleaner.min.cleanable.ratio",
 ];
 
 /// Whether the broker reads `key` from `server.properties` (other keys are warned about and ignored).
@@ -219,6 +233,22 @@ fn defaults() -> Vec<(&'static str, String)> {
         ("group.min.session.timeout.ms", "6000".into()),
         ("group.max.session.timeout.ms", "1800000".into()),
         ("group.max.size", i32::MAX.to_string()),
+        ("log.cleanup.policy", "delete".into()),
+        ("log.cleaner.enable", "true".into()),
+        ("log.cleaner.threads", "1".into()),
+        (
+            "log.cleaner.dedupe.buffer.size",
+            limits::LOG_CLEANER_DEDUPE_BUFFER_BYTES_DEFAULT.to_string(),
+        ),
+        (
+            "log.cleaner.io.max.bytes.per.second",
+            "1.7976931348623157E308".into(),
+        ),
+        ("log.cleaner.backoff.ms", "15000".into()),
+        ("log.cleaner.delete.retention.ms", "86400000".into()),
+        ("log.cleaner.min.compaction.lag.ms", "0".into()),
+        ("log.cleaner.max.compaction.lag.ms", i64::MAX.to_string()),
+        ("log.cleaner.min.cleanable.ratio", "0.5".into()),
     ]
 }
 
@@ -647,6 +677,80 @@ impl Config {
                 i32::MAX as usize,
             )?,
         };
+        let log_cleanup_policy = num("log.cleanup.policy");
+        if !log_cleanup_policy
+            .split(',')
+            .all(|p| matches!(p.trim(), "delete" | "compact"))
+        {
+            return Err(invalid(
+                "log.cleanup.policy",
+                &log_cleanup_policy,
+                "delete, compact or compact,delete",
+            ));
+        }
+        let ratio = num("log.cleaner.min.cleanable.ratio");
+        let min_cleanable_ratio = match ratio.trim().parse::<f64>() {
+            Ok(r) if (0.0..=1.0).contains(&r) => r,
+            _ => {
+                return Err(invalid(
+                    "log.cleaner.min.cleanable.ratio",
+                    &ratio,
+                    "a number from 0 to 1",
+                ))
+            }
+        };
+        let io_rate = num("log.cleaner.io.max.bytes.per.second");
+        let io_max_bytes_per_second = match io_rate.trim().parse::<f64>() {
+            Ok(r) if r > 0.0 => r,
+            _ => {
+                return Err(invalid(
+                    "log.cleaner.io.max.bytes.per.second",
+                    &io_rate,
+                    "a positive number",
+                ))
+            }
+        };
+        let log_cleaner = CleanerConfig {
+            enable: parse_bool("log.cleaner.enable", &num("log.cleaner.enable"))?,
+            threads: parse_num(
+                "log.cleaner.threads",
+                &num("log.cleaner.threads"),
+                1usize,
+                i32::MAX as usize,
+            )?,
+            dedupe_buffer_bytes: parse_num(
+                "log.cleaner.dedupe.buffer.size",
+                &num("log.cleaner.dedupe.buffer.size"),
+                limits::LOG_CLEANER_DEDUPE_BUFFER_BYTES_MIN,
+                limits::LOG_CLEANER_DEDUPE_BUFFER_BYTES_MAX,
+            )?,
+            io_max_bytes_per_second,
+            backoff_ms: parse_num(
+                "log.cleaner.backoff.ms",
+                &num("log.cleaner.backoff.ms"),
+                0u64,
+                i64::MAX as u64,
+            )?,
+            delete_retention_ms: parse_num(
+                "log.cleaner.delete.retention.ms",
+                &num("log.cleaner.delete.retention.ms"),
+                0i64,
+                i64::MAX,
+            )?,
+            min_compaction_lag_ms: parse_num(
+                "log.cleaner.min.compaction.lag.ms",
+                &num("log.cleaner.min.compaction.lag.ms"),
+                0i64,
+                i64::MAX,
+            )?,
+            max_compaction_lag_ms: parse_num(
+                "log.cleaner.max.compaction.lag.ms",
+                &num("log.cleaner.max.compaction.lag.ms"),
+                1i64,
+                i64::MAX,
+            )?,
+            min_cleanable_ratio,
+        };
         let admin = get(&entries, "ringtide.admin.listener").unwrap_or_default();
         let admin_listener = match admin.trim() {
             "" | "none" => None,
@@ -700,9 +804,35 @@ impl Config {
             tail_cache_bytes,
             admin_listener,
             group,
+            log_cleanup_policy,
+            log_cleaner,
             entries,
         })
     }
+}
+
+/// The log cleaner's settings (Kafka's `log.cleaner.*` keys). Every core cleans the compacted partitions
+/// it owns; `log.cleaner.threads` only divides the dedupe buffer, as Kafka divides it among its threads.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CleanerConfig {
+    /// `log.cleaner.enable`.
+    pub enable: bool,
+    /// `log.cleaner.threads`.
+    pub threads: usize,
+    /// `log.cleaner.dedupe.buffer.size`: memory of the key → offset map over all cleaners.
+    pub dedupe_buffer_bytes: usize,
+    /// `log.cleaner.io.max.bytes.per.second`, per core.
+    pub io_max_bytes_per_second: f64,
+    /// `log.cleaner.backoff.ms`: sleep when no log needs cleaning.
+    pub backoff_ms: u64,
+    /// `log.cleaner.delete.retention.ms`: the default of topics' `delete.retention.ms`.
+    pub delete_retention_ms: i64,
+    /// `log.cleaner.min.compaction.lag.ms`.
+    pub min_compaction_lag_ms: i64,
+    /// `log.cleaner.max.compaction.lag.ms`.
+    pub max_compaction_lag_ms: i64,
+    /// `log.cleaner.min.cleanable.ratio`.
+    pub min_cleanable_ratio: f64,
 }
 
 /// Group settings (Kafka broker config keys of the same names). Shared read-only by every core.
@@ -755,6 +885,10 @@ pub fn log_config(
         Some(v) => unlimited(v),
         None => fixed,
     };
+    let policy = topic
+        .configs
+        .get("cleanup.policy")
+        .map_or(config.log_cleanup_policy.as_str(), String::as_str);
     let timestamp_type = topic
         .configs
         .get("message.timestamp.type")
@@ -795,6 +929,19 @@ pub fn log_config(
         max_message_bytes: get("max.message.bytes")
             .unwrap_or_else(|| broker("message.max.bytes", config.message_max_bytes as i64))
             .max(0) as usize,
+        compact: policy.split(',').any(|p| p.trim() == "compact"),
+        delete: policy.split(',').any(|p| p.trim() == "delete"),
+        delete_retention_ms: get("delete.retention.ms")
+            .unwrap_or(config.log_cleaner.delete_retention_ms),
+        min_compaction_lag_ms: get("min.compaction.lag.ms")
+            .unwrap_or(config.log_cleaner.min_compaction_lag_ms),
+        max_compaction_lag_ms: get("max.compaction.lag.ms")
+            .unwrap_or(config.log_cleaner.max_compaction_lag_ms),
+        min_cleanable_dirty_ratio: topic
+            .configs
+            .get("min.cleanable.dirty.ratio")
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(config.log_cleaner.min_cleanable_ratio),
     }
 }
 

@@ -79,8 +79,6 @@ const TOPIC_KEYS_ANY_VALUE: &[&str] = &[
 /// default.
 fn ringtide_value(config: &Config, key: &str) -> Option<String> {
     Some(match key {
-        // No log cleaner yet: compacted topics are not compacted.
-        "log.cleaner.enable" => "false".into(),
         // One thread per core does network and I/O work alike.
         "num.network.threads" | "num.io.threads" => config.cores.to_string(),
         "process.roles" => "broker,controller".into(),
@@ -122,6 +120,10 @@ fn static_value(config: &Config, broker_key: &str) -> Option<String> {
         "log.index.interval.bytes" => config.log_index_interval_bytes.to_string(),
         "log.flush.interval.messages" => config.log_flush_interval_messages?.to_string(),
         "log.flush.interval.ms" => config.log_flush_interval_ms?.to_string(),
+        "log.cleanup.policy" => config.log_cleanup_policy.clone(),
+        "log.cleaner.delete.retention.ms" => config.log_cleaner.delete_retention_ms.to_string(),
+        "log.cleaner.min.compaction.lag.ms" => config.log_cleaner.min_compaction_lag_ms.to_string(),
+        "log.cleaner.max.compaction.lag.ms" => config.log_cleaner.max_compaction_lag_ms.to_string(),
         "log.message.timestamp.type" => if config.log_message_timestamp_type_log_append {
             "LogAppendTime"
         } else {

@@ -25,6 +25,8 @@ pub struct PartitionOutcome {
     pub base_offset: i64,
     pub log_append_time_ms: i64,
     pub log_start_offset: i64,
+    /// Records refused one by one: (index in the batch, message).
+    pub record_errors: Vec<(i32, String)>,
 }
 
 impl PartitionOutcome {
@@ -35,6 +37,7 @@ impl PartitionOutcome {
             base_offset: -1,
             log_append_time_ms: -1,
             log_start_offset: -1,
+            record_errors: Vec::new(),
         }
     }
 }
@@ -57,6 +60,11 @@ async fn append_local(
             // Kafka answers without a message, and with the log start offset unless the error is one
             // of those its append reports before looking at the log.
             let mut outcome = PartitionOutcome::error(e.code, None);
+            if !e.record_errors.is_empty() {
+                // Records refused one by one: Kafka names them and sums them up in the message.
+                outcome.error_message = e.message;
+                outcome.record_errors = e.record_errors;
+            }
             if !matches!(
                 e.code,
                 errors::CORRUPT_MESSAGE
@@ -95,6 +103,7 @@ async fn append_local(
         base_offset: appended.base_offset,
         log_append_time_ms: appended.log_append_time_ms,
         log_start_offset: appended.log_start_offset,
+        record_errors: Vec::new(),
     }
 }
 
@@ -247,6 +256,16 @@ pub async fn handle(
             }
             if version >= 8 {
                 pr.error_message = o.error_message.clone().map(StrBytes::from_string);
+                pr.record_errors = o
+                    .record_errors
+                    .iter()
+                    .map(|(i, m)| {
+                        let mut e = produce_response::BatchIndexAndErrorMessage::default();
+                        e.batch_index = *i;
+                        e.batch_index_error_message = Some(StrBytes::from_string(m.clone()));
+                        e
+                    })
+                    .collect();
             }
             tr.partition_responses.push(pr);
         }

@@ -23,6 +23,8 @@ use producer_state::{BatchMetadata, ProducerStateManager, SequenceCheck};
 pub struct PartitionError {
     pub code: i16,
     pub message: Option<String>,
+    /// Records refused one by one (Produce v8+ `record_errors`): (index in the batch, message).
+    pub record_errors: Vec<(i32, String)>,
 }
 
 impl PartitionError {
@@ -30,6 +32,26 @@ impl PartitionError {
         PartitionError {
             code,
             message: Some(message.into()),
+            record_errors: Vec::new(),
+        }
+    }
+
+    /// Kafka's INVALID_RECORD answer for records refused one by one, with its summary message.
+    pub fn invalid_records(record_errors: Vec<(i32, String)>) -> Self {
+        let shown: Vec<String> = record_errors
+            .iter()
+            .take(3)
+            .map(|(i, m)| format!("RecordError(batchIndex={i}, message='{m}')"))
+            .collect();
+        PartitionError {
+            code: crate::protocol::errors::INVALID_RECORD,
+            message: Some(format!(
+                "One or more records have been rejected due to {} record errors in total, and only \
+                 showing the first three errors at most: [{}]",
+                record_errors.len(),
+                shown.join(", ")
+            )),
+            record_errors,
         }
     }
 }
@@ -199,12 +221,49 @@ impl Partition {
         self.append_validated(records, headers)
     }
 
+    /// A compacted topic refuses records without a key (Kafka's `LogValidator`), each named.
+    fn check_keys(
+        &self,
+        records: &Bytes,
+        headers: &[records::BatchHeader],
+    ) -> Result<(), PartitionError> {
+        let mut at = 0usize;
+        let mut refused = Vec::new();
+        for h in headers {
+            let batch = &records[at..at + h.total_size()];
+            at += h.total_size();
+            let keyless = records::codec::keyless_records(
+                batch,
+                h,
+                crate::limits::DECOMPRESSED_BATCH_BYTES_MAX,
+            )?;
+            refused.extend(keyless.into_iter().map(|i| {
+                (
+                    i as i32,
+                    format!(
+                        "Compacted topic cannot accept message without key in topic partition {}-{}",
+                        self.topic(),
+                        self.partition()
+                    ),
+                )
+            }));
+        }
+        if refused.is_empty() {
+            Ok(())
+        } else {
+            Err(PartitionError::invalid_records(refused))
+        }
+    }
+
     fn append_validated(
         &self,
         records: Bytes,
         headers: Vec<records::BatchHeader>,
     ) -> Result<AppendResult, PartitionError> {
         let config = self.log.config();
+        if config.compact {
+            self.check_keys(&records, &headers)?;
+        }
         if headers.iter().any(|h| h.is_control()) {
             return Err(PartitionError::new(
                 crate::protocol::errors::INVALID_RECORD,

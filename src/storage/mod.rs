@@ -69,7 +69,7 @@ pub use time_lookup::TimestampOffset;
 use wait::{WaitUntil, Waiters};
 
 /// Configuration of one partition's log (Kafka topic configs of the same names).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LogConfig {
     /// `segment.bytes`: roll when the active segment would grow past this.
     pub segment_bytes: u64,
@@ -91,6 +91,19 @@ pub struct LogConfig {
     pub log_append_time: bool,
     /// `max.message.bytes`.
     pub max_message_bytes: usize,
+    /// `cleanup.policy` holds `compact`: the log cleaner keeps the latest record of every key.
+    pub compact: bool,
+    /// `cleanup.policy` holds `delete`: retention deletes old segments by age and size.
+    pub delete: bool,
+    /// `delete.retention.ms`: how long a cleaned tombstone stays readable.
+    pub delete_retention_ms: i64,
+    /// `min.compaction.lag.ms`: records younger than this are never cleaned.
+    pub min_compaction_lag_ms: i64,
+    /// `max.compaction.lag.ms`: a log with records older than this that are not cleaned yet is cleaned
+    /// whatever its dirty ratio.
+    pub max_compaction_lag_ms: i64,
+    /// `min.cleanable.dirty.ratio`.
+    pub min_cleanable_dirty_ratio: f64,
 }
 
 impl Default for LogConfig {
@@ -106,6 +119,12 @@ impl Default for LogConfig {
             tail_cache_bytes: TAIL_CACHE_BYTES_DEFAULT,
             log_append_time: false,
             max_message_bytes: MAX_MESSAGE_BYTES_DEFAULT,
+            compact: false,
+            delete: true,
+            delete_retention_ms: 86_400_000,
+            min_compaction_lag_ms: 0,
+            max_compaction_lag_ms: i64::MAX,
+            min_cleanable_dirty_ratio: 0.5,
         }
     }
 }

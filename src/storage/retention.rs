@@ -54,6 +54,10 @@ impl PartitionLog {
     /// Returns how many segments were deleted.
     pub async fn enforce_retention(&self, now_ms: i64) -> Result<usize, StorageError> {
         let config = self.shared.config.get();
+        if !config.delete {
+            // `cleanup.policy=compact` alone: the cleaner keeps the latest record of every key forever.
+            return Ok(0);
+        }
         let victims = {
             let mut st = self.shared.state.borrow_mut();
             let mut total: i64 = st.segments.iter().map(|s| s.size as i64).sum();

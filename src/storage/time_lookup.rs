@@ -27,6 +27,7 @@
 use std::io::{self, BufRead, BufReader, Read};
 
 use super::{ensure_window, header_at, DiskRead, Segment, Shared, StorageError, Window};
+use crate::records::codec::snappy_decompress;
 use crate::records::{BatchHeader, Compression, RecordError, HEADER_BYTES};
 use crate::storage::SCAN_WINDOW_BYTES;
 
@@ -39,16 +40,6 @@ pub struct TimestampOffset {
 
 // ---------------------------------------------------------------------------------------------------
 // Records inside one batch (sans-io).
-
-/// Bytes a snappy batch may claim to decompress to, per byte of its compressed records. Snappy cannot
-/// expand more than about 21x (a 3-byte copy element yields at most 64 bytes), so a larger claim is
-/// corrupt data, refused before any allocation.
-const SNAPPY_EXPANSION_MAX: usize = 32;
-
-/// The stream header of xerial snappy framing, which Kafka's Java producer writes.
-const XERIAL_MAGIC: [u8; 8] = [0x82, b'S', b'N', b'A', b'P', b'P', b'Y', 0];
-/// Magic, version and compatible version.
-const XERIAL_HEADER_BYTES: usize = 16;
 
 fn corrupt(reason: &'static str) -> RecordError {
     RecordError::Corrupt {
@@ -87,43 +78,6 @@ pub fn for_each_record(
         }
         Compression::Unknown(_) => Err(corrupt("unknown compression codec")),
     }
-}
-
-/// Snappy as Kafka writes it: xerial framing (Java producer: a 16-byte header, then blocks of a 4-byte
-/// big-endian length and a raw snappy block) or one raw snappy block (librdkafka), like xerial's
-/// `SnappyInputStream`, which reads both.
-fn snappy_decompress(body: &[u8]) -> Result<Vec<u8>, RecordError> {
-    let raw = |block: &[u8], out: &mut Vec<u8>| -> Result<(), RecordError> {
-        let len = snap::raw::decompress_len(block).map_err(|_| corrupt("bad snappy block"))?;
-        if len > block.len().saturating_mul(SNAPPY_EXPANSION_MAX) + 64 {
-            return Err(corrupt("snappy block claims an impossible length"));
-        }
-        let at = out.len();
-        out.resize(at + len, 0);
-        let n = snap::raw::Decoder::new()
-            .decompress(block, &mut out[at..])
-            .map_err(|_| corrupt("bad snappy block"))?;
-        out.truncate(at + n);
-        Ok(())
-    };
-    let mut out = Vec::new();
-    if body.len() >= XERIAL_HEADER_BYTES && body.starts_with(&XERIAL_MAGIC) {
-        let mut rest = &body[XERIAL_HEADER_BYTES..];
-        while !rest.is_empty() {
-            let (len, tail) = rest
-                .split_first_chunk::<4>()
-                .ok_or_else(|| corrupt("torn xerial snappy block length"))?;
-            let len = u32::from_be_bytes(*len) as usize;
-            let block = tail
-                .get(..len)
-                .ok_or_else(|| corrupt("xerial snappy block runs past the batch"))?;
-            raw(block, &mut out)?;
-            rest = &tail[len..];
-        }
-    } else {
-        raw(body, &mut out)?;
-    }
-    Ok(out)
 }
 
 /// Reads the `records_count` records of a batch from `r` (the decompressed records), as Kafka's
@@ -361,6 +315,7 @@ pub(super) async fn max_timestamp_offset(
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
+    use crate::records::codec::{XERIAL_HEADER_BYTES, XERIAL_MAGIC};
     use crate::records::{compute_crc, put_varint, CRC_OFFSET, LOG_OVERHEAD_BYTES, MAGIC_V2};
     use std::io::Write as _;
 

@@ -199,10 +199,11 @@ class Broker:
 
     _seq = 0
 
-    def __init__(self, name, kind=None, port=None):
+    def __init__(self, name, kind=None, port=None, config=None):
         """kind: "ringtide" or "kafka" (default: the test target); port: the client port (default: a
-        free one)."""
+        free one); config: broker config keys (Kafka's names) set at start on either kind."""
         Broker._seq += 1
+        self.config = dict(config or {})
         self.name = name
         self.kind = kind or TARGET
         self.port = port or free_port()
@@ -255,6 +256,7 @@ class Broker:
             "num.io.threads": "2",
             "num.recovery.threads.per.data.dir": "1",
             "auto.create.topics.enable": "true",
+            **self.config,
         }
         self.config_path = self.tmp / "server.properties"
         self.config_path.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
@@ -293,6 +295,7 @@ class Broker:
             "--override", f"log.dirs={self.data_dir}",
             "--override", "ringtide.cores=2",
             "--override", f"ringtide.admin.listener=127.0.0.1:{self.admin_port}",
+            *[a for k, v in self.config.items() for a in ("--override", f"{k}={v}")],
         ]
 
     # -- lifecycle ---------------------------------------------------------

@@ -26,6 +26,8 @@
 //! may end in a torn write or zero padding after a crash. Nothing here panics on input; every problem is a
 //! typed [`RecordError`].
 
+pub mod codec;
+
 /// Size of the v2 batch header in bytes.
 pub const HEADER_BYTES: usize = 61;
 /// Bytes before (and including) the `batch_length` field; total batch size = batch_length + this.
