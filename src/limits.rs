@@ -123,3 +123,9 @@ pub const LOG_CLEANER_MAP_LOAD_FACTOR: f64 = 0.9;
 /// Most bytes the records of one batch may decompress to when Ringtide reads them whole (the produce
 /// checks of a compacted topic, the log cleaner); a batch beyond it is refused as corrupt.
 pub const DECOMPRESSED_BATCH_BYTES_MAX: usize = 64 * 1024 * 1024;
+/// Shares of the log cleaner's task queue on each core (the default queue has 1000): cleaning runs in
+/// what produce and fetch leave over.
+pub const LOG_CLEANER_TASK_SHARES: usize = 50;
+/// The shortest pause between looks for a log to clean, whatever `log.cleaner.backoff.ms` says, so that
+/// an idle cleaner never spins.
+pub const LOG_CLEANER_BACKOFF_MS_MIN: u64 = 10;

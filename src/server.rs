@@ -69,6 +69,10 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         tracing::info!(log_dir = %dir.display(), leftovers, "removed partition directories whose deletion a stop interrupted");
     }
     let recovery_points = crate::storage::checkpoint::load(&dir);
+    crate::storage::checkpoint::load_file(
+        &dir,
+        crate::storage::checkpoint::CLEANER_OFFSET_FILE_NAME,
+    );
     if clean {
         tracing::info!(log_dir = %dir.display(), recovery_points, "clean shutdown marker found: no CRC verification");
     } else {
@@ -298,6 +302,15 @@ async fn run_shard(
     let retention = glommio::spawn_local(retention_loop(shard.clone())).detach();
     let producer_expiry = glommio::spawn_local(producer_expiry_loop(shard.clone())).detach();
     let checkpoints = glommio::spawn_local(checkpoint_loop(shard.clone())).detach();
+    // The cleaner yields to everything else on the core: its own task queue with a small share.
+    let cleaner_queue = glommio::executor().create_task_queue(
+        glommio::Shares::Static(limits::LOG_CLEANER_TASK_SHARES),
+        glommio::Latency::NotImportant,
+        "log-cleaner",
+    );
+    let cleaner = glommio::spawn_local_into(cleaner_loop(shard.clone()), cleaner_queue)
+        .expect("the cleaner's task queue was just created")
+        .detach();
     inject_fault(id);
 
     while !STOP.load(Ordering::SeqCst) {
@@ -311,6 +324,7 @@ async fn run_shard(
     retention.cancel();
     producer_expiry.cancel();
     checkpoints.cancel();
+    cleaner.cancel();
     // Stop reading requests; let every connection answer what it has in flight (produce acks need the
     // flushers, which still run), bounded by SHUTDOWN_DRAIN_MS_MAX.
     let drain_deadline = Instant::now() + Duration::from_millis(limits::SHUTDOWN_DRAIN_MS_MAX);
@@ -377,6 +391,62 @@ async fn retention_loop(shard: std::rc::Rc<Shard>) {
         for (tp, p) in shard.owned_partitions() {
             if let Err(e) = p.enforce_retention(now_ms).await {
                 tracing::warn!(topic = %tp.topic, partition = tp.partition, error = %e, "retention failed");
+            }
+        }
+    }
+}
+
+/// Kafka's log cleaner for this core's compacted partitions: picks the dirtiest log whose dirty ratio
+/// reaches its `min.cleanable.dirty.ratio` (or that holds records older than `max.compaction.lag.ms`),
+/// cleans it, and looks again; sleeps `log.cleaner.backoff.ms` when none needs cleaning. Each core's map
+/// gets its share of `log.cleaner.dedupe.buffer.size`, and its share of the I/O rate.
+async fn cleaner_loop(shard: std::rc::Rc<Shard>) {
+    let c = shard.config.log_cleaner.clone();
+    if !c.enable {
+        return;
+    }
+    let cores = shard.config.cores.max(1);
+    let map_entries = ((c.dedupe_buffer_bytes / cores) as f64
+        / limits::LOG_CLEANER_MAP_ENTRY_BYTES as f64
+        * limits::LOG_CLEANER_MAP_LOAD_FACTOR) as usize;
+    let io_rate = c.io_max_bytes_per_second / cores as f64;
+    let backoff = Duration::from_millis(c.backoff_ms.max(limits::LOG_CLEANER_BACKOFF_MS_MIN));
+    loop {
+        let now_ms = crate::storage::now_ms();
+        let logs: Vec<_> = shard
+            .owned_partitions()
+            .into_iter()
+            .filter_map(|(tp, p)| {
+                let c = p.log().cleanable(now_ms)?;
+                let wanted =
+                    c.overdue || c.dirty_ratio() >= p.log_config().min_cleanable_dirty_ratio;
+                Some((c.dirty_ratio(), wanted, tp, p))
+            })
+            .collect();
+        crate::metrics::dirtiest(logs.iter().map(|l| l.0).fold(0.0, f64::max));
+        let best = logs
+            .into_iter()
+            .filter(|l| l.1)
+            .map(|(ratio, _, tp, p)| (ratio, tp, p))
+            .max_by(|a, b| a.0.total_cmp(&b.0));
+        let Some((ratio, tp, p)) = best else {
+            glommio::timer::sleep(backoff).await;
+            continue;
+        };
+        match p.log().clean(now_ms, map_entries, io_rate).await {
+            Ok(Some(stats)) => {
+                crate::metrics::cleaned(&stats);
+                tracing::info!(
+                    topic = %tp.topic, partition = tp.partition, dirty_ratio = ratio,
+                    segments = stats.segments, read = stats.bytes_read, written = stats.bytes_written,
+                    removed = stats.records_removed, first_dirty = stats.end_offset,
+                    "log cleaned"
+                );
+            }
+            Ok(None) => glommio::timer::sleep(backoff).await,
+            Err(e) => {
+                tracing::warn!(topic = %tp.topic, partition = tp.partition, error = %e, "log cleaning failed");
+                glommio::timer::sleep(backoff).await;
             }
         }
     }

@@ -856,10 +856,7 @@ mod tests {
         let entries = broker_entries(&config, &meta);
         assert!(entries.len() >= BROKER_KEYS.len());
         // A key Ringtide does not read says what Ringtide does instead of Kafka's default.
-        let threads = entries
-            .iter()
-            .find(|e| e.name == "num.io.threads")
-            .unwrap();
+        let threads = entries.iter().find(|e| e.name == "num.io.threads").unwrap();
         assert_eq!(threads.value, Some(config.cores.to_string()));
     }
 

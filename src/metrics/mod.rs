@@ -148,6 +148,20 @@ pub struct Probe {
     connections: Cell<i64>,
     connections_total: Cell<u64>,
     in_flight: Cell<i64>,
+    cleaner: Cell<CleanerCounters>,
+}
+
+/// The log cleaner's figures on one core.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct CleanerCounters {
+    pub cleanings: u64,
+    pub bytes_read: u64,
+    pub bytes_written: u64,
+    pub records_removed: u64,
+    /// Wall-clock ms of the last cleaning's end, 0 before the first.
+    pub last_run_ms: i64,
+    /// Dirty ratio (percent) of the dirtiest compacted log when the cleaner last looked.
+    pub max_dirty_percent: f64,
 }
 
 impl Default for Probe {
@@ -162,6 +176,7 @@ impl Default for Probe {
             connections: Cell::new(0),
             connections_total: Cell::new(0),
             in_flight: Cell::new(0),
+            cleaner: Cell::new(CleanerCounters::default()),
         }
     }
 }
@@ -236,6 +251,28 @@ pub fn group_commit(bytes: u64, latency: Duration) {
     });
 }
 
+/// One cleaning of a log on this core.
+pub fn cleaned(stats: &crate::storage::cleaner::CleanStats) {
+    with(|p| {
+        let mut c = p.cleaner.get();
+        c.cleanings += 1;
+        c.bytes_read += stats.bytes_read;
+        c.bytes_written += stats.bytes_written;
+        c.records_removed += stats.records_removed;
+        c.last_run_ms = crate::storage::now_ms();
+        p.cleaner.set(c);
+    });
+}
+
+/// The dirty ratio (0..1) of this core's dirtiest compacted log, as the cleaner last saw it.
+pub fn dirtiest(ratio: f64) {
+    with(|p| {
+        let mut c = p.cleaner.get();
+        c.max_dirty_percent = ratio * 100.0;
+        p.cleaner.set(c);
+    });
+}
+
 /// A closure sent from this core to core `to`.
 pub fn forwarded(to: usize) {
     with(|p| {
@@ -289,6 +326,10 @@ pub struct Snapshot {
     pub read_ahead_bytes: usize,
     /// Bytes of Fetch answers charged to this core's response budget (bound: `RESPONSE_BYTES_CORE_MAX`).
     pub response_bytes: usize,
+    /// The log cleaner on this core.
+    pub cleaner: CleanerCounters,
+    /// When the snapshot was taken (wall clock, ms), for the time since the cleaner's last run.
+    pub taken_ms: i64,
 }
 
 /// Takes this core's snapshot (the partition and fetch session figures are filled in by the caller, who
@@ -333,6 +374,8 @@ fn snapshot_at(core: usize, now: Instant) -> Snapshot {
         tail_cache_bytes: 0,
         read_ahead_bytes: 0,
         response_bytes: 0,
+        cleaner: p.cleaner.get(),
+        taken_ms: crate::storage::now_ms(),
     })
 }
 
@@ -494,7 +537,7 @@ pub fn render(snapshots: &[Snapshot]) -> String {
     summary(&mut out, "ringtide_group_commit_bytes", "", &commit, 1.0);
 
     // Per core.
-    let per_core: [CoreMetric; 11] = [
+    let per_core: [CoreMetric; 17] = [
         (
             "kafka_server_socketservermetrics_connection_count",
             "gauge",
@@ -524,6 +567,42 @@ pub fn render(snapshots: &[Snapshot]) -> String {
             "gauge",
             "Bytes of log segments owned, per core (Kafka: Log Size, summed per core).",
             |s| s.log_size_bytes.to_string(),
+        ),
+        (
+            "kafka_log_logcleanermanager_max_dirty_percent",
+            "gauge",
+            "Dirty ratio of the dirtiest compacted log, percent, per core (Kafka: LogCleanerManager max-dirty-percent).",
+            |s| format!("{:.1}", s.cleaner.max_dirty_percent),
+        ),
+        (
+            "kafka_log_logcleanermanager_time_since_last_run_ms",
+            "gauge",
+            "Milliseconds since the core's cleaner last cleaned a log, -1 before its first cleaning (Kafka: LogCleanerManager time-since-last-run-ms).",
+            |s| if s.cleaner.last_run_ms == 0 { "-1".to_string() } else { (s.taken_ms - s.cleaner.last_run_ms).max(0).to_string() },
+        ),
+        (
+            "ringtide_log_cleaner_cleanings_total",
+            "counter",
+            "Logs cleaned by the core's cleaner.",
+            |s| s.cleaner.cleanings.to_string(),
+        ),
+        (
+            "ringtide_log_cleaner_read_bytes_total",
+            "counter",
+            "Bytes of log the core's cleaner read.",
+            |s| s.cleaner.bytes_read.to_string(),
+        ),
+        (
+            "ringtide_log_cleaner_written_bytes_total",
+            "counter",
+            "Bytes of cleaned segments the core's cleaner wrote.",
+            |s| s.cleaner.bytes_written.to_string(),
+        ),
+        (
+            "ringtide_log_cleaner_removed_records_total",
+            "counter",
+            "Records the core's cleaner removed (superseded by a later record of the same key, or tombstones past their horizon).",
+            |s| s.cleaner.records_removed.to_string(),
         ),
         (
             "kafka_server_fetchsessioncache_numincrementalfetchsessions",

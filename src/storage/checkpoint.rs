@@ -21,10 +21,14 @@ pub const RECOVERY_POINT_FILE_NAME: &str = "recovery-point-offset-checkpoint";
 /// The only version of Kafka's offset checkpoint files.
 const VERSION: i32 = 0;
 
+/// Kafka's file of the log cleaner's progress in every log directory: per compacted partition, the
+/// first offset not cleaned yet (the "first dirty offset"). Same format, same table mechanics.
+pub const CLEANER_OFFSET_FILE_NAME: &str = "cleaner-offset-checkpoint";
+
 type Table = BTreeMap<(String, i32), i64>;
 
-/// Per log directory: (topic, partition) -> recovery point.
-static TABLES: Mutex<Vec<(PathBuf, Table)>> = Mutex::new(Vec::new());
+/// Per (log directory, checkpoint file name): (topic, partition) -> offset.
+static TABLES: Mutex<Vec<((PathBuf, &'static str), Table)>> = Mutex::new(Vec::new());
 /// Serializes writers of the file (two cores may checkpoint at the same moment).
 static WRITING: Mutex<()> = Mutex::new(());
 
@@ -83,11 +87,18 @@ pub fn render(entries: &[(String, i32, i64)]) -> String {
 }
 
 fn with_table<R>(log_dir: &Path, f: impl FnOnce(&mut Table) -> R) -> R {
+    with_file_table(log_dir, RECOVERY_POINT_FILE_NAME, f)
+}
+
+fn with_file_table<R>(log_dir: &Path, file: &'static str, f: impl FnOnce(&mut Table) -> R) -> R {
     let mut tables = TABLES.lock().unwrap_or_else(|e| e.into_inner());
-    let i = match tables.iter().position(|(d, _)| d == log_dir) {
+    let i = match tables
+        .iter()
+        .position(|((d, n), _)| d == log_dir && *n == file)
+    {
         Some(i) => i,
         None => {
-            tables.push((log_dir.to_path_buf(), Table::new()));
+            tables.push(((log_dir.to_path_buf(), file), Table::new()));
             tables.len() - 1
         }
     };
@@ -98,23 +109,28 @@ fn with_table<R>(log_dir: &Path, f: impl FnOnce(&mut Table) -> R) -> R {
 /// means no recovery point for anyone (full recovery); a damaged one is logged and treated the same.
 /// Returns how many entries were loaded. Blocking; call before the executors start.
 pub fn load(log_dir: &Path) -> usize {
-    let path = log_dir.join(RECOVERY_POINT_FILE_NAME);
+    load_file(log_dir, RECOVERY_POINT_FILE_NAME)
+}
+
+/// `load` of either checkpoint file (`RECOVERY_POINT_FILE_NAME`, `CLEANER_OFFSET_FILE_NAME`).
+pub fn load_file(log_dir: &Path, file: &'static str) -> usize {
+    let path = log_dir.join(file);
     let entries = match std::fs::read_to_string(&path) {
         Ok(text) => match parse(&text) {
             Ok(e) => e,
             Err(Malformed(why)) => {
-                tracing::warn!(file = %path.display(), why, "ignoring a damaged recovery point checkpoint: every partition is recovered in full");
+                tracing::warn!(file = %path.display(), why, "ignoring a damaged offset checkpoint file");
                 Vec::new()
             }
         },
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
         Err(e) => {
-            tracing::warn!(file = %path.display(), error = %e, "cannot read the recovery point checkpoint: every partition is recovered in full");
+            tracing::warn!(file = %path.display(), error = %e, "cannot read an offset checkpoint file");
             Vec::new()
         }
     };
     let n = entries.len();
-    with_table(log_dir, |t| {
+    with_file_table(log_dir, file, |t| {
         t.clear();
         t.extend(entries.into_iter().map(|(tp, p, o)| ((tp, p), o)));
     });
@@ -146,12 +162,36 @@ pub fn retain(log_dir: &Path, keep: impl Fn(&str, i32) -> bool) {
 /// Writes the table of `log_dir` to its checkpoint file durably. Blocking: run it on the blocking pool
 /// (or after the executors stopped).
 pub fn write(log_dir: &Path) -> std::io::Result<()> {
+    write_file(log_dir, RECOVERY_POINT_FILE_NAME)
+}
+
+/// The cleaner's first dirty offset of a partition, as last checkpointed.
+pub(crate) fn cleaner_get(log_dir: &Path, topic: &str, partition: i32) -> Option<i64> {
+    with_file_table(log_dir, CLEANER_OFFSET_FILE_NAME, |t| {
+        t.get(&(topic.to_string(), partition)).copied()
+    })
+}
+
+/// Records a partition's first dirty offset (`None`: the partition is gone or no longer compacted).
+pub(crate) fn cleaner_set(log_dir: &Path, topic: &str, partition: i32, offset: Option<i64>) {
+    with_file_table(log_dir, CLEANER_OFFSET_FILE_NAME, |t| match offset {
+        Some(o) => {
+            t.insert((topic.to_string(), partition), o);
+        }
+        None => {
+            t.remove(&(topic.to_string(), partition));
+        }
+    });
+}
+
+/// `write` of either checkpoint file.
+pub fn write_file(log_dir: &Path, file: &'static str) -> std::io::Result<()> {
     let _one_writer = WRITING.lock().unwrap_or_else(|e| e.into_inner());
-    let entries: Vec<(String, i32, i64)> = with_table(log_dir, |t| {
+    let entries: Vec<(String, i32, i64)> = with_file_table(log_dir, file, |t| {
         t.iter().map(|((tp, p), o)| (tp.clone(), *p, *o)).collect()
     });
-    let path = log_dir.join(RECOVERY_POINT_FILE_NAME);
-    let tmp = log_dir.join(format!("{RECOVERY_POINT_FILE_NAME}.tmp"));
+    let path = log_dir.join(file);
+    let tmp = log_dir.join(format!("{file}.tmp"));
     let text = render(&entries);
     {
         let mut f = std::fs::File::create(&tmp)?;

@@ -27,6 +27,7 @@
 //! Every glommio call of the crate's storage lives under this module.
 
 pub mod checkpoint;
+pub mod cleaner;
 pub mod fault_journal;
 mod files;
 mod flusher;
@@ -282,6 +283,9 @@ pub(crate) struct State {
     pub recovery_point: i64,
     /// Offsets of the producer snapshot files in the directory, oldest first.
     pub snapshots: VecDeque<i64>,
+    /// Segments the log cleaner has swapped so far: a disk read planned before a swap must not keep its
+    /// block for read-ahead (the positions after it belong to the old file).
+    pub swaps: u64,
 }
 
 impl State {
@@ -486,6 +490,7 @@ impl PartitionLog {
                 sync_count: 0,
                 recovery_point,
                 snapshots,
+                swaps: 0,
             }),
         });
         tail_cache::register(&shared);
@@ -834,6 +839,7 @@ impl PartitionLog {
         let parent = dir.parent().map(Path::to_path_buf);
         let sh = &self.shared;
         checkpoint::set(&sh.log_dir, &sh.topic, sh.partition, None);
+        checkpoint::cleaner_set(&sh.log_dir, &sh.topic, sh.partition, None);
         blocking(move || {
             std::fs::rename(&dir, &doomed)?;
             if let Some(parent) = &parent {

@@ -62,7 +62,7 @@ impl PartitionLog {
             min_one,
         };
         let block_bytes = READ_AHEAD_BLOCK_BYTES.max(max_bytes);
-        let plan = {
+        let (plan, swaps) = {
             let mut st = self.shared.state.borrow_mut();
             if fetch_offset < st.log_start_offset || fetch_offset > st.log_end_offset {
                 return Err(StorageError::OffsetOutOfRange {
@@ -97,7 +97,8 @@ impl PartitionLog {
                 self.maybe_read_ahead(fetch_offset, out.bytes, block_bytes);
                 return Ok(out);
             }
-            st.segments_from(fetch_offset)
+            let plan = st
+                .segments_from(fetch_offset)
                 .iter()
                 .filter_map(|s| {
                     let file = s.file.clone()?;
@@ -109,7 +110,8 @@ impl PartitionLog {
                         limit: s.written,
                     })
                 })
-                .collect::<Vec<_>>()
+                .collect::<Vec<_>>();
+            (plan, st.swaps)
         };
         for d in plan {
             let mut pos = d.start;
@@ -128,6 +130,7 @@ impl PartitionLog {
                     // Kept for the next fetches only within this core's read-ahead budget.
                     if !st.readahead.prefetching
                         && !st.closing
+                        && st.swaps == swaps
                         && readahead::held_bytes() <= READ_AHEAD_CORE_BYTES_MAX
                     {
                         st.readahead = ra;

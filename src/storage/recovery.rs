@@ -152,6 +152,7 @@ async fn recover_once(
     let mut bases = Vec::new();
     let mut index_bases = HashSet::new();
     let mut snapshots = Vec::new();
+    super::cleaner::recover_swaps(dir).map_err(|e| StorageError::io(dir, e))?;
     let entries = std::fs::read_dir(dir).map_err(|e| StorageError::io(dir, e))?;
     for entry in entries {
         let entry = entry.map_err(|e| StorageError::io(dir, e))?;
