@@ -433,7 +433,7 @@ async fn cleaner_loop(shard: std::rc::Rc<Shard>) {
             glommio::timer::sleep(backoff).await;
             continue;
         };
-        match p.log().clean(now_ms, map_entries, io_rate).await {
+        match p.clean(now_ms, map_entries, io_rate).await {
             Ok(Some(stats)) => {
                 crate::metrics::cleaned(&stats);
                 tracing::info!(

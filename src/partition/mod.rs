@@ -221,6 +221,26 @@ impl Partition {
         self.append_validated(records, headers)
     }
 
+    /// One cleaning of this partition's log (see `storage::cleaner`): a batch left without records stays
+    /// (empty) when it is the last batch its idempotent producer's state remembers.
+    pub async fn clean(
+        &self,
+        now_ms: i64,
+        map_entries: usize,
+        io_bytes_per_second: f64,
+    ) -> Result<Option<crate::storage::cleaner::CleanStats>, crate::storage::StorageError> {
+        let keep_empty = |producer_id: i64, last_offset: i64| {
+            self.producers
+                .borrow()
+                .entry(producer_id)
+                .and_then(|e| e.batches.back())
+                .is_some_and(|b| b.last_offset() == last_offset)
+        };
+        self.log
+            .clean(now_ms, map_entries, io_bytes_per_second, &keep_empty)
+            .await
+    }
+
     /// A compacted topic refuses records without a key (Kafka's `LogValidator`), each named.
     fn check_keys(
         &self,

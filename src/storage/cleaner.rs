@@ -10,10 +10,11 @@
 //!    later record of the same key supersedes. Tombstones are kept until their batch's delete horizon
 //!    (KIP-534: set to now + `delete.retention.ms` the first time the cleaner keeps them) has passed. A
 //!    batch keeps its base offset and last offset (offsets are never reused: gaps are normal), its producer
-//!    id, epoch and base sequence; a batch of an idempotent producer left without records stays as an empty
-//!    batch so that the producer's last sequence survives; a segment left without any batch keeps its last
-//!    one empty so that every segment still ends where it ended. Batches kept whole are copied byte for
-//!    byte.
+//!    id, epoch and base sequence; the last batch of an idempotent producer (as the partition's producer
+//!    state knows it) left without records stays as an empty batch so that the producer's last sequence
+//!    survives a restart, as Kafka keeps it; other batches left without records go. A segment left
+//!    without any batch stays as an empty file, as in Kafka (reads pass over it). Batches kept whole are
+//!    copied byte for byte.
 //! 4. Each rewritten segment is swapped in crash-safely, Kafka's way: `<base>.log.cleaned` (and its
 //!    `.index`/`.timeindex`) written and synced, renamed to `.swap` (indexes first, the log last: the log's
 //!    rename commits the swap), the directory synced, then renamed over the live files. Recovery finishes a
@@ -252,11 +253,14 @@ impl PartitionLog {
 
     /// Cleans the log once (see the module doc). `map_entries`: the most keys the map may hold;
     /// `io_bytes_per_second`: the I/O pace. Returns what it did, or `None` if there was nothing to do.
+    /// `keep_empty(producer_id, last_offset)`: whether a batch left without records must stay (empty)
+    /// because it is the producer's last.
     pub async fn clean(
         &self,
         now_ms: i64,
         map_entries: usize,
         io_bytes_per_second: f64,
+        keep_empty: &dyn Fn(i64, i64) -> bool,
     ) -> Result<Option<CleanStats>, StorageError> {
         let config = self.shared.config.get();
         let (first_dirty, plan) = {
@@ -325,8 +329,16 @@ impl PartitionLog {
         // 3 and 4. Rewrite and swap every segment up to the end of the mapped part.
         let horizon = now_ms.saturating_add(config.delete_retention_ms);
         for p in plan.iter().filter(|p| p.next_offset <= mapped_end) {
-            self.clean_segment(p, &map, now_ms, horizon, &mut throttle, &mut stats)
-                .await?;
+            self.clean_segment(
+                p,
+                &map,
+                now_ms,
+                horizon,
+                keep_empty,
+                &mut throttle,
+                &mut stats,
+            )
+            .await?;
         }
 
         // 5. Progress.
@@ -378,6 +390,7 @@ impl PartitionLog {
         map: &HashMap<u128, i64>,
         now_ms: i64,
         horizon: i64,
+        keep_empty: &dyn Fn(i64, i64) -> bool,
         throttle: &mut Throttle,
         stats: &mut CleanStats,
     ) -> Result<(), StorageError> {
@@ -386,7 +399,6 @@ impl PartitionLog {
         let base = p.read.segment_base;
         let mut out: Vec<u8> = Vec::new();
         let mut seg = Segment::new(&dir, base, p.created_ms, None);
-        let mut last_batch: Option<Vec<u8>> = None;
         let mut changed = false;
         let mut removed = 0u64;
         let mut failure: Option<std::io::Error> = None;
@@ -422,49 +434,33 @@ impl PartitionLog {
             let set_horizon = has_tombstones && batch_horizon.is_none();
             let rewritten: Option<Vec<u8>> = if kept.len() == records.len() && !set_horizon {
                 None // kept whole: copied byte for byte
-            } else if kept.is_empty() && !h.has_producer_id() {
+            } else if kept.is_empty()
+                && !(h.has_producer_id() && keep_empty(h.producer_id, h.last_offset()))
+            {
                 changed = true;
-                last_batch = Some(
-                    codec::encode_batch(&h, &[], None).map_err(|e| StorageError::io(&d.path, e))?,
-                );
                 pos += h.total_size() as u64;
                 continue;
             } else {
                 changed = true;
+                let horizon = if set_horizon {
+                    Some(horizon)
+                } else {
+                    batch_horizon
+                };
                 Some(
-                    codec::encode_batch(
-                        &h,
-                        &kept,
-                        if set_horizon {
-                            Some(horizon)
-                        } else {
-                            batch_horizon
-                        },
-                    )
-                    .map_err(|e| StorageError::io(&d.path, e))?,
+                    codec::encode_batch(&h, &kept, horizon)
+                        .map_err(|e| StorageError::io(&d.path, e))?,
                 )
             };
             let bytes: &[u8] = rewritten.as_deref().unwrap_or(batch);
             let nh = BatchHeader::parse(bytes).expect("a whole batch");
             seg.track_batch(out.len() as u64, &nh, config.index_interval_bytes);
             out.extend_from_slice(bytes);
-            last_batch = None;
             pos += h.total_size() as u64;
             throttle.account(h.total_size() as u64).await;
         }
-        if let Some(empty) = last_batch.filter(|_| out.is_empty()) {
-            // Every batch went: the segment keeps its last one, empty, so that it still ends where it did.
-            let nh = BatchHeader::parse(&empty).expect("a whole batch");
-            seg.track_batch(0, &nh, config.index_interval_bytes);
-            out.extend_from_slice(&empty);
-        }
         stats.records_removed += removed;
         if !changed {
-            return Ok(());
-        }
-        if seg.next_offset != p.next_offset {
-            // The map or the file changed under us (a concurrent truncation): leave this segment alone.
-            tracing::warn!(segment = %d.path.display(), "cleaner skips a segment whose end moved");
             return Ok(());
         }
         let (index, time_index) = (seg.index_bytes(), seg.time_index_bytes());
@@ -500,6 +496,7 @@ impl PartitionLog {
         let file = open_segment_file(&targets[0], false).await?;
         let swapped = {
             let mut st = self.shared.state.borrow_mut();
+            // The segment keeps its place (base and end offsets) even if its last batches went.
             let swapped = match st.segment_mut(base) {
                 Some(s) if s.sealed && s.next_offset == p.next_offset => {
                     s.file = Some(Rc::new(file));

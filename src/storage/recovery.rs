@@ -302,7 +302,10 @@ async fn recover_once(
             .time_index
             .last()
             .is_none_or(|e| base + (e.relative_offset as i64) < seg.next_offset);
-        if loaded.is_some() && (end.valid_size <= tail_from || !consistent) {
+        // (An empty segment file, which the cleaner leaves when it removed every batch, has nothing to
+        // disagree with.)
+        let past_data = end.valid_size <= tail_from && tail_from > 0;
+        if loaded.is_some() && (past_data || !consistent) {
             // The index files pointed past the valid data: rebuild this segment's indexes from its
             // batches (the producer state has already seen them).
             tracing::warn!(file = %path.display(), "index files disagree with the segment: rebuilding them");
