@@ -629,11 +629,17 @@ pub async fn handle_delete_groups(
     req: DeleteGroupsRequest,
     _version: i16,
 ) -> Option<DeleteGroupsResponse> {
-    let mut resp = DeleteGroupsResponse::default();
-    // Every deletion starts now, in request order (join_all polls them in order): a request after this
-    // one sees all of them.
-    let deletions = req.groups_names.iter().map(|gid| {
-        let group_id = gid.0.to_string();
+    // Each group once, in the order Kafka 4.4 answers them (an artefact of its hash maps).
+    let groups = crate::group::hash_order::delete_groups_order(
+        &req.groups_names
+            .iter()
+            .map(|g| g.0.to_string())
+            .collect::<Vec<_>>(),
+        shard.config.group.offsets_topic_partitions,
+    );
+    // Every deletion starts now (join_all polls them in order): a request after this one sees all of them.
+    let deletions = groups.iter().map(|group_id| {
+        let group_id = group_id.clone();
         async move {
             match locate(shard, &group_id) {
                 Err(code) => code,
@@ -646,10 +652,15 @@ pub async fn handle_delete_groups(
         }
     });
     let codes = futures::future::join_all(deletions).await;
-    for (gid, code) in req.groups_names.into_iter().zip(codes) {
+    let mut resp = DeleteGroupsResponse::default();
+    for (group_id, code) in groups.into_iter().zip(codes) {
         let mut r = DeletableGroupResult::default();
-        r.group_id = gid;
+        r.group_id = GroupId(s(&group_id));
         r.error_code = code;
+        // v3's ErrorMessage stays null: Kafka 4.4 sets it only from a Kafka Streams topology plugin or
+        // from an exception whose message differs from its error's default one. GROUP_ID_NOT_FOUND and
+        // NON_EMPTY_GROUP are plain codes, and NOT_COORDINATOR / COORDINATOR_LOAD_IN_PROGRESS are thrown
+        // with their default messages (`CoordinatorRuntime`), so Kafka answers null for all of them.
         resp.results.push(r);
     }
     Some(resp)

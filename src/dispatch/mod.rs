@@ -89,7 +89,7 @@ handlers! {
     OffsetFetch: OffsetFetchRequest => group::handle_offset_fetch, kafka 1..=9;
     ListGroups: ListGroupsRequest => group::handle_list_groups, kafka 0..=5;
     DescribeGroups: DescribeGroupsRequest => group::handle_describe_groups, kafka 0..=6;
-    DeleteGroups: DeleteGroupsRequest => group::handle_delete_groups, kafka 0..=2;
+    DeleteGroups: DeleteGroupsRequest => group::handle_delete_groups, kafka 0..=3;
     OffsetDelete: OffsetDeleteRequest => group::handle_offset_delete, kafka 0..=0;
 }
 
