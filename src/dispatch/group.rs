@@ -332,6 +332,81 @@ pub async fn handle_leave_group(
     Some(resp)
 }
 
+/// How Kafka's `OffsetCommitResponse.Builder` tells the topics of an answer apart: by name up to v9
+/// (`TopicNameBuilder`), by id from v10 (`TopicIdBuilder`).
+#[derive(Clone, PartialEq, Eq, Hash)]
+enum CommitTopicKey {
+    Name(TopicName),
+    Id(uuid::Uuid),
+}
+
+/// An OffsetCommit answer assembled as Kafka 4.4's `OffsetCommitResponse.Builder` assembles it: the
+/// partitions refused before the coordinator is asked come first, one entry per topic; the coordinator's
+/// answer is then merged in (appended to the entry of its topic, or added after them). When nothing was
+/// refused, the coordinator's answer is the whole answer, one entry per request topic.
+struct CommitAnswer {
+    by_id: bool,
+    topics: Vec<OffsetCommitResponseTopic>,
+    index: std::collections::HashMap<CommitTopicKey, usize>,
+}
+
+impl CommitAnswer {
+    fn new(version: i16) -> Self {
+        CommitAnswer {
+            by_id: version >= 10,
+            topics: Vec::new(),
+            index: std::collections::HashMap::new(),
+        }
+    }
+
+    fn key(&self, t: &OffsetCommitResponseTopic) -> CommitTopicKey {
+        if self.by_id {
+            CommitTopicKey::Id(t.topic_id)
+        } else {
+            CommitTopicKey::Name(t.name.clone())
+        }
+    }
+
+    fn add(&mut self, topic: OffsetCommitResponseTopic) {
+        let key = self.key(&topic);
+        match self.index.get(&key) {
+            Some(&i) => self.topics[i].partitions.extend(topic.partitions),
+            None => {
+                self.index.insert(key, self.topics.len());
+                self.topics.push(topic);
+            }
+        }
+    }
+
+    /// Kafka's `addPartition`: one refused partition of a topic.
+    fn refuse(&mut self, name: &TopicName, id: uuid::Uuid, partition: i32, code: i16) {
+        let mut t = OffsetCommitResponseTopic::default();
+        t.name = name.clone();
+        t.topic_id = id;
+        let mut p = OffsetCommitResponsePartition::default();
+        p.partition_index = partition;
+        p.error_code = code;
+        t.partitions.push(p);
+        self.add(t);
+    }
+
+    /// Kafka's `merge`: the coordinator's answer, one entry per topic sent to it.
+    fn merge(mut self, answered: Vec<OffsetCommitResponseTopic>) -> Vec<OffsetCommitResponseTopic> {
+        if self.topics.is_empty() {
+            return answered;
+        }
+        for t in answered {
+            self.add(t);
+        }
+        self.topics
+    }
+}
+
+/// OffsetCommit as Kafka 4.4's `KafkaApis.handleOffsetCommitRequest` serves it. Up to v9 topics are named,
+/// from v10 they are identified by id (KIP-848): an unknown id is answered UNKNOWN_TOPIC_ID, an unknown
+/// name or a partition the topic does not have UNKNOWN_TOPIC_OR_PARTITION, before the coordinator is
+/// asked; if nothing is left for it, it is not asked at all. An empty group id is a group like any other
+/// (Kafka refuses only a null one).
 pub async fn handle_offset_commit(
     shard: &Rc<Shard>,
     _header: &RequestHeader,
@@ -339,35 +414,61 @@ pub async fn handle_offset_commit(
     version: i16,
 ) -> Option<OffsetCommitResponse> {
     let group_id = req.group_id.0.to_string();
-    // Partitions of unknown topics are answered here; the rest go to the coordinator.
+    let mut answer = CommitAnswer::new(version);
+    // What the coordinator is asked: per request topic, its partitions that exist.
     let mut known: Vec<(String, Vec<CommitPartition>)> = Vec::new();
-    // Per topic: its partitions with the index of their topic among those sent to the coordinator.
-    type TopicLayout = (TopicName, Vec<(i32, Option<usize>)>);
-    let mut layout: Vec<TopicLayout> = Vec::new();
+    let mut known_topics: Vec<(TopicName, uuid::Uuid)> = Vec::new();
+    let meta = shard.meta();
     for t in &req.topics {
-        let name = t.name.0.to_string();
-        let exists = shard.topic(&name).is_some();
-        let slot = exists.then(|| {
-            known.push((name.clone(), Vec::new()));
-            known.len() - 1
-        });
+        let topic = if version >= 10 {
+            meta.topic_by_id(&t.topic_id)
+        } else {
+            meta.topics.get(t.name.0.as_str())
+        };
+        let Some(topic) = topic else {
+            let code = if version >= 10 {
+                errors::UNKNOWN_TOPIC_ID
+            } else {
+                errors::UNKNOWN_TOPIC_OR_PARTITION
+            };
+            for p in &t.partitions {
+                answer.refuse(&t.name, t.topic_id, p.partition_index, code);
+            }
+            continue;
+        };
+        let name = TopicName(s(&topic.name));
         let mut parts = Vec::new();
         for p in &t.partitions {
-            parts.push((p.partition_index, slot));
-            if let Some(i) = slot {
-                known[i].1.push(CommitPartition {
-                    partition: p.partition_index,
-                    offset: p.committed_offset,
-                    leader_epoch: if version >= 6 {
-                        p.committed_leader_epoch
-                    } else {
-                        -1
-                    },
-                    metadata: p.committed_metadata.as_ref().map(|m| m.to_string()),
-                });
+            if p.partition_index < 0 || p.partition_index >= topic.partitions {
+                answer.refuse(
+                    &name,
+                    topic.id,
+                    p.partition_index,
+                    errors::UNKNOWN_TOPIC_OR_PARTITION,
+                );
+                continue;
             }
+            parts.push(CommitPartition {
+                partition: p.partition_index,
+                offset: p.committed_offset,
+                leader_epoch: if version >= 6 {
+                    p.committed_leader_epoch
+                } else {
+                    -1
+                },
+                metadata: p.committed_metadata.as_ref().map(|m| m.to_string()),
+            });
         }
-        layout.push((t.name.clone(), parts));
+        if !parts.is_empty() {
+            known.push((topic.name.clone(), parts));
+            known_topics.push((name, topic.id));
+        }
+    }
+    drop(meta);
+    let mut resp = OffsetCommitResponse::default();
+    if known.is_empty() {
+        resp.topics = answer.topics;
+        return Some(resp);
     }
     let who = CommitIdentity {
         generation: req.generation_id_or_member_epoch,
@@ -375,44 +476,42 @@ pub async fn handle_offset_commit(
         instance_id: req.group_instance_id.as_ref().map(|s| s.to_string()),
         version,
     };
-    let sizes: Vec<usize> = known.iter().map(|(_, ps)| ps.len()).collect();
-    let codes: Vec<Vec<i16>> = if group_id.is_empty() {
-        sizes
-            .iter()
-            .map(|n| vec![errors::INVALID_GROUP_ID; *n])
-            .collect()
-    } else {
-        match locate(shard, &group_id) {
-            Err(code) => sizes.iter().map(|n| vec![code; *n]).collect(),
-            Ok((owner, partition)) => {
-                shard
-                    .invoke_on(owner, move |s| {
-                        coordinator::commit(s, partition, group_id, who, known)
-                    })
-                    .await
-            }
+    let partitions: Vec<Vec<i32>> = known
+        .iter()
+        .map(|(_, ps)| ps.iter().map(|p| p.partition).collect())
+        .collect();
+    let codes: Vec<Vec<i16>> = match locate(shard, &group_id) {
+        Err(code) => partitions.iter().map(|ps| vec![code; ps.len()]).collect(),
+        Ok((owner, partition)) => {
+            shard
+                .invoke_on(owner, move |s| {
+                    coordinator::commit(s, partition, group_id, who, known)
+                })
+                .await
         }
     };
-    let mut cursor = vec![0usize; codes.len()];
-    let mut resp = OffsetCommitResponse::default();
-    for (name, parts) in layout {
-        let mut tr = OffsetCommitResponseTopic::default();
-        tr.name = name;
-        for (index, slot) in parts {
-            let mut pr = OffsetCommitResponsePartition::default();
-            pr.partition_index = index;
-            pr.error_code = match slot {
-                None => errors::UNKNOWN_TOPIC_OR_PARTITION,
-                Some(i) => {
-                    let c = codes[i][cursor[i]];
-                    cursor[i] += 1;
-                    c
-                }
-            };
-            tr.partitions.push(pr);
-        }
-        resp.topics.push(tr);
-    }
+    let answered = known_topics
+        .into_iter()
+        .zip(partitions)
+        .zip(codes)
+        .map(|(((name, id), ps), codes)| {
+            let mut t = OffsetCommitResponseTopic::default();
+            t.name = name;
+            t.topic_id = id;
+            t.partitions = ps
+                .into_iter()
+                .zip(codes)
+                .map(|(index, code)| {
+                    let mut p = OffsetCommitResponsePartition::default();
+                    p.partition_index = index;
+                    p.error_code = code;
+                    p
+                })
+                .collect();
+            t
+        })
+        .collect();
+    resp.topics = answer.merge(answered);
     Some(resp)
 }
 
