@@ -581,25 +581,78 @@ pub async fn handle_offset_fetch(
         }
         return Some(resp);
     }
+    // v8+: many groups. Up to v9 topics are named and go to the coordinator as they are; from v10 they are
+    // identified by id (KIP-848), as Kafka 4.4's `KafkaApis.fetchOffsetsForGroup` serves them: an unknown
+    // id is answered UNKNOWN_TOPIC_ID for each of its partitions, after the coordinator's answer for the
+    // known ones (one entry per request topic); asked for every topic, the answer leaves out the topics
+    // that no longer exist (they have no id). A group error answers the group without topics.
+    let by_id = version >= 10;
+    let meta = shard.meta();
+    let mut plans = Vec::with_capacity(req.groups.len());
+    for g in &req.groups {
+        let mut unknown = Vec::new();
+        let topics = g.topics.as_ref().map(|ts| {
+            let mut named = Vec::with_capacity(ts.len());
+            for t in ts {
+                if !by_id {
+                    named.push((t.name.0.to_string(), t.partition_indexes.clone(), t.topic_id));
+                    continue;
+                }
+                match meta.topic_by_id(&t.topic_id) {
+                    Some(m) => named.push((m.name.clone(), t.partition_indexes.clone(), m.id)),
+                    None => {
+                        let mut tr = OffsetFetchResponseTopics::default();
+                        tr.topic_id = t.topic_id;
+                        tr.partitions = t
+                            .partition_indexes
+                            .iter()
+                            .map(|&p| {
+                                let mut pr = OffsetFetchResponsePartitions::default();
+                                pr.partition_index = p;
+                                pr.committed_offset = -1;
+                                pr.error_code = errors::UNKNOWN_TOPIC_ID;
+                                pr
+                            })
+                            .collect();
+                        unknown.push(tr);
+                    }
+                }
+            }
+            named
+        });
+        plans.push((topics, unknown));
+    }
     // Every group's read starts now, in request order (join_all polls them in order), so each sees the
     // mutations that arrived before this request and none that came after it.
-    let reads = req.groups.iter().map(|g| {
-        let topics = g.topics.as_ref().map(|ts| {
-            ts.iter()
-                .map(|t| (t.name.0.to_string(), t.partition_indexes.clone()))
-                .collect()
-        });
+    let reads = req.groups.iter().zip(&plans).map(|(g, (topics, _))| {
+        let topics = topics
+            .as_ref()
+            .map(|ts| ts.iter().map(|(n, ps, _)| (n.clone(), ps.clone())).collect());
         fetch_group(shard, g.group_id.0.to_string(), topics)
     });
     let outcomes = futures::future::join_all(reads).await;
-    for (g, outcome) in req.groups.iter().zip(outcomes) {
+    let meta = shard.meta();
+    for ((g, (topics, unknown)), outcome) in req.groups.iter().zip(plans).zip(outcomes) {
         let mut gr = OffsetFetchResponseGroup::default();
         gr.group_id = g.group_id.clone();
         match outcome {
             Err(code) => gr.error_code = code,
             Ok(found) => {
-                for (name, parts) in found {
+                // The coordinator answers the named topics one for one, in order; asked for all topics,
+                // it answers those it holds offsets for.
+                let ids: Vec<Option<uuid::Uuid>> = match &topics {
+                    Some(ts) => ts.iter().map(|(_, _, id)| Some(*id)).collect(),
+                    None => found
+                        .iter()
+                        .map(|(name, _)| meta.topics.get(name).map(|m| m.id))
+                        .collect(),
+                };
+                for ((name, parts), id) in found.into_iter().zip(ids) {
                     let mut tr = OffsetFetchResponseTopics::default();
+                    if by_id {
+                        let Some(id) = id else { continue };
+                        tr.topic_id = id;
+                    }
                     tr.name = TopicName(s(&name));
                     for (p, offset, leader_epoch, metadata) in parts {
                         let mut pr = OffsetFetchResponsePartitions::default();
@@ -611,6 +664,7 @@ pub async fn handle_offset_fetch(
                     }
                     gr.topics.push(tr);
                 }
+                gr.topics.extend(unknown);
             }
         }
         resp.groups.push(gr);

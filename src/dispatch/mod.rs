@@ -86,7 +86,7 @@ handlers! {
     Heartbeat: HeartbeatRequest => group::handle_heartbeat, kafka 0..=4;
     LeaveGroup: LeaveGroupRequest => group::handle_leave_group, kafka 0..=5;
     OffsetCommit: OffsetCommitRequest => group::handle_offset_commit, kafka 2..=10;
-    OffsetFetch: OffsetFetchRequest => group::handle_offset_fetch, kafka 1..=9;
+    OffsetFetch: OffsetFetchRequest => group::handle_offset_fetch, kafka 1..=10;
     ListGroups: ListGroupsRequest => group::handle_list_groups, kafka 0..=5;
     DescribeGroups: DescribeGroupsRequest => group::handle_describe_groups, kafka 0..=6;
     DeleteGroups: DeleteGroupsRequest => group::handle_delete_groups, kafka 0..=3;
