@@ -88,7 +88,12 @@ pub async fn handle(
     req: ApiVersionsRequest,
     version: i16,
 ) -> Option<ApiVersionsResponse> {
-    let code = check(&req, version, &shard.meta().cluster_id, shard.config.node_id);
+    let code = check(
+        &req,
+        version,
+        &shard.meta().cluster_id,
+        shard.config.node_id,
+    );
     if code != errors::NONE {
         let mut resp = ApiVersionsResponse::default();
         resp.error_code = code;
@@ -133,16 +138,19 @@ mod tests {
             c(&req("probe", "1.0", Some("other"), -1), 5),
             errors::INVALID_REQUEST
         );
-        assert_eq!(
-            c(&req("probe", "1.0", None, 1), 5),
-            errors::INVALID_REQUEST
-        );
+        assert_eq!(c(&req("probe", "1.0", None, 1), 5), errors::INVALID_REQUEST);
         assert_eq!(
             c(&req("probe", "1.0", Some(""), -1), 5),
             errors::INVALID_REQUEST
         );
         assert_eq!(c(&req("a.b-c", "1.0-rc1", None, -1), 3), errors::NONE);
-        for (name, version) in [("-x", "1"), ("x-", "1"), ("", "1"), ("a_b", "1"), ("x", "1 0")] {
+        for (name, version) in [
+            ("-x", "1"),
+            ("x-", "1"),
+            ("", "1"),
+            ("a_b", "1"),
+            ("x", "1 0"),
+        ] {
             assert_eq!(
                 c(&req(name, version, None, -1), 3),
                 errors::INVALID_REQUEST,

@@ -595,7 +595,11 @@ pub async fn handle_offset_fetch(
             let mut named = Vec::with_capacity(ts.len());
             for t in ts {
                 if !by_id {
-                    named.push((t.name.0.to_string(), t.partition_indexes.clone(), t.topic_id));
+                    named.push((
+                        t.name.0.to_string(),
+                        t.partition_indexes.clone(),
+                        t.topic_id,
+                    ));
                     continue;
                 }
                 match meta.topic_by_id(&t.topic_id) {
@@ -625,9 +629,11 @@ pub async fn handle_offset_fetch(
     // Every group's read starts now, in request order (join_all polls them in order), so each sees the
     // mutations that arrived before this request and none that came after it.
     let reads = req.groups.iter().zip(&plans).map(|(g, (topics, _))| {
-        let topics = topics
-            .as_ref()
-            .map(|ts| ts.iter().map(|(n, ps, _)| (n.clone(), ps.clone())).collect());
+        let topics = topics.as_ref().map(|ts| {
+            ts.iter()
+                .map(|(n, ps, _)| (n.clone(), ps.clone()))
+                .collect()
+        });
         fetch_group(shard, g.group_id.0.to_string(), topics)
     });
     let outcomes = futures::future::join_all(reads).await;

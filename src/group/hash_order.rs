@@ -79,7 +79,11 @@ pub fn delete_groups_order(groups: &[String], partitions: i32) -> Vec<String> {
     let capacity = grown_capacity(16, order.len());
     let mut out = Vec::new();
     for p in iteration_order(&order, offsets_partition_hash, capacity, true) {
-        let list = &by_partition.iter().find(|(q, _)| *q == p).expect("listed").1;
+        let list = &by_partition
+            .iter()
+            .find(|(q, _)| *q == p)
+            .expect("listed")
+            .1;
         // `new HashSet<>(list)`: capacity for max(size / .75f + 1, 16) elements, never grown.
         let wanted = ((list.len() as f32 / 0.75f32) as usize + 1).max(16);
         let capacity = wanted.next_power_of_two();
@@ -112,7 +116,8 @@ mod tests {
         // partition 7 come in HashSet order.
         assert_eq!(
             order(&[
-                "dg-269", "dg-85", "dh-172", "dg-232", "dg-106", "dh-44", "dg-85", "dg-188", "dg-151"
+                "dg-269", "dg-85", "dh-172", "dg-232", "dg-106", "dh-44", "dg-85", "dg-188",
+                "dg-151"
             ]),
             ["dh-172", "dh-44", "dg-232", "dg-188", "dg-151", "dg-85", "dg-106", "dg-269"]
         );
@@ -122,9 +127,32 @@ mod tests {
     /// a real Kafka 4.4 broker answered them.
     #[test]
     fn many_groups_as_kafka_4_4() {
-        const REQUEST: &[&str] = &["grp-653159", "grp-267853", "grp-777820", "grp-375951", "grp-833820", "grp-723985", "grp-988230", "grp-882388", "grp-775839", "grp-683704", "grp-967127", "grp-555787", "grp-30414", "grp-881168", "grp-488240", "grp-813651", "grp-989181", "grp-261150", "grp-680499", "grp-54372", "grp-944662", "grp-164470", "grp-118705", "grp-389853", "grp-491854", "grp-910631", "grp-258550", "grp-399253", "grp-570174", "grp-106927", "grp-601820", "grp-261442", "grp-13751", "grp-766701", "grp-227257", "grp-427977", "grp-293058", "grp-190920", "grp-960857", "grp-909596", "grp-802921", "grp-408354", "grp-167357", "grp-798936", "grp-835869", "grp-75425", "grp-145508", "grp-647942", "grp-647445", "grp-466444", "grp-132853", "grp-138664", "grp-1861", "grp-913734", "grp-5571", "grp-219630", "grp-811171", "grp-225948", "grp-173913", "grp-914785", "grp-174571", "grp-303358", "grp-328887", "grp-208550", "grp-565416", "grp-918677", "grp-710756", "grp-656125", "grp-214726", "grp-190493", "grp-986684", "grp-724190", "grp-206442", "grp-937156", "grp-401838", "grp-313302", "grp-22618", "grp-378735", "grp-435061", "grp-174017", "grp-981249", "grp-152779", "grp-276626", "grp-68303", "grp-347974", "grp-315997", "grp-857106", "grp-632406", "grp-614613", "grp-3547", "grp-653159", "grp-267853", "grp-777820", "grp-375951", "grp-833820"];
-        const ANSWER: &[&str] = &["grp-219630", "grp-632406", "grp-190920", "grp-570174", "grp-401838", "grp-811171", "grp-775839", "grp-118705", "grp-214726", "grp-313302", "grp-601820", "grp-882388", "grp-555787", "grp-225948", "grp-258550", "grp-683704", "grp-835869", "grp-653159", "grp-435061", "grp-167357", "grp-766701", "grp-724190", "grp-145508", "grp-378735", "grp-206442", "grp-909596", "grp-328887", "grp-190493", "grp-710756", "grp-315997", "grp-399253", "grp-152779", "grp-614613", "grp-986684", "grp-777820", "grp-914785", "grp-408354", "grp-723985", "grp-813651", "grp-261442", "grp-798936", "grp-881168", "grp-303358", "grp-3547", "grp-988230", "grp-164470", "grp-647942", "grp-802921", "grp-967127", "grp-937156", "grp-491854", "grp-647445", "grp-174017", "grp-276626", "grp-466444", "grp-918677", "grp-138664", "grp-293058", "grp-913734", "grp-22618", "grp-488240", "grp-375951", "grp-427977", "grp-5571", "grp-680499", "grp-989181", "grp-261150", "grp-174571", "grp-960857", "grp-656125", "grp-173913", "grp-857106", "grp-565416", "grp-389853", "grp-106927", "grp-227257", "grp-75425", "grp-944662", "grp-267853", "grp-13751", "grp-1861", "grp-347974", "grp-833820", "grp-981249", "grp-132853", "grp-30414", "grp-910631", "grp-208550", "grp-54372", "grp-68303"];
-        assert_eq!(order(REQUEST), ANSWER);
+        const REQUEST: &str = "grp-653159 grp-267853 grp-777820 grp-375951 grp-833820 grp-723985 grp-988230 grp-882388 \
+             grp-775839 grp-683704 grp-967127 grp-555787 grp-30414 grp-881168 grp-488240 grp-813651 \
+             grp-989181 grp-261150 grp-680499 grp-54372 grp-944662 grp-164470 grp-118705 grp-389853 \
+             grp-491854 grp-910631 grp-258550 grp-399253 grp-570174 grp-106927 grp-601820 grp-261442 \
+             grp-13751 grp-766701 grp-227257 grp-427977 grp-293058 grp-190920 grp-960857 grp-909596 \
+             grp-802921 grp-408354 grp-167357 grp-798936 grp-835869 grp-75425 grp-145508 grp-647942 \
+             grp-647445 grp-466444 grp-132853 grp-138664 grp-1861 grp-913734 grp-5571 grp-219630 grp-811171 \
+             grp-225948 grp-173913 grp-914785 grp-174571 grp-303358 grp-328887 grp-208550 grp-565416 \
+             grp-918677 grp-710756 grp-656125 grp-214726 grp-190493 grp-986684 grp-724190 grp-206442 \
+             grp-937156 grp-401838 grp-313302 grp-22618 grp-378735 grp-435061 grp-174017 grp-981249 \
+             grp-152779 grp-276626 grp-68303 grp-347974 grp-315997 grp-857106 grp-632406 grp-614613 grp-3547 \
+             grp-653159 grp-267853 grp-777820 grp-375951 grp-833820";
+        const ANSWER: &str = "grp-219630 grp-632406 grp-190920 grp-570174 grp-401838 grp-811171 grp-775839 grp-118705 \
+             grp-214726 grp-313302 grp-601820 grp-882388 grp-555787 grp-225948 grp-258550 grp-683704 \
+             grp-835869 grp-653159 grp-435061 grp-167357 grp-766701 grp-724190 grp-145508 grp-378735 \
+             grp-206442 grp-909596 grp-328887 grp-190493 grp-710756 grp-315997 grp-399253 grp-152779 \
+             grp-614613 grp-986684 grp-777820 grp-914785 grp-408354 grp-723985 grp-813651 grp-261442 \
+             grp-798936 grp-881168 grp-303358 grp-3547 grp-988230 grp-164470 grp-647942 grp-802921 grp-967127 \
+             grp-937156 grp-491854 grp-647445 grp-174017 grp-276626 grp-466444 grp-918677 grp-138664 \
+             grp-293058 grp-913734 grp-22618 grp-488240 grp-375951 grp-427977 grp-5571 grp-680499 grp-989181 \
+             grp-261150 grp-174571 grp-960857 grp-656125 grp-173913 grp-857106 grp-565416 grp-389853 \
+             grp-106927 grp-227257 grp-75425 grp-944662 grp-267853 grp-13751 grp-1861 grp-347974 grp-833820 \
+             grp-981249 grp-132853 grp-30414 grp-910631 grp-208550 grp-54372 grp-68303";
+        let request: Vec<&str> = REQUEST.split_whitespace().collect();
+        let answer: Vec<&str> = ANSWER.split_whitespace().collect();
+        assert_eq!(order(&request), answer);
     }
 
     /// `TopicPartition("__consumer_offsets", p).hashCode()` as Java computes it.
