@@ -60,13 +60,14 @@ fn iteration_order<K: Copy>(
 /// The distinct group ids of a DeleteGroups request in the order Kafka 4.4 answers them, for a
 /// `__consumer_offsets` topic of `partitions` partitions.
 pub fn delete_groups_order(groups: &[String], partitions: i32) -> Vec<String> {
-    // KafkaApis: `groups.distinct`, first occurrence kept.
-    let mut distinct: Vec<&str> = Vec::with_capacity(groups.len());
-    for g in groups {
-        if !distinct.contains(&g.as_str()) {
-            distinct.push(g);
-        }
-    }
+    // KafkaApis: `groups.distinct`, first occurrence kept (a set: a request may name many groups).
+    let mut seen = std::collections::HashSet::with_capacity(groups.len());
+    let distinct: Vec<&str> = groups
+        .iter()
+        .map(String::as_str)
+        .filter(|g| seen.insert(*g))
+        .collect();
+    // At most one entry per `__consumer_offsets` partition, so the linear search stays short.
     let mut by_partition: Vec<(i32, Vec<&str>)> = Vec::new();
     for g in distinct {
         let p = coordinator_partition(g, partitions);
