@@ -807,6 +807,7 @@ const EARLIEST: i64 = -2;
 const MAX_TIMESTAMP: i64 = -3;
 const EARLIEST_LOCAL: i64 = -4;
 const LATEST_TIERED: i64 = -5;
+const EARLIEST_PENDING_UPLOAD: i64 = -6;
 
 /// The lowest ListOffsets version that may ask for a special (negative) timestamp, as Kafka's
 /// `ReplicaManager.isListOffsetsTimestampUnsupported` has it; `None` for a negative timestamp that is none
@@ -817,6 +818,7 @@ fn min_version_for(ts: i64) -> Option<i16> {
         MAX_TIMESTAMP => Some(7),
         EARLIEST_LOCAL => Some(8),
         LATEST_TIERED => Some(9),
+        EARLIEST_PENDING_UPLOAD => Some(11),
         _ => None,
     }
 }
@@ -842,8 +844,9 @@ async fn list_offset_local(
         LATEST => (errors::NONE, -1, p.high_watermark()),
         // Without tiered storage the local log start is the log start.
         EARLIEST | EARLIEST_LOCAL => (errors::NONE, -1, p.log_start_offset()),
-        // Without tiered storage: nothing tiered (Kafka answers offset -1, leader epoch -1).
-        LATEST_TIERED => (errors::NONE, -1, -1),
+        // Without tiered storage nothing is tiered and nothing waits for upload: Kafka answers both with
+        // timestamp -1, offset -1, leader epoch -1 (`UnifiedLog.fetchOffsetByTimestamp`).
+        LATEST_TIERED | EARLIEST_PENDING_UPLOAD => (errors::NONE, -1, -1),
         MAX_TIMESTAMP => found(p.max_timestamp_offset().await),
         ts => found(p.offset_for_timestamp(ts).await),
     }

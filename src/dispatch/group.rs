@@ -332,6 +332,81 @@ pub async fn handle_leave_group(
     Some(resp)
 }
 
+/// How Kafka's `OffsetCommitResponse.Builder` tells the topics of an answer apart: by name up to v9
+/// (`TopicNameBuilder`), by id from v10 (`TopicIdBuilder`).
+#[derive(Clone, PartialEq, Eq, Hash)]
+enum CommitTopicKey {
+    Name(TopicName),
+    Id(uuid::Uuid),
+}
+
+/// An OffsetCommit answer assembled as Kafka 4.4's `OffsetCommitResponse.Builder` assembles it: the
+/// partitions refused before the coordinator is asked come first, one entry per topic; the coordinator's
+/// answer is then merged in (appended to the entry of its topic, or added after them). When nothing was
+/// refused, the coordinator's answer is the whole answer, one entry per request topic.
+struct CommitAnswer {
+    by_id: bool,
+    topics: Vec<OffsetCommitResponseTopic>,
+    index: std::collections::HashMap<CommitTopicKey, usize>,
+}
+
+impl CommitAnswer {
+    fn new(version: i16) -> Self {
+        CommitAnswer {
+            by_id: version >= 10,
+            topics: Vec::new(),
+            index: std::collections::HashMap::new(),
+        }
+    }
+
+    fn key(&self, t: &OffsetCommitResponseTopic) -> CommitTopicKey {
+        if self.by_id {
+            CommitTopicKey::Id(t.topic_id)
+        } else {
+            CommitTopicKey::Name(t.name.clone())
+        }
+    }
+
+    fn add(&mut self, topic: OffsetCommitResponseTopic) {
+        let key = self.key(&topic);
+        match self.index.get(&key) {
+            Some(&i) => self.topics[i].partitions.extend(topic.partitions),
+            None => {
+                self.index.insert(key, self.topics.len());
+                self.topics.push(topic);
+            }
+        }
+    }
+
+    /// Kafka's `addPartition`: one refused partition of a topic.
+    fn refuse(&mut self, name: &TopicName, id: uuid::Uuid, partition: i32, code: i16) {
+        let mut t = OffsetCommitResponseTopic::default();
+        t.name = name.clone();
+        t.topic_id = id;
+        let mut p = OffsetCommitResponsePartition::default();
+        p.partition_index = partition;
+        p.error_code = code;
+        t.partitions.push(p);
+        self.add(t);
+    }
+
+    /// Kafka's `merge`: the coordinator's answer, one entry per topic sent to it.
+    fn merge(mut self, answered: Vec<OffsetCommitResponseTopic>) -> Vec<OffsetCommitResponseTopic> {
+        if self.topics.is_empty() {
+            return answered;
+        }
+        for t in answered {
+            self.add(t);
+        }
+        self.topics
+    }
+}
+
+/// OffsetCommit as Kafka 4.4's `KafkaApis.handleOffsetCommitRequest` serves it. Up to v9 topics are named,
+/// from v10 they are identified by id (KIP-848): an unknown id is answered UNKNOWN_TOPIC_ID, an unknown
+/// name or a partition the topic does not have UNKNOWN_TOPIC_OR_PARTITION, before the coordinator is
+/// asked; if nothing is left for it, it is not asked at all. An empty group id is a group like any other
+/// (Kafka refuses only a null one).
 pub async fn handle_offset_commit(
     shard: &Rc<Shard>,
     _header: &RequestHeader,
@@ -339,35 +414,61 @@ pub async fn handle_offset_commit(
     version: i16,
 ) -> Option<OffsetCommitResponse> {
     let group_id = req.group_id.0.to_string();
-    // Partitions of unknown topics are answered here; the rest go to the coordinator.
+    let mut answer = CommitAnswer::new(version);
+    // What the coordinator is asked: per request topic, its partitions that exist.
     let mut known: Vec<(String, Vec<CommitPartition>)> = Vec::new();
-    // Per topic: its partitions with the index of their topic among those sent to the coordinator.
-    type TopicLayout = (TopicName, Vec<(i32, Option<usize>)>);
-    let mut layout: Vec<TopicLayout> = Vec::new();
+    let mut known_topics: Vec<(TopicName, uuid::Uuid)> = Vec::new();
+    let meta = shard.meta();
     for t in &req.topics {
-        let name = t.name.0.to_string();
-        let exists = shard.topic(&name).is_some();
-        let slot = exists.then(|| {
-            known.push((name.clone(), Vec::new()));
-            known.len() - 1
-        });
+        let topic = if version >= 10 {
+            meta.topic_by_id(&t.topic_id)
+        } else {
+            meta.topics.get(t.name.0.as_str())
+        };
+        let Some(topic) = topic else {
+            let code = if version >= 10 {
+                errors::UNKNOWN_TOPIC_ID
+            } else {
+                errors::UNKNOWN_TOPIC_OR_PARTITION
+            };
+            for p in &t.partitions {
+                answer.refuse(&t.name, t.topic_id, p.partition_index, code);
+            }
+            continue;
+        };
+        let name = TopicName(s(&topic.name));
         let mut parts = Vec::new();
         for p in &t.partitions {
-            parts.push((p.partition_index, slot));
-            if let Some(i) = slot {
-                known[i].1.push(CommitPartition {
-                    partition: p.partition_index,
-                    offset: p.committed_offset,
-                    leader_epoch: if version >= 6 {
-                        p.committed_leader_epoch
-                    } else {
-                        -1
-                    },
-                    metadata: p.committed_metadata.as_ref().map(|m| m.to_string()),
-                });
+            if p.partition_index < 0 || p.partition_index >= topic.partitions {
+                answer.refuse(
+                    &name,
+                    topic.id,
+                    p.partition_index,
+                    errors::UNKNOWN_TOPIC_OR_PARTITION,
+                );
+                continue;
             }
+            parts.push(CommitPartition {
+                partition: p.partition_index,
+                offset: p.committed_offset,
+                leader_epoch: if version >= 6 {
+                    p.committed_leader_epoch
+                } else {
+                    -1
+                },
+                metadata: p.committed_metadata.as_ref().map(|m| m.to_string()),
+            });
         }
-        layout.push((t.name.clone(), parts));
+        if !parts.is_empty() {
+            known.push((topic.name.clone(), parts));
+            known_topics.push((name, topic.id));
+        }
+    }
+    drop(meta);
+    let mut resp = OffsetCommitResponse::default();
+    if known.is_empty() {
+        resp.topics = answer.topics;
+        return Some(resp);
     }
     let who = CommitIdentity {
         generation: req.generation_id_or_member_epoch,
@@ -375,44 +476,42 @@ pub async fn handle_offset_commit(
         instance_id: req.group_instance_id.as_ref().map(|s| s.to_string()),
         version,
     };
-    let sizes: Vec<usize> = known.iter().map(|(_, ps)| ps.len()).collect();
-    let codes: Vec<Vec<i16>> = if group_id.is_empty() {
-        sizes
-            .iter()
-            .map(|n| vec![errors::INVALID_GROUP_ID; *n])
-            .collect()
-    } else {
-        match locate(shard, &group_id) {
-            Err(code) => sizes.iter().map(|n| vec![code; *n]).collect(),
-            Ok((owner, partition)) => {
-                shard
-                    .invoke_on(owner, move |s| {
-                        coordinator::commit(s, partition, group_id, who, known)
-                    })
-                    .await
-            }
+    let partitions: Vec<Vec<i32>> = known
+        .iter()
+        .map(|(_, ps)| ps.iter().map(|p| p.partition).collect())
+        .collect();
+    let codes: Vec<Vec<i16>> = match locate(shard, &group_id) {
+        Err(code) => partitions.iter().map(|ps| vec![code; ps.len()]).collect(),
+        Ok((owner, partition)) => {
+            shard
+                .invoke_on(owner, move |s| {
+                    coordinator::commit(s, partition, group_id, who, known)
+                })
+                .await
         }
     };
-    let mut cursor = vec![0usize; codes.len()];
-    let mut resp = OffsetCommitResponse::default();
-    for (name, parts) in layout {
-        let mut tr = OffsetCommitResponseTopic::default();
-        tr.name = name;
-        for (index, slot) in parts {
-            let mut pr = OffsetCommitResponsePartition::default();
-            pr.partition_index = index;
-            pr.error_code = match slot {
-                None => errors::UNKNOWN_TOPIC_OR_PARTITION,
-                Some(i) => {
-                    let c = codes[i][cursor[i]];
-                    cursor[i] += 1;
-                    c
-                }
-            };
-            tr.partitions.push(pr);
-        }
-        resp.topics.push(tr);
-    }
+    let answered = known_topics
+        .into_iter()
+        .zip(partitions)
+        .zip(codes)
+        .map(|(((name, id), ps), codes)| {
+            let mut t = OffsetCommitResponseTopic::default();
+            t.name = name;
+            t.topic_id = id;
+            t.partitions = ps
+                .into_iter()
+                .zip(codes)
+                .map(|(index, code)| {
+                    let mut p = OffsetCommitResponsePartition::default();
+                    p.partition_index = index;
+                    p.error_code = code;
+                    p
+                })
+                .collect();
+            t
+        })
+        .collect();
+    resp.topics = answer.merge(answered);
     Some(resp)
 }
 
@@ -482,25 +581,84 @@ pub async fn handle_offset_fetch(
         }
         return Some(resp);
     }
+    // v8+: many groups. Up to v9 topics are named and go to the coordinator as they are; from v10 they are
+    // identified by id (KIP-848), as Kafka 4.4's `KafkaApis.fetchOffsetsForGroup` serves them: an unknown
+    // id is answered UNKNOWN_TOPIC_ID for each of its partitions, after the coordinator's answer for the
+    // known ones (one entry per request topic); asked for every topic, the answer leaves out the topics
+    // that no longer exist (they have no id). A group error answers the group without topics.
+    let by_id = version >= 10;
+    let meta = shard.meta();
+    let mut plans = Vec::with_capacity(req.groups.len());
+    for g in &req.groups {
+        let mut unknown = Vec::new();
+        let topics = g.topics.as_ref().map(|ts| {
+            let mut named = Vec::with_capacity(ts.len());
+            for t in ts {
+                if !by_id {
+                    named.push((
+                        t.name.0.to_string(),
+                        t.partition_indexes.clone(),
+                        t.topic_id,
+                    ));
+                    continue;
+                }
+                match meta.topic_by_id(&t.topic_id) {
+                    Some(m) => named.push((m.name.clone(), t.partition_indexes.clone(), m.id)),
+                    None => {
+                        let mut tr = OffsetFetchResponseTopics::default();
+                        tr.topic_id = t.topic_id;
+                        tr.partitions = t
+                            .partition_indexes
+                            .iter()
+                            .map(|&p| {
+                                let mut pr = OffsetFetchResponsePartitions::default();
+                                pr.partition_index = p;
+                                pr.committed_offset = -1;
+                                pr.error_code = errors::UNKNOWN_TOPIC_ID;
+                                pr
+                            })
+                            .collect();
+                        unknown.push(tr);
+                    }
+                }
+            }
+            named
+        });
+        plans.push((topics, unknown));
+    }
     // Every group's read starts now, in request order (join_all polls them in order), so each sees the
     // mutations that arrived before this request and none that came after it.
-    let reads = req.groups.iter().map(|g| {
-        let topics = g.topics.as_ref().map(|ts| {
+    let reads = req.groups.iter().zip(&plans).map(|(g, (topics, _))| {
+        let topics = topics.as_ref().map(|ts| {
             ts.iter()
-                .map(|t| (t.name.0.to_string(), t.partition_indexes.clone()))
+                .map(|(n, ps, _)| (n.clone(), ps.clone()))
                 .collect()
         });
         fetch_group(shard, g.group_id.0.to_string(), topics)
     });
     let outcomes = futures::future::join_all(reads).await;
-    for (g, outcome) in req.groups.iter().zip(outcomes) {
+    let meta = shard.meta();
+    for ((g, (topics, unknown)), outcome) in req.groups.iter().zip(plans).zip(outcomes) {
         let mut gr = OffsetFetchResponseGroup::default();
         gr.group_id = g.group_id.clone();
         match outcome {
             Err(code) => gr.error_code = code,
             Ok(found) => {
-                for (name, parts) in found {
+                // The coordinator answers the named topics one for one, in order; asked for all topics,
+                // it answers those it holds offsets for.
+                let ids: Vec<Option<uuid::Uuid>> = match &topics {
+                    Some(ts) => ts.iter().map(|(_, _, id)| Some(*id)).collect(),
+                    None => found
+                        .iter()
+                        .map(|(name, _)| meta.topics.get(name).map(|m| m.id))
+                        .collect(),
+                };
+                for ((name, parts), id) in found.into_iter().zip(ids) {
                     let mut tr = OffsetFetchResponseTopics::default();
+                    if by_id {
+                        let Some(id) = id else { continue };
+                        tr.topic_id = id;
+                    }
                     tr.name = TopicName(s(&name));
                     for (p, offset, leader_epoch, metadata) in parts {
                         let mut pr = OffsetFetchResponsePartitions::default();
@@ -512,6 +670,7 @@ pub async fn handle_offset_fetch(
                     }
                     gr.topics.push(tr);
                 }
+                gr.topics.extend(unknown);
             }
         }
         resp.groups.push(gr);
@@ -629,11 +788,17 @@ pub async fn handle_delete_groups(
     req: DeleteGroupsRequest,
     _version: i16,
 ) -> Option<DeleteGroupsResponse> {
-    let mut resp = DeleteGroupsResponse::default();
-    // Every deletion starts now, in request order (join_all polls them in order): a request after this
-    // one sees all of them.
-    let deletions = req.groups_names.iter().map(|gid| {
-        let group_id = gid.0.to_string();
+    // Each group once, in the order Kafka 4.4 answers them (an artefact of its hash maps).
+    let groups = crate::group::hash_order::delete_groups_order(
+        &req.groups_names
+            .iter()
+            .map(|g| g.0.to_string())
+            .collect::<Vec<_>>(),
+        shard.config.group.offsets_topic_partitions,
+    );
+    // Every deletion starts now (join_all polls them in order): a request after this one sees all of them.
+    let deletions = groups.iter().map(|group_id| {
+        let group_id = group_id.clone();
         async move {
             match locate(shard, &group_id) {
                 Err(code) => code,
@@ -646,10 +811,15 @@ pub async fn handle_delete_groups(
         }
     });
     let codes = futures::future::join_all(deletions).await;
-    for (gid, code) in req.groups_names.into_iter().zip(codes) {
+    let mut resp = DeleteGroupsResponse::default();
+    for (group_id, code) in groups.into_iter().zip(codes) {
         let mut r = DeletableGroupResult::default();
-        r.group_id = gid;
+        r.group_id = GroupId(s(&group_id));
         r.error_code = code;
+        // v3's ErrorMessage stays null: Kafka 4.4 sets it only from a Kafka Streams topology plugin or
+        // from an exception whose message differs from its error's default one. GROUP_ID_NOT_FOUND and
+        // NON_EMPTY_GROUP are plain codes, and NOT_COORDINATOR / COORDINATOR_LOAD_IN_PROGRESS are thrown
+        // with their default messages (`CoordinatorRuntime`), so Kafka answers null for all of them.
         resp.results.push(r);
     }
     Some(resp)

@@ -67,9 +67,9 @@ macro_rules! handlers {
 handlers! {
     Produce: ProduceRequest => produce::handle, kafka 3..=13;
     Fetch: FetchRequest => fetch::handle, kafka 4..=18;
-    ListOffsets: ListOffsetsRequest => fetch::handle_list_offsets, kafka 1..=10;
+    ListOffsets: ListOffsetsRequest => fetch::handle_list_offsets, kafka 1..=11;
     Metadata: MetadataRequest => metadata::handle, kafka 0..=13;
-    ApiVersions: ApiVersionsRequest => api_versions::handle, kafka 0..=4;
+    ApiVersions: ApiVersionsRequest => api_versions::handle, kafka 0..=5;
     CreateTopics: CreateTopicsRequest => admin::handle_create_topics, kafka 2..=7;
     DeleteTopics: DeleteTopicsRequest => admin::handle_delete_topics, kafka 1..=6;
     InitProducerId: InitProducerIdRequest => admin::handle_init_producer_id, kafka 0..=5;
@@ -78,7 +78,7 @@ handlers! {
     CreatePartitions: CreatePartitionsRequest => admin::handle_create_partitions, kafka 0..=3;
     IncrementalAlterConfigs: IncrementalAlterConfigsRequest => configs::handle_incremental_alter, kafka 0..=1;
     DescribeCluster: DescribeClusterRequest => metadata::handle_describe_cluster, kafka 0..=2;
-    DescribeLogDirs: DescribeLogDirsRequest => ops::handle_describe_log_dirs, kafka 1..=4;
+    DescribeLogDirs: DescribeLogDirsRequest => ops::handle_describe_log_dirs, kafka 1..=5;
     DeleteRecords: DeleteRecordsRequest => ops::handle_delete_records, kafka 0..=2;
     FindCoordinator: FindCoordinatorRequest => group::handle_find_coordinator, kafka 0..=6;
     JoinGroup: JoinGroupRequest => group::handle_join_group, kafka 0..=9;
@@ -166,9 +166,8 @@ pub async fn handle(shard: &Rc<Shard>, prefix: HeaderPrefix, frame: bytes::Bytes
     if !supported {
         if key == ApiKey::ApiVersions {
             // Kafka answers an unknown ApiVersions version with a v0 response carrying
-            // UNSUPPORTED_VERSION and the list, so the client can pick a version and retry.
-            let mut resp = api_versions::response();
-            resp.error_code = protocol::errors::UNSUPPORTED_VERSION;
+            // UNSUPPORTED_VERSION and the ApiVersions versions, so the client can pick one and retry.
+            let resp = api_versions::unsupported_version_response();
             let v0 = HeaderPrefix {
                 api_version: 0,
                 ..prefix

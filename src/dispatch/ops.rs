@@ -92,6 +92,8 @@ pub async fn handle_describe_log_dirs(
         result.total_bytes = total;
         result.usable_bytes = usable;
     }
+    // v5's IsCordoned stays false: Ringtide has no `cordoned.log.dirs` (KIP-1066), and Kafka answers false
+    // for a directory that is not cordoned.
     for (t, p, size) in sizes {
         if result
             .topics

@@ -11,6 +11,7 @@
 //! answers to deliver; timers, waiting requests and the log stay in [`coordinator`].
 
 pub mod coordinator;
+pub mod hash_order;
 pub mod records;
 pub mod staged;
 pub mod state;

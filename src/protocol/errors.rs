@@ -29,6 +29,8 @@ pub const KAFKA_STORAGE_ERROR: i16 = 56;
 pub const UNKNOWN_SERVER_ERROR: i16 = -1;
 pub const INVALID_RECORD: i16 = 87;
 pub const UNKNOWN_TOPIC_ID: i16 = 100;
+/// KIP-1242: the client reached a broker of another cluster, or another node than it meant to.
+pub const REBOOTSTRAP_REQUIRED: i16 = 129;
 
 // Fetch session errors (KIP-227), top-level codes of a Fetch response.
 pub const FETCH_SESSION_ID_NOT_FOUND: i16 = 70;

@@ -9,7 +9,7 @@ Every expected answer is computed from the records the test produced and read ba
 timestamp of each), never hard-coded. Clients: the Java consumer's offsetsForTimes and Admin
 listOffsets(maxTimestamp) (ListOffsetsTimes.java), kafka-python's offsets_for_times and
 list_partition_offsets, confluent-kafka's offsets_for_times and AdminClient.list_offsets, and raw
-ListOffsets requests (v1, v5-v10) for the special timestamps and their version gates.
+ListOffsets requests (v1-v11) for the special timestamps and their version gates.
 """
 
 import struct
@@ -338,12 +338,13 @@ def test_empty_partition_and_past_the_end(broker, topic_name):
 
 def test_special_timestamps_and_their_versions(broker, topic_name):
     """EARLIEST (-2), LATEST (-1), MAX_TIMESTAMP (-3, v7+), EARLIEST_LOCAL (-4, v8+), LATEST_TIERED (-5,
-    v9+); other negative timestamps, and a special one below its version, are UNSUPPORTED_VERSION."""
+    v9+), EARLIEST_PENDING_UPLOAD (-6, v11+); other negative timestamps, and a special one below its
+    version, are UNSUPPORTED_VERSION. Without tiered storage -5 and -6 find nothing: offset -1, epoch -1."""
     create_topic(broker.bootstrap, topic_name)
     produce_one_batch(broker.bootstrap, topic_name, [T0 + d for d in (300, 900, 100)], "lz4")
     records = records_of(broker.bootstrap, topic_name)
     n = len(records)
-    for v in range(1, 11):
+    for v in range(1, 12):
         assert list_offsets_raw(broker, v, topic_name, -2)[:3] == (NONE, -1, 0), v
         assert list_offsets_raw(broker, v, topic_name, -1)[:3] == (NONE, -1, n), v
         want_max = expect_max(records)
@@ -355,5 +356,7 @@ def test_special_timestamps_and_their_versions(broker, topic_name):
         assert got[:3] == ((NONE, -1, -1) if v >= 9 else (UNSUPPORTED_VERSION, -1, -1)), v
         if v >= 9:
             assert got[3] == -1  # no tiered offset, no epoch
-        for other in (-6, -7, -1000):
+        got = list_offsets_raw(broker, v, topic_name, -6)
+        assert got == ((NONE, -1, -1, -1) if v >= 11 else (UNSUPPORTED_VERSION, -1, -1, -1 if v >= 4 else None)), v
+        for other in (-7, -1000):
             assert list_offsets_raw(broker, v, topic_name, other)[:3] == (UNSUPPORTED_VERSION, -1, -1), (v, other)
