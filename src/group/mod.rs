@@ -14,6 +14,7 @@ pub mod coordinator;
 pub mod records;
 pub mod staged;
 pub mod state;
+pub mod timers;
 
 /// The internal topic holding committed offsets and group metadata.
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
