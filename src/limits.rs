@@ -94,6 +94,11 @@ pub const PRODUCER_ID_EXPIRATION_MS_MAX: i64 = i32::MAX as i64;
 /// i.e. the last one to two minutes (`_count` and `_sum` stay lifetime counters).
 pub const METRICS_QUANTILE_WINDOW_MS: u64 = 60_000;
 
+/// How long a member that joined a group in the current join phase may wait for the phase to end before
+/// it is removed (Kafka's classic-group new-member join timeout, 5 minutes, not configurable): its
+/// client cannot heartbeat before it has its member id, so this replaces its session timeout.
+pub const GROUP_NEW_MEMBER_JOIN_TIMEOUT_MS: i64 = 5 * 60 * 1000;
+
 const _: () = assert!(REQUEST_HEADER_BYTES_MIN < CONNECTION_READ_BUFFER_BYTES);
 const _: () = assert!(MESSAGE_MAX_BYTES_DEFAULT < SOCKET_REQUEST_MAX_BYTES_DEFAULT);
 const _: () = assert!(CONNECTION_IN_FLIGHT_MAX >= 5);

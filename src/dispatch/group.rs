@@ -32,6 +32,7 @@ use crate::group::coordinator::{self, CommitIdentity, CommitPartition, FetchedOf
 use crate::group::state::{JoinParams, LeaveParams, SyncParams};
 use crate::group::{coordinator_partition, OFFSETS_TOPIC};
 use crate::metadata::TopicMeta;
+use crate::protocol::acl::{self, ResourceType};
 use crate::protocol::errors;
 use crate::shard::Shard;
 
@@ -773,9 +774,11 @@ pub async fn handle_describe_groups(
                 dm
             })
             .collect();
-        if version >= 3 && req.include_authorized_operations {
-            // Every group operation is allowed (no authorizer).
-            g.authorized_operations = (1 << 3) | (1 << 6) | (1 << 8); // READ, DELETE, DESCRIBE
+        // Kafka reports the operations of groups it describes without error (before v6 that includes
+        // unknown groups, described as Dead).
+        if version >= 3 && g.error_code == errors::NONE {
+            g.authorized_operations =
+                acl::field(req.include_authorized_operations, ResourceType::Group);
         }
         resp.groups.push(g);
     }

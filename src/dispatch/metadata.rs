@@ -12,6 +12,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::admin::{self, NewTopic};
 use crate::metadata::TopicMeta;
+use crate::protocol::acl::{self, ResourceType};
 use crate::protocol::errors;
 use crate::shard::Shard;
 
@@ -158,17 +159,62 @@ pub async fn handle(
             }
         }
     }
+    if version >= 8 {
+        if version <= 10 {
+            resp.cluster_authorized_operations = acl::field(
+                req.include_cluster_authorized_operations,
+                ResourceType::Cluster,
+            );
+        }
+        // Kafka fills in the operations of every topic it answers by name (errors and auto-created
+        // topics included), not those of topic ids it does not know.
+        if req.include_topic_authorized_operations {
+            for t in resp.topics.iter_mut().filter(|t| t.name.is_some()) {
+                t.topic_authorized_operations = acl::authorized_operations(ResourceType::Topic);
+            }
+        }
+    }
     Some(resp)
 }
+
+/// DescribeCluster's endpoint types (`EndpointType`); this listener is a broker's.
+const ENDPOINT_TYPE_BROKER: i8 = 1;
+const ENDPOINT_TYPE_CONTROLLER: i8 = 2;
 
 pub async fn handle_describe_cluster(
     shard: &Rc<Shard>,
     _header: &RequestHeader,
     req: DescribeClusterRequest,
-    _version: i16,
+    version: i16,
 ) -> Option<DescribeClusterResponse> {
     let mut resp = DescribeClusterResponse::default();
+    // Kafka refuses an unknown endpoint type, and a controller's on a broker listener (v0 cannot name
+    // one: its requests decode as a broker's); such answers carry nothing else.
+    let refused = match req.endpoint_type {
+        ENDPOINT_TYPE_BROKER => None,
+        ENDPOINT_TYPE_CONTROLLER => Some((
+            errors::MISMATCHED_ENDPOINT_TYPE,
+            "The request was sent to an endpoint of type BROKER, but we wanted an endpoint of type CONTROLLER".to_string(),
+        )),
+        other => Some((
+            errors::UNSUPPORTED_ENDPOINT_TYPE,
+            format!("Unsupported endpoint type {other}"),
+        )),
+    };
+    if let Some((code, message)) = refused {
+        resp.error_code = if version == 0 {
+            errors::INVALID_REQUEST
+        } else {
+            code
+        };
+        resp.error_message = Some(StrBytes::from_string(message));
+        return Some(resp);
+    }
     resp.endpoint_type = req.endpoint_type;
+    resp.cluster_authorized_operations = acl::field(
+        req.include_cluster_authorized_operations,
+        ResourceType::Cluster,
+    );
     resp.cluster_id = StrBytes::from_string(shard.meta().cluster_id.clone());
     resp.controller_id = BrokerId(shard.config.node_id);
     let mut b = DescribeClusterBroker::default();

@@ -16,6 +16,12 @@
 //! older over newer; OffsetFetch first waits for what is staged before it ([`super::staged`] explains
 //! the rule).
 //!
+//! Timers: each group says when its next timer is due ([`Group::next_deadline`]); one task per core
+//! sleeps until the earliest deadline of its groups ([`super::timers`]), fires the groups due
+//! ([`Group::tick`]) and sleeps again. A request that arms an earlier timer wakes it. So a session or
+//! rebalance timeout takes effect at its deadline (a millisecond or so later), and idle groups cost
+//! nothing.
+//!
 //! Fault model: the log append or the wait for durability can fail (disk full, I/O error): the request
 //! gets a retriable coordinator error and its offset writes are discarded, never applied (a DeleteGroups
 //! whose records failed leaves the group as it was). A client can disconnect while its JoinGroup waits:
@@ -33,13 +39,12 @@ use super::records::{self as recs, OffsetValue, OffsetsRecord};
 use super::staged::{self, Staged, Write};
 use super::state::{Effect, Group, GroupState, JoinParams, JoinResult, LeaveParams, Reply};
 use super::state::{SyncParams, SyncResult};
+use super::timers::Deadlines;
 use super::{coordinator_partition, now_ms, OFFSETS_TOPIC};
 use crate::partition::Partition;
 use crate::protocol::errors;
 use crate::shard::Shard;
 
-/// How often timers (sessions, rebalance timeouts, the initial delay) are checked.
-const TICK_MS: u64 = 100;
 /// Records per batch the coordinator writes (keeps a batch well below `message.max.bytes`).
 const RECORDS_PER_BATCH_MAX: usize = 500;
 /// Kafka's `offset.metadata.max.bytes` default.
@@ -57,7 +62,9 @@ pub struct GroupCoordinator {
     loaded: RefCell<HashSet<i32>>,
     /// Offset writes appended but not yet known durable (not visible yet).
     staged: RefCell<Staged>,
-    ticker_started: Cell<bool>,
+    /// The next deadline of each group with an armed timer.
+    deadlines: RefCell<Deadlines>,
+    timers_started: Cell<bool>,
 }
 
 /// One member as DescribeGroups shows it.
@@ -261,35 +268,96 @@ async fn run_effects(shard: &Rc<Shard>, group_id: &str, partition: i32, fx: Vec<
     }
 }
 
-fn ensure_ticker(shard: &Rc<Shard>) {
-    if shard.groups.ticker_started.replace(true) {
+/// Starts this core's timer task (once).
+fn ensure_timers(shard: &Rc<Shard>) {
+    if shard.groups.timers_started.replace(true) {
         return;
     }
-    let shard = shard.clone();
-    glommio::spawn_local(async move {
-        let mut next_retention = now_ms();
-        while !shard.stopping.get() {
-            glommio::timer::sleep(Duration::from_millis(TICK_MS)).await;
-            let now = now_ms();
-            let ids: Vec<String> = shard.groups.groups.borrow().keys().cloned().collect();
-            for id in ids {
-                let fx = match shard.groups.groups.borrow_mut().get_mut(&id) {
-                    Some(g) => g.tick(now),
-                    None => continue,
-                };
-                if !fx.is_empty() {
-                    let partition = partition_of(&shard, &id);
-                    run_effects(&shard, &id, partition, fx).await;
-                }
-            }
-            if now >= next_retention {
-                next_retention =
-                    now + shard.config.group.offsets_retention_check_interval_ms as i64;
-                expire_offsets(&shard, now).await;
+    crate::shard::spawn_detached(run_timers(shard.clone()));
+}
+
+/// Files the group's next deadline exactly (after an operation that may have armed or disarmed any of
+/// its timers).
+fn refile(shard: &Rc<Shard>, group_id: &str) {
+    let next = shard
+        .groups
+        .groups
+        .borrow()
+        .get(group_id)
+        .and_then(Group::next_deadline);
+    shard.groups.deadlines.borrow_mut().set(group_id, next);
+}
+
+/// Files the heartbeat timer of one member (after a heartbeat or an offset commit, which arm that timer
+/// and move no other one earlier).
+fn refile_member(shard: &Rc<Shard>, group_id: &str, member_id: &str) {
+    let at = shard
+        .groups
+        .groups
+        .borrow()
+        .get(group_id)
+        .and_then(|g| g.member_deadline(member_id));
+    if let Some(at) = at {
+        shard.groups.deadlines.borrow_mut().lower(group_id, at);
+    }
+}
+
+/// The timer task of one core: fires the groups whose deadline has come, runs offset retention every
+/// `offsets.retention.check.interval.ms`, and otherwise sleeps until the earliest deadline (or until a
+/// request files an earlier one).
+async fn run_timers(shard: Rc<Shard>) {
+    let retention_every = shard.config.group.offsets_retention_check_interval_ms as i64;
+    let mut next_retention = now_ms();
+    while !shard.stopping.get() {
+        let now = now_ms();
+        let due = shard.groups.deadlines.borrow_mut().take_due(now);
+        let mut work = Vec::new();
+        for id in due {
+            let fired = shard
+                .groups
+                .groups
+                .borrow_mut()
+                .get_mut(&id)
+                .map(|g| (g.tick(now), g.next_deadline()));
+            let Some((fx, next)) = fired else {
+                continue; // deleted since it was filed
+            };
+            shard.groups.deadlines.borrow_mut().set(&id, next);
+            if !fx.is_empty() {
+                work.push((id, fx));
             }
         }
-    })
-    .detach();
+        if !work.is_empty() {
+            // The groups changed at their deadline; answers and records follow on their own task, so
+            // that a slow write does not hold back the next deadline.
+            let shard = shard.clone();
+            crate::shard::spawn_detached(async move {
+                let runs = work.into_iter().map(|(id, fx)| {
+                    let shard = &shard;
+                    async move {
+                        let partition = partition_of(shard, &id);
+                        run_effects(shard, &id, partition, fx).await;
+                    }
+                });
+                futures::future::join_all(runs).await;
+            });
+        }
+        if now >= next_retention {
+            next_retention = now + retention_every;
+            let shard = shard.clone();
+            crate::shard::spawn_detached(async move { expire_offsets(&shard, now).await });
+        }
+        let earliest = shard.groups.deadlines.borrow().earliest();
+        let wake_at = earliest.map_or(next_retention, |d| d.min(next_retention));
+        // At least a millisecond: a timer re-armed for the current millisecond fires on the next round.
+        let wait_ms = (wake_at - now_ms()).max(1) as u64;
+        shard.groups.deadlines.borrow_mut().sleep_until(wake_at);
+        let alarm =
+            futures::future::poll_fn(|cx| shard.groups.deadlines.borrow_mut().poll_alarm(cx));
+        let sleep = crate::shard::sleep(Duration::from_millis(wait_ms));
+        futures::future::select(Box::pin(alarm), Box::pin(sleep)).await;
+        shard.groups.deadlines.borrow_mut().awake();
+    }
 }
 
 fn partition_of(shard: &Rc<Shard>, group_id: &str) -> i32 {
@@ -413,9 +481,13 @@ pub async fn load_partition(shard: &Rc<Shard>, partition: i32, part: Rc<Partitio
         groups = loaded.len(),
         "loaded __consumer_offsets partition"
     );
+    let ids: Vec<String> = loaded.keys().cloned().collect();
     shard.groups.groups.borrow_mut().extend(loaded);
+    for id in &ids {
+        refile(shard, id);
+    }
     shard.groups.loaded.borrow_mut().insert(partition);
-    ensure_ticker(shard);
+    ensure_timers(shard);
 }
 
 /// Runs `f` on the group (created if missing and `create`), then its effects.
@@ -457,10 +529,11 @@ pub async fn join(shard: Rc<Shard>, partition: i32, group_id: String, p: JoinPar
     if let Err(code) = partition_ready(&shard, partition) {
         return JoinResult::error(code, &p.member_id);
     }
-    ensure_ticker(&shard);
+    ensure_timers(&shard);
     let cfg = shard.config.group.clone();
     let (reply, fx) =
         with_group(&shard, &group_id, true, |g| g.join(p, now_ms(), &cfg)).expect("created");
+    refile(&shard, &group_id);
     match reply {
         Reply::Now(r) => {
             run_effects(&shard, &group_id, partition, fx).await;
@@ -487,6 +560,7 @@ pub async fn sync(shard: Rc<Shard>, partition: i32, group_id: String, p: SyncPar
     let Some((reply, fx)) = with_group(&shard, &group_id, false, |g| g.sync(p, now_ms())) else {
         return SyncResult::error(errors::UNKNOWN_MEMBER_ID);
     };
+    refile(&shard, &group_id);
     match reply {
         Reply::Now(r) => {
             run_effects(&shard, &group_id, partition, fx).await;
@@ -517,10 +591,12 @@ pub async fn heartbeat(
     if let Err(code) = partition_ready(&shard, partition) {
         return code;
     }
-    with_group(&shard, &group_id, false, |g| {
+    let code = with_group(&shard, &group_id, false, |g| {
         g.heartbeat(&member_id, instance_id.as_deref(), generation, now_ms())
     })
-    .unwrap_or(errors::UNKNOWN_MEMBER_ID)
+    .unwrap_or(errors::UNKNOWN_MEMBER_ID);
+    refile_member(&shard, &group_id, &member_id);
+    code
 }
 
 /// LeaveGroup: `Err` is a group-level error, else one code per member.
@@ -533,6 +609,7 @@ pub async fn leave(
     partition_ready(&shard, partition)?;
     let (codes, fx) = with_group(&shard, &group_id, false, |g| g.leave(&who, now_ms()))
         .unwrap_or_else(|| (vec![errors::UNKNOWN_MEMBER_ID; who.len()], Vec::new()));
+    refile(&shard, &group_id);
     run_effects(&shard, &group_id, partition, fx).await;
     Ok(codes)
 }
@@ -576,6 +653,7 @@ pub async fn commit(
     if code != errors::NONE {
         return all(code);
     }
+    refile_member(&shard, &group_id, &who.member_id);
     let mut writes = Vec::new();
     let codes: Vec<Vec<i16>> = topics
         .iter()
@@ -799,6 +877,8 @@ pub async fn delete(shard: Rc<Shard>, partition: i32, group_id: String) -> i16 {
         if let Err(code) = g.delete(now_ms()) {
             return code;
         }
+        let next = g.next_deadline();
+        shard.groups.deadlines.borrow_mut().set(&group_id, next);
         // Tombstones for the applied offsets and for those still on their way.
         let mut keys: BTreeSet<(String, i32)> = g.offsets.keys().cloned().collect();
         keys.extend(shard.groups.staged.borrow().offset_keys(&group_id));

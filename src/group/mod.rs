@@ -15,6 +15,7 @@ pub mod hash_order;
 pub mod records;
 pub mod staged;
 pub mod state;
+pub mod timers;
 
 /// The internal topic holding committed offsets and group metadata.
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";

@@ -11,6 +11,17 @@
 //! (re)join) -> `CompletingRebalance` (joined; waiting for the leader's assignment) -> `Stable`. `Dead`
 //! once deleted. The protocol is opaque: the group only picks a protocol every member supports and
 //! relays metadata and assignments, so eager and cooperative assignors both work.
+//!
+//! Timers are Kafka's classic-group timers, armed and disarmed at the same moments: one heartbeat timer
+//! per member (the session timeout; a member awaiting its JoinGroup or SyncGroup answer satisfies it,
+//! a member new to the join phase has the longer new-member join timeout instead), one per member id
+//! handed out with MEMBER_ID_REQUIRED, the join timer (the rebalance timeout of the join phase, or the
+//! steps of the initial rebalance delay) and the sync timer (members that have not sent SyncGroup a
+//! rebalance timeout after the join phase ended are removed, even once the group is Stable).
+//! [`Group::next_deadline`] tells the caller when to call [`Group::tick`], which fires every timer due
+//! by then (deadline `<= now`), earliest first. The boundary is Kafka's: its timers expire when the
+//! clock reaches the deadline and queue the expiry, so a heartbeat handled after that finds the member
+//! gone, and one handled before it (even in the same millisecond) saves the member.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -18,6 +29,7 @@ use bytes::Bytes;
 
 use super::records::{GroupValue, MemberValue, OffsetValue};
 use super::GroupConfig;
+use crate::limits;
 use crate::protocol::errors;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -56,8 +68,26 @@ pub struct Member {
     pub assignment: Bytes,
     awaiting_join: bool,
     awaiting_sync: bool,
-    /// The member is removed when no heartbeat arrives by this time (unless it awaits a join).
-    session_deadline_ms: i64,
+    /// Joined during the current join phase (Kafka's `isNew`): its heartbeat timer is the new-member join
+    /// timeout, and awaiting its JoinGroup answer does not satisfy it.
+    is_new: bool,
+    /// Has not sent SyncGroup since the last join phase ended (Kafka's pending-sync members).
+    pending_sync: bool,
+    /// The heartbeat timer: at this time the member is removed unless it satisfies it. `None`: disarmed
+    /// (it fired while the member awaited an answer; the answer re-arms it).
+    session_deadline_ms: Option<i64>,
+}
+
+impl Member {
+    /// Kafka's `hasSatisfiedHeartbeat`: a member waiting for its JoinGroup or SyncGroup answer needs no
+    /// heartbeat, unless it is new to this join phase.
+    fn satisfies_heartbeat(&self) -> bool {
+        !self.is_new && (self.awaiting_join || self.awaiting_sync)
+    }
+
+    fn restart_session(&mut self, now: i64) {
+        self.session_deadline_ms = Some(now + self.session_timeout_ms as i64);
+    }
 }
 
 impl Member {
@@ -167,6 +197,33 @@ pub enum Effect {
     Persist,
 }
 
+/// The join timer. When it fires the join phase ends, except during the initial rebalance of an empty
+/// group (`group.initial.rebalance.delay.ms`): there it fires after `delay_ms`, and while members keep
+/// joining and `remaining_ms` of the members' rebalance timeout is left, it is re-armed for another step
+/// (Kafka's `tryCompleteInitialRebalanceElseSchedule`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct JoinTimer {
+    at_ms: i64,
+    initial: Option<InitialDelay>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct InitialDelay {
+    delay_ms: i64,
+    remaining_ms: i64,
+    /// `group.initial.rebalance.delay.ms`.
+    configured_ms: i64,
+}
+
+/// A timer that is due.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Timer {
+    Pending(String),
+    Session(String),
+    Join,
+    Sync,
+}
+
 /// One member to remove in a LeaveGroup.
 #[derive(Clone, Debug, Default)]
 pub struct LeaveParams {
@@ -191,12 +248,13 @@ pub struct Group {
     static_members: HashMap<String, String>,
     /// Member ids handed out with MEMBER_ID_REQUIRED that have not joined yet, with their expiry.
     pending: HashMap<String, i64>,
-    /// PreparingRebalance: join is forced at this time; CompletingRebalance: the sync timeout.
-    rebalance_deadline_ms: i64,
-    /// While set, the first rebalance of an empty group waits for more members
-    /// (`group.initial.rebalance.delay.ms`).
-    initial_delay_until_ms: Option<i64>,
-    initial_delay_started_ms: i64,
+    /// The join timer (PreparingRebalance only).
+    join_timer: Option<JoinTimer>,
+    /// The sync timer: members still pending sync at this time are removed.
+    sync_deadline_ms: Option<i64>,
+    /// A member joined during the initial rebalance since its timer was armed: the delay is extended.
+    /// Like Kafka, only an extension clears it.
+    new_member_added: bool,
     /// When the state last changed (DescribeGroups, retention of empty groups).
     pub state_timestamp_ms: i64,
     /// Committed offsets by (topic, partition).
@@ -215,9 +273,9 @@ impl Group {
             members: BTreeMap::new(),
             static_members: HashMap::new(),
             pending: HashMap::new(),
-            rebalance_deadline_ms: 0,
-            initial_delay_until_ms: None,
-            initial_delay_started_ms: 0,
+            join_timer: None,
+            sync_deadline_ms: None,
+            new_member_added: false,
             state_timestamp_ms: now,
             offsets: BTreeMap::new(),
         }
@@ -376,24 +434,20 @@ impl Group {
         let is_leader = self.leader.as_deref() == Some(id.as_str());
         match self.state {
             GroupState::PreparingRebalance => {
-                self.update_member(&id, p, now);
-                self.try_complete_join(now, &mut fx);
+                self.update_member(&id, p);
+                self.maybe_complete_join_phase(now, &mut fx);
                 (Reply::Wait(id), fx)
             }
             GroupState::CompletingRebalance | GroupState::Stable
                 if same_protocols && !(self.state == GroupState::Stable && is_leader) =>
             {
-                // A resend (e.g. the response was lost): answer with the current generation.
-                self.members
-                    .get_mut(&id)
-                    .expect("validated")
-                    .session_deadline_ms = now + p.session_timeout_ms as i64;
+                // A resend (e.g. the response was lost): answer with the current generation. Like
+                // Kafka, this does not count as a heartbeat.
                 (Reply::Now(self.join_result(&id, false)), fx)
             }
             GroupState::CompletingRebalance | GroupState::Stable => {
-                self.update_member(&id, p, now);
+                self.update_member(&id, p);
                 self.prepare_rebalance(now, &mut fx);
-                self.try_complete_join(now, &mut fx);
                 (Reply::Wait(id), fx)
             }
             GroupState::Empty | GroupState::Dead => err(errors::UNKNOWN_MEMBER_ID, &id),
@@ -462,6 +516,9 @@ impl Group {
         if let Some(instance) = &p.instance_id {
             self.static_members.insert(instance.clone(), id.clone());
         }
+        if self.in_initial_rebalance() {
+            self.new_member_added = true;
+        }
         let member = Member {
             member_id: id.clone(),
             instance_id: p.instance_id.clone(),
@@ -473,39 +530,26 @@ impl Group {
             assignment: Bytes::new(),
             awaiting_join: true,
             awaiting_sync: false,
-            session_deadline_ms: now + p.session_timeout_ms as i64,
+            is_new: true,
+            pending_sync: false,
+            // Its client cannot heartbeat before its JoinGroup is answered (Kafka's new-member join
+            // timeout replaces the session timeout until then).
+            session_deadline_ms: Some(now + limits::GROUP_NEW_MEMBER_JOIN_TIMEOUT_MS),
         };
         self.members.insert(id.clone(), member);
         if self.leader.is_none() {
             self.leader = Some(id);
         }
-        match self.state {
-            GroupState::Empty => {
-                self.prepare_rebalance(now, fx);
-                if cfg.initial_rebalance_delay_ms > 0 {
-                    self.initial_delay_started_ms = now;
-                    self.initial_delay_until_ms = Some(
-                        now + cfg
-                            .initial_rebalance_delay_ms
-                            .min(p.rebalance_timeout_ms.max(0) as i64),
-                    );
-                }
-            }
-            GroupState::PreparingRebalance => {
-                if self.initial_delay_until_ms.is_some() {
-                    // Each new member extends the initial delay, up to the rebalance timeout.
-                    let cap = self.initial_delay_started_ms + self.max_rebalance_timeout_ms();
-                    self.initial_delay_until_ms =
-                        Some((now + cfg.initial_rebalance_delay_ms).min(cap));
-                }
-            }
-            GroupState::CompletingRebalance | GroupState::Stable => self.prepare_rebalance(now, fx),
-            GroupState::Dead => {}
+        if self.state == GroupState::Empty {
+            self.start_initial_rebalance(now, cfg.initial_rebalance_delay_ms, fx);
+        } else {
+            self.prepare_rebalance_or_complete_join(now, fx);
         }
-        self.try_complete_join(now, fx);
     }
 
-    fn update_member(&mut self, id: &str, p: JoinParams, now: i64) {
+    /// A rejoin of a known member. Like Kafka, it does not restart the member's heartbeat timer: a member
+    /// awaiting its JoinGroup answer satisfies it, and the end of the join phase restarts it.
+    fn update_member(&mut self, id: &str, p: JoinParams) {
         let m = self.members.get_mut(id).expect("member exists");
         m.protocols = p.protocols;
         m.rebalance_timeout_ms = p.rebalance_timeout_ms;
@@ -513,7 +557,6 @@ impl Group {
         m.client_id = p.client_id;
         m.client_host = p.client_host;
         m.awaiting_join = true;
-        m.session_deadline_ms = now + p.session_timeout_ms as i64;
     }
 
     /// KIP-345: a static member rejoined with an empty member id. It takes over its old member id's place
@@ -546,7 +589,9 @@ impl Group {
         member.client_host = p.client_host.clone();
         member.awaiting_join = false;
         member.awaiting_sync = false;
-        member.session_deadline_ms = now + p.session_timeout_ms as i64;
+        // Kafka restarts the heartbeat timer of the new member id with the session timeout the member
+        // had before this request.
+        member.restart_session(now);
         self.members.insert(new_id.clone(), member);
         self.static_members.insert(instance, new_id.clone());
         if self.leader.as_deref() == Some(old_id) {
@@ -566,14 +611,9 @@ impl Group {
         }
         match self.state {
             GroupState::Stable if keep => {
-                self.members
-                    .get_mut(&new_id)
-                    .expect("just inserted")
-                    .rebalance_timeout_ms = p.rebalance_timeout_ms;
-                self.members
-                    .get_mut(&new_id)
-                    .expect("just inserted")
-                    .session_timeout_ms = p.session_timeout_ms;
+                let m = self.members.get_mut(&new_id).expect("just inserted");
+                m.rebalance_timeout_ms = p.rebalance_timeout_ms;
+                m.session_timeout_ms = p.session_timeout_ms;
                 // The stored member id changes: persist before answering.
                 fx.push(Effect::Persist);
                 fx.push(Effect::Join {
@@ -583,19 +623,19 @@ impl Group {
                 (Reply::Wait(new_id), fx)
             }
             GroupState::PreparingRebalance => {
-                self.update_member(&new_id, p, now);
-                self.try_complete_join(now, &mut fx);
+                self.update_member(&new_id, p);
+                self.maybe_complete_join_phase(now, &mut fx);
                 (Reply::Wait(new_id), fx)
             }
             _ => {
-                self.update_member(&new_id, p, now);
-                self.prepare_rebalance(now, &mut fx);
-                self.try_complete_join(now, &mut fx);
+                self.update_member(&new_id, p);
+                self.prepare_rebalance_or_complete_join(now, &mut fx);
                 (Reply::Wait(new_id), fx)
             }
         }
     }
 
+    /// Kafka's `rebalanceTimeoutMs` of the group: the largest of its members'.
     fn max_rebalance_timeout_ms(&self) -> i64 {
         self.members
             .values()
@@ -604,12 +644,59 @@ impl Group {
             .unwrap_or(0)
     }
 
+    /// The group is in the initial rebalance of an empty group (its join timer steps through the delay).
+    fn in_initial_rebalance(&self) -> bool {
+        self.state == GroupState::PreparingRebalance
+            && self.join_timer.is_some_and(|t| t.initial.is_some())
+    }
+
+    /// Every member awaits its JoinGroup answer and no member id handed out is outstanding.
+    fn all_joined(&self) -> bool {
+        self.members.values().all(|m| m.awaiting_join) && self.pending.is_empty()
+    }
+
+    /// Kafka's `maybePrepareRebalanceOrCompleteJoin`.
+    fn prepare_rebalance_or_complete_join(&mut self, now: i64, fx: &mut Vec<Effect>) {
+        match self.state {
+            GroupState::Stable | GroupState::CompletingRebalance => self.prepare_rebalance(now, fx),
+            _ => self.maybe_complete_join_phase(now, fx),
+        }
+    }
+
+    /// The first rebalance of an empty group waits `delay_ms` for more members, longer while they keep
+    /// coming (see [`JoinTimer`]).
+    fn start_initial_rebalance(&mut self, now: i64, delay_ms: i64, fx: &mut Vec<Effect>) {
+        assert_eq!(self.state, GroupState::Empty);
+        self.sync_deadline_ms = None;
+        let delay_ms = delay_ms.max(0);
+        self.join_timer = Some(JoinTimer {
+            at_ms: now + delay_ms,
+            initial: Some(InitialDelay {
+                delay_ms,
+                remaining_ms: (self.max_rebalance_timeout_ms() - delay_ms).max(0),
+                configured_ms: delay_ms,
+            }),
+        });
+        self.set_state(GroupState::PreparingRebalance, now);
+        if delay_ms == 0 {
+            // A timer of no time fires at once.
+            self.fire_join_timer(now, fx);
+        }
+    }
+
+    /// Starts a rebalance of a group that has members: the assignment being collected is void, and the
+    /// join phase ends when everyone rejoined or at the join timer.
     fn prepare_rebalance(&mut self, now: i64, fx: &mut Vec<Effect>) {
+        assert!(matches!(
+            self.state,
+            GroupState::Stable | GroupState::CompletingRebalance
+        ));
         if self.state == GroupState::CompletingRebalance {
-            // The assignment being collected is void: members waiting in SyncGroup must rejoin.
+            // Members waiting in SyncGroup must rejoin; their answer restarts their heartbeat timer.
             for m in self.members.values_mut() {
                 if m.awaiting_sync {
                     m.awaiting_sync = false;
+                    m.restart_session(now);
                     fx.push(Effect::Sync {
                         member_id: m.member_id.clone(),
                         result: SyncResult::error(errors::REBALANCE_IN_PROGRESS),
@@ -618,65 +705,95 @@ impl Group {
                 m.assignment = Bytes::new();
             }
         }
-        self.initial_delay_until_ms = None;
-        self.rebalance_deadline_ms = now + self.max_rebalance_timeout_ms();
+        self.sync_deadline_ms = None;
+        for m in self.members.values_mut() {
+            m.pending_sync = false;
+        }
         self.set_state(GroupState::PreparingRebalance, now);
+        if self.all_joined() {
+            self.complete_join(now, fx);
+        } else {
+            self.join_timer = Some(JoinTimer {
+                at_ms: now + self.max_rebalance_timeout_ms(),
+                initial: None,
+            });
+        }
     }
 
-    /// Completes the join phase when every member has rejoined and no new member id is outstanding.
-    fn try_complete_join(&mut self, now: i64, fx: &mut Vec<Effect>) {
-        if self.state != GroupState::PreparingRebalance {
-            return;
-        }
-        if self.initial_delay_until_ms.is_some_and(|t| now < t) {
-            return;
-        }
-        if self.members.values().all(|m| m.awaiting_join) && self.pending.is_empty() {
+    /// Ends the join phase early once every member has rejoined (never the initial rebalance: only its
+    /// timer ends it).
+    fn maybe_complete_join_phase(&mut self, now: i64, fx: &mut Vec<Effect>) {
+        if self.state == GroupState::PreparingRebalance
+            && !self.in_initial_rebalance()
+            && self.all_joined()
+        {
             self.complete_join(now, fx);
         }
     }
 
-    /// Ends the join phase: members that did not rejoin are removed, the generation advances.
+    /// Ends the join phase: dynamic members that did not rejoin are removed (static ones stay: they may
+    /// be restarting), the generation advances and every member is expected to sync within the
+    /// rebalance timeout. If no member rejoined, the phase waits another rebalance timeout.
     fn complete_join(&mut self, now: i64, fx: &mut Vec<Effect>) {
-        self.initial_delay_until_ms = None;
+        self.join_timer = None;
         let gone: Vec<String> = self
             .members
             .values()
-            .filter(|m| !m.awaiting_join)
+            .filter(|m| !m.awaiting_join && m.instance_id.is_none())
             .map(|m| m.member_id.clone())
             .collect();
         for id in gone {
             self.drop_member(&id, fx);
         }
-        self.pending.clear();
+        if !self.elect_joined_leader() && !self.members.is_empty() {
+            self.join_timer = Some(JoinTimer {
+                at_ms: now + self.max_rebalance_timeout_ms(),
+                initial: None,
+            });
+            return;
+        }
         self.generation += 1;
         if self.members.is_empty() {
             self.protocol_name = None;
-            self.leader = None;
             self.set_state(GroupState::Empty, now);
             fx.push(Effect::Persist);
             return;
         }
         self.protocol_name = self.select_protocol();
-        if self
-            .leader
-            .as_ref()
-            .is_none_or(|l| !self.members.contains_key(l))
-        {
-            self.leader = self.members.keys().next().cloned();
-        }
         self.set_state(GroupState::CompletingRebalance, now);
-        self.rebalance_deadline_ms = now + self.max_rebalance_timeout_ms();
         let ids: Vec<String> = self.members.keys().cloned().collect();
         for id in ids {
             let result = self.join_result(&id, false);
             let m = self.members.get_mut(&id).expect("listed");
-            m.awaiting_join = false;
-            m.session_deadline_ms = now + m.session_timeout_ms as i64;
-            fx.push(Effect::Join {
-                member_id: id,
-                result,
-            });
+            let answer = std::mem::replace(&mut m.awaiting_join, false);
+            m.is_new = false;
+            m.pending_sync = true;
+            m.restart_session(now);
+            if answer {
+                fx.push(Effect::Join {
+                    member_id: id,
+                    result,
+                });
+            }
+        }
+        self.sync_deadline_ms = Some(now + self.max_rebalance_timeout_ms());
+    }
+
+    /// Kafka's `maybeElectNewJoinedLeader`: keeps the leader if it rejoined, else makes a member that
+    /// rejoined the leader. False if nobody rejoined (or there is no leader).
+    fn elect_joined_leader(&mut self) -> bool {
+        let Some(leader) = self.leader.as_deref() else {
+            return false;
+        };
+        if self.members.get(leader).is_some_and(|m| m.awaiting_join) {
+            return true;
+        }
+        match self.members.values().find(|m| m.awaiting_join) {
+            Some(m) => {
+                self.leader = Some(m.member_id.clone());
+                true
+            }
+            None => false,
         }
     }
 
@@ -705,18 +822,8 @@ impl Group {
         if self.leader.as_deref() == Some(id) {
             self.leader = self.members.keys().next().cloned();
         }
-    }
-
-    /// Removes a member (leave or session expiry) and rebalances the rest.
-    fn remove_member(&mut self, id: &str, now: i64, fx: &mut Vec<Effect>) {
-        self.drop_member(id, fx);
-        match self.state {
-            GroupState::Stable | GroupState::CompletingRebalance => {
-                self.prepare_rebalance(now, fx);
-                self.try_complete_join(now, fx);
-            }
-            GroupState::PreparingRebalance => self.try_complete_join(now, fx),
-            GroupState::Empty | GroupState::Dead => {}
+        if self.sync_deadline_ms.is_some() && !self.members.values().any(|m| m.pending_sync) {
+            self.sync_deadline_ms = None;
         }
     }
 
@@ -750,7 +857,7 @@ impl Group {
             GroupState::CompletingRebalance => {
                 let m = self.members.get_mut(&id).expect("validated");
                 m.awaiting_sync = true;
-                m.session_deadline_ms = now + m.session_timeout_ms as i64;
+                self.synced(&id);
                 if self.leader.as_deref() == Some(id.as_str()) {
                     let mut given: HashMap<String, Bytes> = p.assignments.into_iter().collect();
                     for m in self.members.values_mut() {
@@ -761,7 +868,9 @@ impl Group {
                     let (ptype, pname) = (self.protocol_type.clone(), self.protocol_name.clone());
                     for m in self.members.values_mut() {
                         if m.awaiting_sync {
+                            // The answer restarts the member's heartbeat timer.
                             m.awaiting_sync = false;
+                            m.restart_session(now);
                             fx.push(Effect::Sync {
                                 member_id: m.member_id.clone(),
                                 result: SyncResult {
@@ -777,8 +886,8 @@ impl Group {
                 (Reply::Wait(id), fx)
             }
             GroupState::Stable => {
-                let m = self.members.get_mut(&id).expect("validated");
-                m.session_deadline_ms = now + m.session_timeout_ms as i64;
+                self.synced(&id);
+                let m = &self.members[&id];
                 (
                     Reply::Now(SyncResult {
                         error: errors::NONE,
@@ -789,6 +898,16 @@ impl Group {
                     fx,
                 )
             }
+        }
+    }
+
+    /// The member sent SyncGroup: it is no longer pending sync; the sync timer stops once nobody is.
+    fn synced(&mut self, id: &str) {
+        if let Some(m) = self.members.get_mut(id) {
+            m.pending_sync = false;
+        }
+        if !self.members.values().any(|m| m.pending_sync) {
+            self.sync_deadline_ms = None;
         }
     }
 
@@ -810,8 +929,10 @@ impl Group {
         if generation != self.generation {
             return errors::ILLEGAL_GENERATION;
         }
-        let m = self.members.get_mut(member_id).expect("validated");
-        m.session_deadline_ms = now + m.session_timeout_ms as i64;
+        self.members
+            .get_mut(member_id)
+            .expect("validated")
+            .restart_session(now);
         if self.state == GroupState::PreparingRebalance {
             errors::REBALANCE_IN_PROGRESS
         } else {
@@ -819,15 +940,15 @@ impl Group {
         }
     }
 
-    /// Removes the named members; one error code per input, in order.
+    /// Removes the named members; one error code per input, in order. The group then rebalances (or
+    /// ends its join phase) once, as Kafka does after a LeaveGroup.
     pub fn leave(&mut self, who: &[LeaveParams], now: i64) -> (Vec<i16>, Vec<Effect>) {
         let mut fx = Vec::new();
+        if self.state == GroupState::Dead {
+            return (vec![errors::COORDINATOR_NOT_AVAILABLE; who.len()], fx);
+        }
         let mut codes = Vec::with_capacity(who.len());
         for l in who {
-            if self.state == GroupState::Dead {
-                codes.push(errors::COORDINATOR_NOT_AVAILABLE);
-                continue;
-            }
             let code = match &l.instance_id {
                 Some(instance) => match self.static_members.get(instance).cloned() {
                     None => errors::UNKNOWN_MEMBER_ID,
@@ -835,75 +956,147 @@ impl Group {
                         errors::FENCED_INSTANCE_ID
                     }
                     Some(current) => {
-                        self.remove_member(&current, now, &mut fx);
+                        self.drop_member(&current, &mut fx);
                         errors::NONE
                     }
                 },
-                None if self.pending.remove(&l.member_id).is_some() => {
-                    self.try_complete_join(now, &mut fx);
-                    errors::NONE
-                }
+                None if self.pending.remove(&l.member_id).is_some() => errors::NONE,
                 None if self.members.contains_key(&l.member_id) => {
-                    self.remove_member(&l.member_id, now, &mut fx);
+                    self.drop_member(&l.member_id, &mut fx);
                     errors::NONE
                 }
                 None => errors::UNKNOWN_MEMBER_ID,
             };
             codes.push(code);
         }
+        if codes.contains(&errors::NONE) {
+            self.prepare_rebalance_or_complete_join(now, &mut fx);
+        }
         (codes, fx)
     }
 
-    /// Advances time: expires sessions, pending member ids, the initial delay and rebalance timeouts.
-    pub fn tick(&mut self, now: i64) -> Vec<Effect> {
-        let mut fx = Vec::new();
-        let before = self.pending.len();
-        self.pending.retain(|_, deadline| *deadline > now);
-        if self.pending.len() != before {
-            self.try_complete_join(now, &mut fx);
-        }
-        let expired: Vec<String> = self
+    // ------------------------------------------------------------ timers
+
+    /// The earliest armed timer: (deadline, timer).
+    fn earliest_timer(&self) -> Option<(i64, Timer)> {
+        let pending = self
+            .pending
+            .iter()
+            .map(|(id, &at)| (at, Timer::Pending(id.clone())));
+        let sessions = self
             .members
             .values()
-            .filter(|m| !m.awaiting_join && m.session_deadline_ms <= now)
-            .map(|m| m.member_id.clone())
-            .collect();
-        for id in expired {
-            self.remove_member(&id, now, &mut fx);
-        }
-        match self.state {
-            GroupState::PreparingRebalance => {
-                if self.initial_delay_until_ms.is_some_and(|t| now >= t) {
-                    self.initial_delay_until_ms = None;
-                    self.try_complete_join(now, &mut fx);
-                }
-                if self.state == GroupState::PreparingRebalance
-                    && self.initial_delay_until_ms.is_none()
-                    && now >= self.rebalance_deadline_ms
-                {
-                    self.complete_join(now, &mut fx);
-                }
+            .filter_map(|m| Some((m.session_deadline_ms?, Timer::Session(m.member_id.clone()))));
+        let join = self.join_timer.map(|t| (t.at_ms, Timer::Join));
+        let sync = self.sync_deadline_ms.map(|at| (at, Timer::Sync));
+        pending
+            .chain(sessions)
+            .chain(join)
+            .chain(sync)
+            .min_by_key(|(at, _)| *at)
+    }
+
+    /// The heartbeat timer of one member (what a heartbeat or an offset commit of it arms).
+    pub fn member_deadline(&self, member_id: &str) -> Option<i64> {
+        self.members.get(member_id)?.session_deadline_ms
+    }
+
+    /// When [`Group::tick`] has something to do next; `None` while no timer is armed.
+    pub fn next_deadline(&self) -> Option<i64> {
+        self.earliest_timer().map(|(at, _)| at)
+    }
+
+    /// Fires every timer due by `now` (deadline `<= now`), earliest first. A timer that a firing re-arms
+    /// for `now` or earlier waits for the next call, so that one call does bounded work.
+    pub fn tick(&mut self, now: i64) -> Vec<Effect> {
+        let mut fx = Vec::new();
+        let mut budget = self.members.len() + self.pending.len() + 2;
+        while budget > 0 {
+            let Some((at, timer)) = self.earliest_timer() else {
+                break;
+            };
+            if at > now {
+                break;
             }
-            GroupState::CompletingRebalance if now >= self.rebalance_deadline_ms => {
-                // The leader never sent the assignment: drop who did not sync and start over.
-                let gone: Vec<String> = self
-                    .members
-                    .values()
-                    .filter(|m| !m.awaiting_sync)
-                    .map(|m| m.member_id.clone())
-                    .collect();
-                for id in gone {
-                    self.drop_member(&id, &mut fx);
-                }
-                self.prepare_rebalance(now, &mut fx);
-                for m in self.members.values_mut() {
-                    m.awaiting_join = false;
-                }
-                self.try_complete_join(now, &mut fx);
+            budget -= 1;
+            match timer {
+                Timer::Pending(id) => self.fire_pending(&id, now, &mut fx),
+                Timer::Session(id) => self.fire_session(&id, now, &mut fx),
+                Timer::Join => self.fire_join_timer(now, &mut fx),
+                Timer::Sync => self.fire_sync_timer(now, &mut fx),
             }
-            _ => {}
         }
         fx
+    }
+
+    /// A member id handed out with MEMBER_ID_REQUIRED was not used in time.
+    fn fire_pending(&mut self, id: &str, now: i64, fx: &mut Vec<Effect>) {
+        self.pending.remove(id);
+        if self.state == GroupState::PreparingRebalance && self.all_joined() {
+            self.complete_join(now, fx);
+        }
+    }
+
+    /// Kafka's `expireClassicGroupMemberHeartbeat`.
+    fn fire_session(&mut self, id: &str, now: i64, fx: &mut Vec<Effect>) {
+        let m = self.members.get_mut(id).expect("timer of a member");
+        m.session_deadline_ms = None;
+        if m.satisfies_heartbeat() {
+            return;
+        }
+        self.drop_member(id, fx);
+        match self.state {
+            GroupState::Stable | GroupState::CompletingRebalance => self.prepare_rebalance(now, fx),
+            GroupState::PreparingRebalance if self.all_joined() => self.complete_join(now, fx),
+            _ => {}
+        }
+    }
+
+    fn fire_join_timer(&mut self, now: i64, fx: &mut Vec<Effect>) {
+        let Some(timer) = self.join_timer.take() else {
+            return;
+        };
+        match timer.initial {
+            Some(d) if self.new_member_added && d.remaining_ms != 0 => {
+                // Members are still arriving: wait one more step.
+                self.new_member_added = false;
+                let delay_ms = d.configured_ms.min(d.remaining_ms);
+                self.join_timer = Some(JoinTimer {
+                    at_ms: now + delay_ms,
+                    initial: Some(InitialDelay {
+                        delay_ms,
+                        remaining_ms: (d.remaining_ms - d.delay_ms).max(0),
+                        configured_ms: d.configured_ms,
+                    }),
+                });
+            }
+            _ => self.complete_join(now, fx),
+        }
+    }
+
+    /// Kafka's `expirePendingSync`: members that have not sent SyncGroup since the join phase ended are
+    /// removed, and the group rebalances.
+    fn fire_sync_timer(&mut self, now: i64, fx: &mut Vec<Effect>) {
+        self.sync_deadline_ms = None;
+        if !matches!(
+            self.state,
+            GroupState::CompletingRebalance | GroupState::Stable
+        ) {
+            return;
+        }
+        let late: Vec<String> = self
+            .members
+            .values()
+            .filter(|m| m.pending_sync)
+            .map(|m| m.member_id.clone())
+            .collect();
+        if late.is_empty() {
+            return;
+        }
+        for id in late {
+            self.drop_member(&id, fx);
+        }
+        self.prepare_rebalance(now, fx);
     }
 
     // ------------------------------------------------------------ offsets
@@ -935,8 +1128,10 @@ impl Group {
         if self.state == GroupState::CompletingRebalance {
             return errors::REBALANCE_IN_PROGRESS;
         }
+        // A commit of a member counts as a heartbeat (Kafka: in Stable and PreparingRebalance, the
+        // states that get here with a member).
         if let Some(m) = self.members.get_mut(member_id) {
-            m.session_deadline_ms = now + m.session_timeout_ms as i64;
+            m.restart_session(now);
         }
         errors::NONE
     }
@@ -1010,6 +1205,8 @@ impl Group {
         self.members.clear();
         self.static_members.clear();
         self.pending.clear();
+        self.join_timer = None;
+        self.sync_deadline_ms = None;
         for m in v.members {
             if let Some(instance) = &m.instance_id {
                 self.static_members
@@ -1032,7 +1229,9 @@ impl Group {
                     assignment: m.assignment,
                     awaiting_join: false,
                     awaiting_sync: false,
-                    session_deadline_ms: now + m.session_timeout_ms as i64,
+                    is_new: false,
+                    pending_sync: false,
+                    session_deadline_ms: Some(now + m.session_timeout_ms as i64),
                 },
             );
         }
@@ -1240,16 +1439,234 @@ mod tests {
         let mut g = Group::new("g", 0);
         let (a, fx) = join_new(&mut g, 0, &c);
         assert!(fx.is_empty(), "the initial delay holds the join");
+        assert_eq!(g.next_deadline(), Some(3000));
         let (b, fx) = join_new(&mut g, 1000, &c);
         assert!(fx.is_empty());
-        assert!(g.tick(3500).is_empty(), "extended by the second member");
-        let fx = g.tick(4000);
+        // Kafka steps: the timer fires at 3000, sees that a member joined meanwhile and waits one more
+        // delay (not 3000 after the last join).
+        assert!(g.tick(3000).is_empty(), "extended by the second member");
+        assert_eq!(g.next_deadline(), Some(6000));
+        assert!(g.tick(5999).is_empty());
+        let fx = g.tick(6000);
         let joins = join_results(&fx);
         assert_eq!(joins.len(), 2);
         assert!(joins.iter().all(|(_, r)| r.generation == 1));
         let leader = joins.iter().find(|(_, r)| !r.members.is_empty()).unwrap();
         assert_eq!(leader.1.members.len(), 2);
         assert!([&a, &b].contains(&&leader.0));
+    }
+
+    #[test]
+    fn initial_delay_steps_end_with_the_rebalance_timeout() {
+        let c = cfg(3000);
+        let mut g = Group::new("g", 0);
+        let join = |g: &mut Group, now: i64| {
+            let mut p = params("", &["range"]);
+            p.rebalance_timeout_ms = 7000;
+            p.require_known_member_id = false;
+            let (r, fx) = g.join(p, now, &c);
+            assert!(matches!(r, Reply::Wait(_)) && fx.is_empty());
+        };
+        join(&mut g, 0);
+        join(&mut g, 1000);
+        assert!(g.tick(3000).is_empty());
+        join(&mut g, 4000);
+        // 3000 + 3000, then only the 1000 ms left of the 7000 ms rebalance timeout.
+        assert!(g.tick(6000).is_empty());
+        assert_eq!(g.next_deadline(), Some(7000));
+        join(&mut g, 6500);
+        let fx = g.tick(7000);
+        assert_eq!(
+            join_results(&fx).len(),
+            4,
+            "no time left: the later join does not extend"
+        );
+        assert_eq!(g.state(), GroupState::CompletingRebalance);
+
+        // A rebalance timeout below the delay does not shorten the first step.
+        let mut g = Group::new("g", 0);
+        let mut p = params("", &["range"]);
+        p.rebalance_timeout_ms = 1000;
+        p.require_known_member_id = false;
+        let _ = g.join(p, 0, &c);
+        assert_eq!(g.next_deadline(), Some(3000));
+    }
+
+    #[test]
+    fn a_member_awaiting_sync_needs_no_heartbeat() {
+        let c = cfg(0);
+        let (mut g, ids) = stable_group(2);
+        let _ = g.join(params(&ids[0], &["range", "x"]), 0, &c);
+        let _ = g.join(params(&ids[1], &["range", "x"]), 0, &c);
+        assert_eq!(g.state(), GroupState::CompletingRebalance);
+        let leader = g.leader().unwrap().to_string();
+        let follower = ids.iter().find(|i| **i != leader).unwrap().clone();
+        let (r, _) = g.sync(
+            SyncParams {
+                member_id: follower.clone(),
+                generation: g.generation(),
+                ..Default::default()
+            },
+            100,
+        );
+        assert_eq!(r, Reply::Wait(follower.clone()));
+        // The leader keeps heartbeating but takes longer than a session to send the assignment.
+        assert_eq!(
+            g.heartbeat(&leader, None, g.generation(), 9000),
+            errors::NONE
+        );
+        assert!(
+            g.tick(SESSION as i64).is_empty(),
+            "the waiting follower stays"
+        );
+        assert!(g.member(&follower).is_some());
+        let fx = leader_sync(&mut g, &leader, 15_000);
+        assert_eq!(sync_results(&fx).len(), 2);
+        // The answers restarted both sessions (the leader's own SyncGroup was answered too).
+        assert_eq!(g.next_deadline(), Some(15_000 + SESSION as i64));
+        let _ = g.tick(15_000 + SESSION as i64 - 1);
+        assert!(g.member(&follower).is_some());
+        let _ = g.tick(15_000 + SESSION as i64);
+        assert!(g.member(&follower).is_none());
+    }
+
+    #[test]
+    fn a_member_that_never_syncs_is_removed_at_the_rebalance_timeout() {
+        let (mut g, ids) = stable_group(2);
+        // stable_group's leader synced at 0; the follower never did: Kafka removes it a rebalance
+        // timeout after the join phase ended, although the group is Stable.
+        let leader = g.leader().unwrap().to_string();
+        let follower = ids.iter().find(|i| **i != leader).unwrap().clone();
+        assert_eq!(g.state(), GroupState::Stable);
+        for t in (5000..REBALANCE as i64).step_by(5000) {
+            assert_eq!(g.heartbeat(&leader, None, g.generation(), t), errors::NONE);
+            assert_eq!(
+                g.heartbeat(&follower, None, g.generation(), t),
+                errors::NONE
+            );
+            assert!(g.tick(t).is_empty());
+        }
+        assert_eq!(g.next_deadline(), Some(REBALANCE as i64));
+        let _ = g.tick(REBALANCE as i64);
+        assert!(g.member(&follower).is_none());
+        assert_eq!(g.state(), GroupState::PreparingRebalance);
+
+        // Once everyone synced, the sync timer is off.
+        let (mut g, ids) = stable_group(2);
+        for id in &ids {
+            let _ = g.sync(
+                SyncParams {
+                    member_id: id.clone(),
+                    generation: g.generation(),
+                    ..Default::default()
+                },
+                1,
+            );
+        }
+        assert_eq!(g.next_deadline(), Some(SESSION as i64));
+    }
+
+    #[test]
+    fn static_members_that_do_not_rejoin_stay_through_the_join_phase() {
+        let c = cfg(0);
+        let mut g = Group::new("g", 0);
+        let mut ids = Vec::new();
+        // A rebalance timeout below the session timeout: the absent member's session outlasts the
+        // join phase.
+        const R: i64 = 5000;
+        for i in 0..2 {
+            let mut p = params("", &["range"]);
+            p.instance_id = Some(format!("i-{i}"));
+            p.rebalance_timeout_ms = R as i32;
+            let (r, _) = g.join(p, 0, &c);
+            let Reply::Wait(id) = r else { panic!() };
+            ids.push(id);
+        }
+        for id in &ids {
+            let mut p = params(id, &["range"]);
+            p.instance_id = g.member(id).unwrap().instance_id.clone();
+            p.rebalance_timeout_ms = R as i32;
+            let _ = g.join(p, 0, &c);
+        }
+        assert_eq!(g.state(), GroupState::CompletingRebalance);
+        let gen = g.generation();
+        // ids[0] rejoins; ids[1] does not.
+        let mut p = params(&ids[0], &["range", "x"]);
+        p.instance_id = Some("i-0".into());
+        p.rebalance_timeout_ms = R as i32;
+        let _ = g.join(p, 10, &c);
+        let fx = g.tick(10 + R);
+        let joins = join_results(&fx);
+        assert_eq!(joins.len(), 1, "only the member that rejoined is answered");
+        assert_eq!(joins[0].1.generation, gen + 1);
+        assert_eq!(joins[0].1.members.len(), 2, "the leader assigns to both");
+        assert!(g.member(&ids[1]).is_some());
+        // ids[1] never syncs: the sync timer removes it, before its session would.
+        assert_eq!(g.next_deadline(), Some(10 + 2 * R));
+        let _ = g.tick(10 + 2 * R);
+        assert!(g.member(&ids[1]).is_none());
+    }
+
+    #[test]
+    fn a_heartbeat_after_the_deadline_finds_the_member_gone() {
+        let (mut g, ids) = stable_group(1);
+        let gen = g.generation();
+        assert_eq!(g.heartbeat(&ids[0], None, gen, 500), errors::NONE);
+        // The sync timer (the leader synced, so it is off) and the session: the deadline is 500 + session.
+        assert_eq!(g.next_deadline(), Some(500 + SESSION as i64));
+        assert!(g.tick(500 + SESSION as i64 - 1).is_empty());
+        // The timer fires at its deadline, before a heartbeat of the same millisecond.
+        let _ = g.tick(500 + SESSION as i64);
+        assert_eq!(g.state(), GroupState::Empty);
+        assert_eq!(
+            g.heartbeat(&ids[0], None, gen, 500 + SESSION as i64),
+            errors::UNKNOWN_MEMBER_ID
+        );
+        assert_eq!(g.next_deadline(), None, "an empty group has no timer");
+    }
+
+    #[test]
+    fn a_zero_rebalance_timeout_cannot_spin_a_tick() {
+        let c = cfg(0);
+        let mut g = Group::new("g", 0);
+        let mut p = params("", &["range"]);
+        p.instance_id = Some("i".into());
+        p.rebalance_timeout_ms = 0;
+        let (r, _) = g.join(p.clone(), 0, &c);
+        let Reply::Wait(id) = r else { panic!() };
+        let _ = g.sync(
+            SyncParams {
+                member_id: id.clone(),
+                instance_id: Some("i".into()),
+                generation: g.generation(),
+                ..Default::default()
+            },
+            0,
+        );
+        assert_eq!(g.state(), GroupState::Stable);
+        // Another static member joins and leaves again: the rebalance it started waits for `i`, which
+        // never rejoins; with a zero rebalance timeout the join timer re-arms for the same millisecond
+        // each time it fires (as in Kafka). One tick still ends.
+        let mut q = params("", &["range"]);
+        q.instance_id = Some("j".into());
+        q.rebalance_timeout_ms = 0;
+        let _ = g.join(q, 1, &c);
+        let (codes, _) = g.leave(
+            &[LeaveParams {
+                member_id: String::new(),
+                instance_id: Some("j".into()),
+            }],
+            1,
+        );
+        assert_eq!(codes, vec![errors::NONE]);
+        for t in 1..5 {
+            let _ = g.tick(t);
+            assert_eq!(g.next_deadline(), Some(t));
+            assert_eq!(g.state(), GroupState::PreparingRebalance);
+        }
+        // Its session ends it.
+        let _ = g.tick(SESSION as i64);
+        assert_eq!(g.state(), GroupState::Empty);
     }
 
     #[test]

@@ -32,6 +32,10 @@ pub const UNKNOWN_TOPIC_ID: i16 = 100;
 /// KIP-1242: the client reached a broker of another cluster, or another node than it meant to.
 pub const REBOOTSTRAP_REQUIRED: i16 = 129;
 
+// DescribeCluster v1+: the request named an endpoint type this listener is not, or no known type.
+pub const MISMATCHED_ENDPOINT_TYPE: i16 = 114;
+pub const UNSUPPORTED_ENDPOINT_TYPE: i16 = 115;
+
 // Fetch session errors (KIP-227), top-level codes of a Fetch response.
 pub const FETCH_SESSION_ID_NOT_FOUND: i16 = 70;
 pub const INVALID_FETCH_SESSION_EPOCH: i16 = 71;

@@ -4,6 +4,7 @@
 //! fixed part of a request header before trusting anything (so an unknown API key or version still gets
 //! an answer or a clean close), and framing responses. It knows nothing of the runtime.
 
+pub mod acl;
 pub mod errors;
 pub mod fetch_response;
 pub mod fuzz;

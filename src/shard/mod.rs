@@ -28,6 +28,11 @@ pub async fn sleep(d: std::time::Duration) {
     glommio::timer::sleep(d).await;
 }
 
+/// Runs `f` as a task of its own on this core; nobody waits for it.
+pub fn spawn_detached(f: impl Future<Output = ()> + 'static) {
+    glommio::spawn_local(f).detach();
+}
+
 /// Work sent to another core: a closure that runs there with that core's shard.
 pub type CrossCoreTask = Box<dyn FnOnce(Rc<Shard>) -> Pin<Box<dyn Future<Output = ()>>> + Send>;
 

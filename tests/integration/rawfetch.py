@@ -2,7 +2,8 @@
 
 Fetch v11 (the last non-flexible version: topic names, request header v1) and v12+ (flexible: compact
 arrays and strings, tagged fields, request header v2 / response header v1; v13+ names topics by id, v15+
-drops replica_id from the body). Topic ids come from Metadata v12 (`metadata_v12`).
+drops replica_id from the body). Topic ids come from Metadata v12 (`metadata_v12`); `metadata` speaks
+v8..v13.
 
 The decoder reports, for each partition of the answer: index, error_code, high_watermark,
 last_stable_offset, log_start_offset, the byte length of `records`, how many whole record batches it
@@ -337,7 +338,7 @@ def fetch(s, version, parts, correlation_id=1, frame_limit=DEFAULT_FRAME_LIMIT, 
     return resp
 
 
-# ---------------------------------------------------------------- Metadata v12 (topic ids)
+# ---------------------------------------------------------------- Metadata (v8..v13)
 
 
 @dataclass
@@ -346,41 +347,88 @@ class TopicMeta:
     error_code: int
     topic_id: bytes
     partitions: dict  # index -> (error_code, leader)
+    authorized_operations: int = -2**31
+
+
+@dataclass
+class MetadataAnswer:
+    topics: dict  # name (None for an unknown id) -> TopicMeta
+    cluster_authorized_operations: object  # int for v8..v10, None where the field does not exist
+
+
+def metadata(s, version, topics, correlation_id=3, allow_auto_create=False,
+             include_cluster_ops=False, include_topic_ops=False):
+    """Metadata v8..v13 for `topics` (names, or from v12 16-byte topic ids; None asks for every topic): a
+    MetadataAnswer whose topics are keyed by name, or by id for an answer without a name.
+
+    v8 is the last non-flexible version; v9+ use compact encodings, v10+ carry topic ids, v11 drops the
+    cluster's authorized operations, v13 adds a top-level error code (checked to be 0)."""
+    assert 8 <= version <= 13, version
+    flexible = version >= 9
+    tags = b"\x00" if flexible else b""
+    string = compact_str if flexible else std_str
+
+    def array(items):
+        return (compact_array if flexible else std_array)(items)
+
+    if topics is None:
+        body = uvarint(0) if flexible else struct.pack(">i", -1)
+    else:
+        def entry(t):
+            if isinstance(t, bytes):  # a topic id (v12+)
+                return t + string(None) + tags
+            return (NO_TOPIC_ID if version >= 10 else b"") + string(t) + tags
+        body = array(entry(t) for t in topics)
+    body += struct.pack(">?", allow_auto_create)
+    if version <= 10:
+        body += struct.pack(">?", include_cluster_ops)
+    body += struct.pack(">?", include_topic_ops) + tags
+    s.sendall((request_v2 if flexible else request)(METADATA, version, correlation_id, body))
+    (size,) = struct.unpack(">i", recv_exact(s, 4))
+    r = Reader(recv_exact(s, size))
+    rstr = r.compact_str if flexible else r.std_str
+
+    def rlen():
+        return r.compact_len() if flexible else r.take(">i")
+
+    def rtags():
+        if flexible:
+            r.skip_tags()
+
+    assert r.take(">i") == correlation_id
+    rtags()
+    r.take(">i")  # throttle
+    for _ in range(rlen()):  # brokers
+        r.take(">i"); rstr(); r.take(">i"); rstr(); rtags()
+    rstr()  # cluster id
+    r.take(">i")  # controller id
+    out = {}
+    for _ in range(rlen()):
+        err = r.take(">h")
+        name = rstr()
+        tid = bytes(r.raw(16)) if version >= 10 else NO_TOPIC_ID
+        r.take(">?")
+        parts = {}
+        for _ in range(rlen()):
+            perr, idx, leader, _epoch = r.take(">hiii")
+            for _ in range(3):  # replicas, isr, offline
+                for _ in range(rlen()):
+                    r.take(">i")
+            rtags()
+            parts[idx] = (perr, leader)
+        ops = r.take(">i")
+        rtags()
+        out[name if name is not None else tid] = TopicMeta(name, err, tid, parts, ops)
+    cluster_ops = r.take(">i") if version <= 10 else None
+    if version >= 13:
+        assert r.take(">h") == 0
+    rtags()
+    return MetadataAnswer(out, cluster_ops)
 
 
 def metadata_v12(s, topics, correlation_id=3, allow_auto_create=False):
     """Metadata v12 for `topics` (names): {name: TopicMeta}."""
-    body = compact_array(NO_TOPIC_ID + compact_str(t) + b"\x00" for t in topics)
-    body += struct.pack(">??", allow_auto_create, False) + b"\x00"
-    s.sendall(request_v2(METADATA, 12, correlation_id, body))
-    (size,) = struct.unpack(">i", recv_exact(s, 4))
-    r = Reader(recv_exact(s, size))
-    assert r.take(">i") == correlation_id
-    r.skip_tags()
-    r.take(">i")  # throttle
-    for _ in range(r.compact_len()):  # brokers
-        r.take(">i"); r.compact_str(); r.take(">i"); r.compact_str(); r.skip_tags()
-    r.compact_str()  # cluster id
-    r.take(">i")  # controller id
-    out = {}
-    for _ in range(r.compact_len()):
-        err = r.take(">h")
-        name = r.compact_str()
-        tid = bytes(r.raw(16))
-        r.take(">?")
-        parts = {}
-        for _ in range(r.compact_len()):
-            perr, idx, leader, _epoch = r.take(">hiii")
-            for _ in range(3):  # replicas, isr, offline
-                for _ in range(r.compact_len()):
-                    r.take(">i")
-            r.skip_tags()
-            parts[idx] = (perr, leader)
-        r.take(">i")  # authorized operations
-        r.skip_tags()
-        out[name] = TopicMeta(name, err, tid, parts)
-    r.skip_tags()
-    return out
+    return metadata(s, 12, topics, correlation_id, allow_auto_create).topics
 
 
 def topic_id(s, name):
