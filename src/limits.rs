@@ -134,3 +134,6 @@ pub const LOG_CLEANER_TASK_SHARES: usize = 50;
 /// The shortest pause between looks for a log to clean, whatever `log.cleaner.backoff.ms` says, so that
 /// an idle cleaner never spins.
 pub const LOG_CLEANER_BACKOFF_MS_MIN: u64 = 10;
+/// Smallest `segment.bytes` a topic may have (Kafka's topic-level minimum, also for
+/// `offsets.topic.segment.bytes`).
+pub const SEGMENT_BYTES_TOPIC_MIN: u64 = 1024 * 1024;

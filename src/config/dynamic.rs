@@ -128,7 +128,9 @@ fn check_range(key: &str, value: &str) -> Result<(), String> {
     let bad = |what: &str| Err(format!("Invalid value {v} for configuration {key}: {what}"));
     let n = v.parse::<i64>().unwrap_or(0);
     match key {
-        "log.segment.bytes" if n < 1024 * 1024 => bad("Value must be at least 1048576"),
+        "log.segment.bytes" if n < crate::limits::SEGMENT_BYTES_TOPIC_MIN as i64 => {
+            bad("Value must be at least 1048576")
+        }
         "log.roll.ms" if n < 1 => bad("Value must be at least 1"),
         "log.retention.ms" | "log.retention.bytes" if n < -1 => bad("Value must be at least -1"),
         "log.index.interval.bytes" | "message.max.bytes" | "log.flush.interval.ms" if n < 0 => {

@@ -141,6 +141,7 @@ const KNOWN_KEYS: &[&str] = &[
     "ringtide.tail.cache.bytes",
     "ringtide.admin.listener",
     "offsets.topic.num.partitions",
+    "offsets.topic.segment.bytes",
     "offsets.retention.minutes",
     "offsets.retention.check.interval.ms",
     "group.initial.rebalance.delay.ms",
@@ -227,6 +228,7 @@ fn defaults() -> Vec<(&'static str, String)> {
         ("ringtide.tail.cache.bytes", (8 * 1024 * 1024).to_string()),
         ("ringtide.admin.listener", "127.0.0.1:9644".into()),
         ("offsets.topic.num.partitions", "50".into()),
+        ("offsets.topic.segment.bytes", "104857600".into()),
         ("offsets.retention.minutes", "10080".into()),
         ("offsets.retention.check.interval.ms", "600000".into()),
         ("group.initial.rebalance.delay.ms", "3000".into()),
@@ -634,6 +636,12 @@ impl Config {
         )?;
         let num = |k: &str| get(&entries, k).unwrap_or_default();
         let group = GroupConfig {
+            offsets_topic_segment_bytes: parse_num(
+                "offsets.topic.segment.bytes",
+                &num("offsets.topic.segment.bytes"),
+                limits::SEGMENT_BYTES_TOPIC_MIN,
+                i32::MAX as u64,
+            )?,
             offsets_topic_partitions: parse_num(
                 "offsets.topic.num.partitions",
                 &num("offsets.topic.num.partitions"),
@@ -840,6 +848,8 @@ pub struct CleanerConfig {
 pub struct GroupConfig {
     /// `offsets.topic.num.partitions`.
     pub offsets_topic_partitions: i32,
+    /// `offsets.topic.segment.bytes`: `segment.bytes` of `__consumer_offsets` when it is created.
+    pub offsets_topic_segment_bytes: u64,
     /// `group.initial.rebalance.delay.ms`: how long the first rebalance of an empty group waits for more
     /// members.
     pub initial_rebalance_delay_ms: i64,
@@ -859,6 +869,7 @@ impl Default for GroupConfig {
     fn default() -> Self {
         GroupConfig {
             offsets_topic_partitions: 50,
+            offsets_topic_segment_bytes: 100 * 1024 * 1024,
             initial_rebalance_delay_ms: 3000,
             min_session_timeout_ms: 6000,
             max_session_timeout_ms: 1_800_000,

@@ -337,7 +337,9 @@ fn check_value(k: &TopicKey, value: &str) -> Result<(), String> {
     // Ranges Kafka enforces for the keys Ringtide acts on.
     let n = value.parse::<i64>().unwrap_or(0);
     match k.name {
-        "segment.bytes" if n < 1024 * 1024 => return bad("Value must be at least 1048576"),
+        "segment.bytes" if n < crate::limits::SEGMENT_BYTES_TOPIC_MIN as i64 => {
+            return bad("Value must be at least 1048576")
+        }
         "segment.ms" | "max.message.bytes" | "min.insync.replicas" if n < 1 => {
             return bad("Value must be at least 1")
         }

@@ -47,10 +47,12 @@ async fn ensure_offsets_topic(shard: &Rc<Shard>) -> Result<Arc<TopicMeta>, i16> 
     }
     let mut configs = std::collections::BTreeMap::new();
     configs.insert("cleanup.policy".to_string(), "compact".to_string());
-    configs.insert("segment.bytes".to_string(), (100 * 1024 * 1024).to_string());
-    // Compaction is not implemented: time retention must not delete the only copy of an old commit
-    // (Kafka never deletes a compacted topic's latest records by time).
-    configs.insert("retention.ms".to_string(), "-1".to_string());
+    configs.insert(
+        "segment.bytes".to_string(),
+        shard.config.group.offsets_topic_segment_bytes.to_string(),
+    );
+    // Kafka's settings: compacted (the cleaner keeps every group's latest offsets and metadata, so a
+    // start loads a bounded amount), never deleted by age.
     let topic = NewTopic {
         name: OFFSETS_TOPIC.to_string(),
         partitions: shard.config.group.offsets_topic_partitions,

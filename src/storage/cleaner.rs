@@ -82,6 +82,17 @@ fn key_hash(key: &[u8]) -> u128 {
     (u128::from(a.finish()) << 64) | u128::from(b.finish())
 }
 
+/// What decides which records of a segment stay.
+#[derive(Clone, Copy)]
+struct Rules<'a> {
+    /// Key hash -> its latest offset in the mapped part.
+    map: &'a HashMap<u128, i64>,
+    now_ms: i64,
+    /// The delete horizon given to batches whose tombstones are kept for the first time.
+    horizon: i64,
+    keep_empty: &'a dyn Fn(i64, i64) -> bool,
+}
+
 /// A segment to clean, taken while the state is borrowed.
 struct Planned {
     read: DiskRead,
@@ -327,18 +338,15 @@ impl PartitionLog {
         }
 
         // 3 and 4. Rewrite and swap every segment up to the end of the mapped part.
-        let horizon = now_ms.saturating_add(config.delete_retention_ms);
+        let rules = Rules {
+            map: &map,
+            now_ms,
+            horizon: now_ms.saturating_add(config.delete_retention_ms),
+            keep_empty,
+        };
         for p in plan.iter().filter(|p| p.next_offset <= mapped_end) {
-            self.clean_segment(
-                p,
-                &map,
-                now_ms,
-                horizon,
-                keep_empty,
-                &mut throttle,
-                &mut stats,
-            )
-            .await?;
+            self.clean_segment(p, &rules, &mut throttle, &mut stats)
+                .await?;
         }
 
         // 5. Progress.
@@ -387,13 +395,16 @@ impl PartitionLog {
     async fn clean_segment(
         &self,
         p: &Planned,
-        map: &HashMap<u128, i64>,
-        now_ms: i64,
-        horizon: i64,
-        keep_empty: &dyn Fn(i64, i64) -> bool,
+        rules: &Rules<'_>,
         throttle: &mut Throttle,
         stats: &mut CleanStats,
     ) -> Result<(), StorageError> {
+        let Rules {
+            map,
+            now_ms,
+            horizon,
+            keep_empty,
+        } = *rules;
         let config = self.shared.config.get();
         let dir = self.shared.dir.clone();
         let base = p.read.segment_base;

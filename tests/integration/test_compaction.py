@@ -201,3 +201,52 @@ def test_kill_during_cleaning_keeps_every_acknowledged_latest_value(topic_name, 
     p = kafka_run("dump-log", "--files", ",".join(map(str, logs[:-1])), check=False)
     assert "baseOffset" in p.stdout and "Exception" not in p.stdout + p.stderr, p.stdout[-2000:] + p.stderr[-2000:]
     assert not list(d.glob("*.cleaned")) and not list(d.glob("*.swap"))
+
+
+def test_consumer_offsets_stay_bounded_and_restore(topic_name):
+    """__consumer_offsets is compacted like any compacted topic: a group committing for a long time leaves
+    only its latest offsets behind once segments roll and are cleaned, and a restart restores them."""
+    import groupraw as G
+    b = Broker("offsets-compaction", config={
+        "log.cleaner.backoff.ms": "200", "offsets.topic.num.partitions": "1",
+        "offsets.topic.segment.bytes": "1048576"})
+    b.start()
+    try:
+        create_topic(b.bootstrap, topic_name, partitions=8)
+        groups = [f"{topic_name}-g{i}" for i in range(2)]
+        for g in groups:
+            G.wait_coordinator(b, g, topic_name)
+        rounds, window = 1500, 64
+        s = connect(b)
+        try:
+            corr, sent = 100, []
+            for r in range(rounds):
+                for g in groups:
+                    corr += 1
+                    s.sendall(G.offset_commit_v7(corr, g, topic_name, {p: r * 8 + p for p in range(8)}))
+                    sent.append(corr)
+                    if len(sent) >= window:
+                        errs = G.parse_offset_commit_v7(G.answer(s, sent.pop(0)))
+                        assert all(e == NONE for e in errs.values()), errs
+            for c in sent:
+                errs = G.parse_offset_commit_v7(G.answer(s, c))
+                assert all(e == NONE for e in errs.values()), errs
+        finally:
+            s.close()
+        d = b.data_dir / "__consumer_offsets-0"
+        written = sum(f.stat().st_size for f in d.glob("*.log"))
+        assert len(list(d.glob("*.log"))) >= 3, f"the commits should fill several segments ({written} bytes)"
+
+        def sealed_bytes():
+            logs = sorted(d.glob("*.log"))[:-1]
+            return sum(f.stat().st_size for f in logs)
+        deadline = time.monotonic() + 90
+        while sealed_bytes() > 64 * 1024 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert sealed_bytes() <= 64 * 1024, f"sealed segments hold {sealed_bytes()} bytes of {written} written"
+        b.restart()
+        last = (rounds - 1) * 8
+        for g in groups:
+            assert G.fetch_committed(b, g, topic_name, list(range(8))) == {p: last + p for p in range(8)}
+    finally:
+        b.stop()
