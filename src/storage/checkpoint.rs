@@ -119,13 +119,17 @@ pub fn load_file(log_dir: &Path, file: &'static str) -> usize {
         Ok(text) => match parse(&text) {
             Ok(e) => e,
             Err(Malformed(why)) => {
-                tracing::warn!(file = %path.display(), why, "ignoring a damaged offset checkpoint file");
+                if file == RECOVERY_POINT_FILE_NAME {
+                    tracing::warn!(file = %path.display(), why, "ignoring a damaged recovery point checkpoint: every partition is recovered in full");
+                } else {
+                    tracing::warn!(file = %path.display(), why, "ignoring a damaged cleaner offset checkpoint: compacted logs are cleaned from their start");
+                }
                 Vec::new()
             }
         },
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
         Err(e) => {
-            tracing::warn!(file = %path.display(), error = %e, "cannot read an offset checkpoint file");
+            tracing::warn!(file = %path.display(), error = %e, "cannot read an offset checkpoint file: its offsets start over");
             Vec::new()
         }
     };

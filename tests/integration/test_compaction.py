@@ -55,7 +55,7 @@ def test_keyless_records_refused(broker, topic_name, policy):
 # ---------------------------------------------------------------------------------------------------
 # The log cleaner, on a broker of its own (short backoff) of the target kind.
 
-CLEANER_BROKER_CONFIG = {"log.cleaner.backoff.ms": "200"}
+CLEANER_BROKER_CONFIG = {"log.cleaner.backoff.ms": "200", "log.retention.check.interval.ms": "500"}
 SEGMENT_MS = 100  # every produce below lands in a segment of its own: the one before it has aged out
 
 
@@ -90,10 +90,10 @@ def read_all(broker, topic):
         c.close()
 
 
-def produce_aged(s, topic, pairs):
+def produce_aged(s, topic, pairs, first_ts=None):
     """Produces one batch after the active segment has aged past segment.ms, so it starts a new segment."""
     time.sleep(SEGMENT_MS * 1.5 / 1000)
-    r = prodraw.one(s, 8, topic, 0, keyed_batch(pairs))
+    r = prodraw.one(s, 8, topic, 0, keyed_batch(pairs, first_ts))
     assert r["error"] == NONE, r
     return r["base_offset"]
 
@@ -138,6 +138,27 @@ def test_cleaner_keeps_latest_value_of_every_key(cleaner_broker, topic_name, kaf
     assert logs
     p = kafka_run("dump-log", "--files", ",".join(map(str, logs)), "--print-data-log")
     assert "baseOffset" in p.stdout and "Exception" not in p.stdout + p.stderr, p.stdout[-2000:] + p.stderr[-2000:]
+
+
+def test_compact_delete_honours_both(cleaner_broker, topic_name):
+    """cleanup.policy=compact,delete: segments older than retention.ms go as with delete, and what stays is
+    compacted; a key whose only records were in a deleted segment is gone."""
+    create_topic(cleaner_broker.bootstrap, topic_name, config={
+        "cleanup.policy": "compact,delete", "segment.ms": str(SEGMENT_MS), "min.cleanable.dirty.ratio": "0.01",
+        "retention.ms": "3600000"})
+    s = connect(cleaner_broker)
+    try:
+        two_hours_ago = int(time.time() * 1000) - 2 * 3600 * 1000
+        keys = [f"k{i}".encode() for i in range(5)]
+        assert produce_aged(s, topic_name, [(k, b"old") for k in keys], first_ts=two_hours_ago) == 0
+        assert produce_aged(s, topic_name, [(k, b"new") for k in keys[:3]]) == 5
+        assert produce_aged(s, topic_name, [(keys[3], b"new"), (keys[0], b"newer")]) == 8
+        assert produce_aged(s, topic_name, [(b"roll", b"x")]) == 10
+        expected = [(6, keys[1], b"new"), (7, keys[2], b"new"), (8, keys[3], b"new"), (9, keys[0], b"newer"),
+                    (10, b"roll", b"x")]
+        assert wait_records(cleaner_broker, topic_name, expected) == expected
+    finally:
+        s.close()
 
 
 CRASH_CYCLES = int(os.environ.get("RINGTIDE_COMPACTION_CRASH_CYCLES", "20"))
