@@ -406,6 +406,14 @@ async fn cleaner_loop(shard: std::rc::Rc<Shard>) {
         return;
     }
     let cores = shard.config.cores.max(1);
+    if shard.id == 0 && c.threads != 1 {
+        tracing::warn!(
+            log_cleaner_threads = c.threads,
+            cores,
+            "log.cleaner.threads is not used: every core cleans the compacted partitions it owns, and the \
+             dedupe buffer and I/O rate are divided among the cores"
+        );
+    }
     let map_entries = ((c.dedupe_buffer_bytes / cores) as f64
         / limits::LOG_CLEANER_MAP_ENTRY_BYTES as f64
         * limits::LOG_CLEANER_MAP_LOAD_FACTOR) as usize;

@@ -820,7 +820,9 @@ impl Config {
 }
 
 /// The log cleaner's settings (Kafka's `log.cleaner.*` keys). Every core cleans the compacted partitions
-/// it owns; `log.cleaner.threads` only divides the dedupe buffer, as Kafka divides it among its threads.
+/// it owns, each with its share (1 / cores) of the dedupe buffer and of the I/O rate, as Kafka divides
+/// them among its cleaner threads; `log.cleaner.threads` is read but not used (a warning says so when
+/// it is set to anything but 1).
 #[derive(Clone, Debug, PartialEq)]
 pub struct CleanerConfig {
     /// `log.cleaner.enable`.

@@ -172,6 +172,27 @@ pub fn recover_swaps(dir: &Path) -> std::io::Result<usize> {
     Ok(committed.len())
 }
 
+fn corrupt_at(d: &DiskRead, pos: u64) -> StorageError {
+    StorageError::Corrupt {
+        path: d.path.clone(),
+        position: pos,
+    }
+}
+
+/// The whole batch at `pos` (header `h`) in `win`, and its records decompressed.
+async fn batch_and_records<'w>(
+    d: &DiskRead,
+    win: &'w mut Option<Window>,
+    pos: u64,
+    h: &BatchHeader,
+) -> Result<(&'w [u8], Vec<u8>), StorageError> {
+    ensure_window(d, win, pos, h.total_size(), SCAN_WINDOW_BYTES).await?;
+    let batch = win.as_ref().expect("ensured").slice(pos, h.total_size());
+    let body = codec::records_body(batch, h, crate::limits::DECOMPRESSED_BATCH_BYTES_MAX)
+        .map_err(|_| corrupt_at(d, pos))?;
+    Ok((batch, body))
+}
+
 /// Writes `bytes` to a new file and syncs it. Blocking.
 fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let mut f = std::fs::File::create(path)?;
@@ -375,15 +396,8 @@ impl PartitionLog {
         let mut win = None;
         let mut pos = d.start;
         while let Some(h) = header_at(d, &mut win, pos, SCAN_WINDOW_BYTES).await? {
-            ensure_window(d, &mut win, pos, h.total_size(), SCAN_WINDOW_BYTES).await?;
-            let batch = win.as_ref().expect("ensured").slice(pos, h.total_size());
-            let corrupt = || StorageError::Corrupt {
-                path: d.path.clone(),
-                position: pos,
-            };
-            let body = codec::records_body(batch, &h, crate::limits::DECOMPRESSED_BATCH_BYTES_MAX)
-                .map_err(|_| corrupt())?;
-            let records = codec::parse_records(&body, &h).map_err(|_| corrupt())?;
+            let (_, body) = batch_and_records(d, &mut win, pos, &h).await?;
+            let records = codec::parse_records(&body, &h).map_err(|_| corrupt_at(d, pos))?;
             f(&h, &records);
             pos += h.total_size() as u64;
             stats.bytes_read += h.total_size() as u64;
@@ -417,15 +431,8 @@ impl PartitionLog {
         let mut pos = 0u64;
         let d = &p.read;
         while let Some(h) = header_at(d, &mut win, pos, SCAN_WINDOW_BYTES).await? {
-            ensure_window(d, &mut win, pos, h.total_size(), SCAN_WINDOW_BYTES).await?;
-            let batch = win.as_ref().expect("ensured").slice(pos, h.total_size());
-            let corrupt = || StorageError::Corrupt {
-                path: d.path.clone(),
-                position: pos,
-            };
-            let body = codec::records_body(batch, &h, crate::limits::DECOMPRESSED_BATCH_BYTES_MAX)
-                .map_err(|_| corrupt())?;
-            let records = codec::parse_records(&body, &h).map_err(|_| corrupt())?;
+            let (batch, body) = batch_and_records(d, &mut win, pos, &h).await?;
+            let records = codec::parse_records(&body, &h).map_err(|_| corrupt_at(d, pos))?;
             let batch_horizon = codec::delete_horizon(&h);
             let kept: Vec<codec::Record<'_>> = records
                 .iter()
