@@ -79,8 +79,8 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         tracing::info!(log_dir = %dir.display(), recovery_points, "no clean shutdown marker: CRCs past each partition's recovery point are verified");
     }
     let meta = ClusterMeta::load_or_create(&dir).map_err(data_dir_error)?;
-    // Recovery points of partitions that no longer exist (deleted while the broker was down) leave the
-    // checkpoint instead of being carried forward.
+    // Recovery points and cleaner offsets of partitions that no longer exist (deleted while the broker was
+    // down) leave the checkpoints instead of being carried forward.
     crate::storage::checkpoint::retain(&dir, |topic, partition| {
         meta.topics
             .get(topic)

@@ -158,9 +158,12 @@ pub(crate) fn set(log_dir: &Path, topic: &str, partition: i32, offset: Option<i6
     });
 }
 
-/// Forgets the entries of partitions not in `keep` (topics deleted while the broker was down).
+/// Forgets the entries of partitions not in `keep` (topics deleted while the broker was down), in the
+/// tables of both checkpoint files.
 pub fn retain(log_dir: &Path, keep: impl Fn(&str, i32) -> bool) {
-    with_table(log_dir, |t| t.retain(|(tp, p), _| keep(tp, *p)));
+    for file in [RECOVERY_POINT_FILE_NAME, CLEANER_OFFSET_FILE_NAME] {
+        with_file_table(log_dir, file, |t| t.retain(|(tp, p), _| keep(tp, *p)));
+    }
 }
 
 /// Writes the table of `log_dir` to its checkpoint file durably. Blocking: run it on the blocking pool

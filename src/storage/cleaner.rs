@@ -224,14 +224,14 @@ impl Throttle {
 }
 
 impl PartitionLog {
+    /// The first offset not cleaned yet: the checkpointed one if it lies within the log (one outside it,
+    /// e.g. left by a topic deleted and created again, is reset to the log start, as Kafka does).
     fn first_dirty(&self, st: &State) -> i64 {
-        checkpoint::cleaner_get(
-            &self.shared.log_dir,
-            &self.shared.topic,
-            self.shared.partition,
-        )
-        .unwrap_or(st.log_start_offset)
-        .max(st.log_start_offset)
+        let shared = &self.shared;
+        match checkpoint::cleaner_get(&shared.log_dir, &shared.topic, shared.partition) {
+            Some(o) if (st.log_start_offset..=st.log_end_offset).contains(&o) => o,
+            _ => st.log_start_offset,
+        }
     }
 
     /// The sealed segments the cleaner may touch now: below the active segment and below the first
