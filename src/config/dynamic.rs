@@ -26,6 +26,8 @@ pub const DYNAMIC_KEYS: &[&str] = &[
     "log.flush.interval.messages",
     "log.flush.interval.ms",
     "log.message.timestamp.type",
+    "log.message.timestamp.before.max.ms",
+    "log.message.timestamp.after.max.ms",
     "message.max.bytes",
     "min.insync.replicas",
 ];
@@ -133,7 +135,13 @@ fn check_range(key: &str, value: &str) -> Result<(), String> {
         }
         "log.roll.ms" if n < 1 => bad("Value must be at least 1"),
         "log.retention.ms" | "log.retention.bytes" if n < -1 => bad("Value must be at least -1"),
-        "log.index.interval.bytes" | "message.max.bytes" | "log.flush.interval.ms" if n < 0 => {
+        "log.index.interval.bytes"
+        | "message.max.bytes"
+        | "log.flush.interval.ms"
+        | "log.message.timestamp.before.max.ms"
+        | "log.message.timestamp.after.max.ms"
+            if n < 0 =>
+        {
             bad("Value must be at least 0")
         }
         "log.flush.interval.messages" | "min.insync.replicas" if n < 1 => {

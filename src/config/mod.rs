@@ -71,6 +71,10 @@ pub struct Config {
     pub log_flush_interval_messages: Option<u64>,
     pub log_flush_interval_ms: Option<u64>,
     pub log_message_timestamp_type_log_append: bool,
+    /// `log.message.timestamp.before.max.ms`.
+    pub log_message_timestamp_before_max_ms: i64,
+    /// `log.message.timestamp.after.max.ms`.
+    pub log_message_timestamp_after_max_ms: i64,
     pub message_max_bytes: usize,
     pub socket_request_max_bytes: usize,
     /// `max.connections`: client connections over the whole broker.
@@ -127,6 +131,8 @@ const KNOWN_KEYS: &[&str] = &[
     "log.flush.interval.messages",
     "log.flush.interval.ms",
     "log.message.timestamp.type",
+    "log.message.timestamp.before.max.ms",
+    "log.message.timestamp.after.max.ms",
     "message.max.bytes",
     "socket.request.max.bytes",
     "max.connections",
@@ -185,6 +191,8 @@ fn defaults() -> Vec<(&'static str, String)> {
         ),
         ("log.index.interval.bytes", "4096".into()),
         ("log.message.timestamp.type", "CreateTime".into()),
+        ("log.message.timestamp.before.max.ms", i64::MAX.to_string()),
+        ("log.message.timestamp.after.max.ms", "3600000".into()),
         (
             "message.max.bytes",
             limits::MESSAGE_MAX_BYTES_DEFAULT.to_string(),
@@ -550,6 +558,18 @@ impl Config {
                 ))
             }
         };
+        let log_message_timestamp_before_max_ms = parse_num(
+            "log.message.timestamp.before.max.ms",
+            &get(&entries, "log.message.timestamp.before.max.ms").unwrap_or_default(),
+            0i64,
+            i64::MAX,
+        )?;
+        let log_message_timestamp_after_max_ms = parse_num(
+            "log.message.timestamp.after.max.ms",
+            &get(&entries, "log.message.timestamp.after.max.ms").unwrap_or_default(),
+            0i64,
+            i64::MAX,
+        )?;
         let socket_request_max_bytes = parse_num(
             "socket.request.max.bytes",
             &get(&entries, "socket.request.max.bytes").unwrap_or_default(),
@@ -798,6 +818,8 @@ impl Config {
             log_flush_interval_messages,
             log_flush_interval_ms,
             log_message_timestamp_type_log_append,
+            log_message_timestamp_before_max_ms,
+            log_message_timestamp_after_max_ms,
             message_max_bytes,
             socket_request_max_bytes,
             max_connections,
@@ -950,6 +972,18 @@ pub fn log_config(
             .unwrap_or(config.log_cleaner.min_compaction_lag_ms),
         max_compaction_lag_ms: get("max.compaction.lag.ms")
             .unwrap_or(config.log_cleaner.max_compaction_lag_ms),
+        timestamp_before_max_ms: get("message.timestamp.before.max.ms").unwrap_or_else(|| {
+            broker(
+                "log.message.timestamp.before.max.ms",
+                config.log_message_timestamp_before_max_ms,
+            )
+        }),
+        timestamp_after_max_ms: get("message.timestamp.after.max.ms").unwrap_or_else(|| {
+            broker(
+                "log.message.timestamp.after.max.ms",
+                config.log_message_timestamp_after_max_ms,
+            )
+        }),
         min_cleanable_dirty_ratio: topic
             .configs
             .get("min.cleanable.dirty.ratio")

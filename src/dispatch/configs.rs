@@ -121,6 +121,12 @@ fn static_value(config: &Config, broker_key: &str) -> Option<String> {
         "log.flush.interval.messages" => config.log_flush_interval_messages?.to_string(),
         "log.flush.interval.ms" => config.log_flush_interval_ms?.to_string(),
         "log.cleanup.policy" => config.log_cleanup_policy.clone(),
+        "log.message.timestamp.before.max.ms" => {
+            config.log_message_timestamp_before_max_ms.to_string()
+        }
+        "log.message.timestamp.after.max.ms" => {
+            config.log_message_timestamp_after_max_ms.to_string()
+        }
         "log.cleaner.delete.retention.ms" => config.log_cleaner.delete_retention_ms.to_string(),
         "log.cleaner.min.compaction.lag.ms" => config.log_cleaner.min_compaction_lag_ms.to_string(),
         "log.cleaner.max.compaction.lag.ms" => config.log_cleaner.max_compaction_lag_ms.to_string(),
@@ -344,7 +350,14 @@ fn check_value(k: &TopicKey, value: &str) -> Result<(), String> {
             return bad("Value must be at least 1")
         }
         "retention.ms" | "retention.bytes" if n < -1 => return bad("Value must be at least -1"),
-        "flush.messages" | "flush.ms" if n < 0 => return bad("Value must be at least 0"),
+        "flush.messages"
+        | "flush.ms"
+        | "message.timestamp.before.max.ms"
+        | "message.timestamp.after.max.ms"
+            if n < 0 =>
+        {
+            return bad("Value must be at least 0")
+        }
         _ => {}
     }
     if !TOPIC_KEYS_ANY_VALUE.contains(&k.name) && Some(value) != k.default {

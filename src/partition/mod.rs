@@ -79,6 +79,60 @@ impl From<RecordError> for PartitionError {
     }
 }
 
+/// Kafka's CreateTime check (KIP-937): every record's timestamp within
+/// [now - `message.timestamp.before.max.ms`, now + `message.timestamp.after.max.ms`], else INVALID_TIMESTAMP
+/// naming each record. Records are decoded only when a batch could hold one out of range: with the
+/// default (no lower bound) a batch whose max timestamp is in range passes as it is.
+fn check_timestamps(
+    records: &Bytes,
+    headers: &[records::BatchHeader],
+    config: &crate::storage::LogConfig,
+    now: i64,
+) -> Result<(), PartitionError> {
+    let (before, after) = (
+        config.timestamp_before_max_ms,
+        config.timestamp_after_max_ms,
+    );
+    let out_of_range = |ts: i64| {
+        let diff = now.wrapping_sub(ts);
+        diff > before || (diff < 0 && diff.unsigned_abs() > after as u64)
+    };
+    let mut at = 0usize;
+    let mut refused = Vec::new();
+    for h in headers {
+        let batch = &records[at..at + h.total_size()];
+        at += h.total_size();
+        if before == i64::MAX && !out_of_range(h.max_timestamp) {
+            continue;
+        }
+        let body =
+            records::codec::records_body(batch, h, crate::limits::DECOMPRESSED_BATCH_BYTES_MAX)?;
+        for (i, r) in records::codec::parse_records(&body, h)?.iter().enumerate() {
+            if out_of_range(r.timestamp) {
+                refused.push((
+                    i as i32,
+                    format!(
+                        "Timestamp {} of message with offset {} is out of range. The timestamp should be \
+                         within [{}, {}]",
+                        r.timestamp,
+                        r.offset_delta,
+                        now.wrapping_sub(before),
+                        now.wrapping_add(after)
+                    ),
+                ));
+            }
+        }
+    }
+    if refused.is_empty() {
+        return Ok(());
+    }
+    Err(PartitionError {
+        code: crate::protocol::errors::INVALID_TIMESTAMP,
+        message: Some("One or more records have been rejected due to invalid timestamp".into()),
+        record_errors: refused,
+    })
+}
+
 /// What a produce to this partition got.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AppendResult {
@@ -283,6 +337,9 @@ impl Partition {
         let config = self.log.config();
         if config.compact {
             self.check_keys(&records, &headers)?;
+        }
+        if !config.log_append_time {
+            check_timestamps(&records, &headers, &config, crate::storage::now_ms())?;
         }
         if headers.iter().any(|h| h.is_control()) {
             return Err(PartitionError::new(
@@ -600,6 +657,12 @@ mod tests {
         run(|| async {
             let tmp = tempfile::tempdir().unwrap();
             let p = open(tmp.path()).await;
+            // Far-future CreateTime is refused by default (message.timestamp.after.max.ms, 1 hour); a topic
+            // that allows it still ages its producers by the broker's clock.
+            p.set_log_config(LogConfig {
+                timestamp_after_max_ms: i64::MAX,
+                ..p.log_config()
+            });
             let future = Bytes::from(build(&BatchSpec {
                 producer_id: 42,
                 producer_epoch: 0,

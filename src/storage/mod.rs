@@ -105,6 +105,11 @@ pub struct LogConfig {
     pub max_compaction_lag_ms: i64,
     /// `min.cleanable.dirty.ratio`.
     pub min_cleanable_dirty_ratio: f64,
+    /// `message.timestamp.before.max.ms`: a CreateTime record may be at most this much older than the
+    /// broker's clock.
+    pub timestamp_before_max_ms: i64,
+    /// `message.timestamp.after.max.ms`: ... and at most this much newer.
+    pub timestamp_after_max_ms: i64,
 }
 
 impl Default for LogConfig {
@@ -126,6 +131,8 @@ impl Default for LogConfig {
             min_compaction_lag_ms: 0,
             max_compaction_lag_ms: i64::MAX,
             min_cleanable_dirty_ratio: 0.5,
+            timestamp_before_max_ms: i64::MAX,
+            timestamp_after_max_ms: 3_600_000,
         }
     }
 }

@@ -17,6 +17,9 @@ What Kafka 4.4 does (found by probing it; these tests pass against it):
   * A duplicate of an idempotent batch: its original offset, and its timestamp as log_append_time.
 """
 
+import re
+import time
+
 import pytest
 
 from conftest import create_topic
@@ -196,3 +199,49 @@ def test_transactional_batch_without_transactional_id(broker, topic):
         assert got == {(topic, 0): answer(TRANSACTIONAL_ID_AUTHORIZATION_FAILED),
                        (topic + "-nope", 0): answer(TRANSACTIONAL_ID_AUTHORIZATION_FAILED)}
         assert one(s, 8, topic, 0, batch(1)) == answer(0, 0, 0)
+
+
+def _timed_batch(timestamps, codec=0):
+    from kafka.record.memory_records import MemoryRecordsBuilder
+    b = MemoryRecordsBuilder(magic=2, compression_type=codec, batch_size=1 << 16)
+    for i, t in enumerate(timestamps):
+        b.append(t, b"k%d" % i, b"v", headers=[])
+    b.close()
+    return bytes(b.buffer())
+
+
+def test_create_time_out_of_range_is_refused(broker):
+    """KIP-937 as Kafka 4.4 applies it: a CreateTime record more than message.timestamp.after.max.ms (default
+    1 hour) ahead of the broker's clock, or more than message.timestamp.before.max.ms behind it, refuses
+    the batch with INVALID_TIMESTAMP naming each record (v8+); LogAppendTime topics take any timestamp."""
+    suffix = int(time.time() * 1000) % 1_000_000
+    ahead, behind, lat = f"ts-ahead-{suffix}", f"ts-behind-{suffix}", f"ts-lat-{suffix}"
+    create_topic(broker.bootstrap, ahead)
+    create_topic(broker.bootstrap, behind, config={"message.timestamp.before.max.ms": "60000"})
+    create_topic(broker.bootstrap, lat, config={"message.timestamp.type": "LogAppendTime"})
+    pattern = re.compile(r"Timestamp (-?\d+) of message with offset (\d+) is out of range\. "
+                         r"The timestamp should be within \[(-?\d+), (-?\d+)\]")
+    s = connect(broker)
+    try:
+        now = int(time.time() * 1000)
+        for codec in (0, 1):
+            r = produce(s, 8, [(ahead, [(0, _timed_batch([now, now + 2 * 3600_000, now], codec))])])[(ahead, 0)]
+            assert (r["error"], r["base_offset"], r["log_start_offset"]) == (32, -1, 0)
+            assert r["error_message"] == "One or more records have been rejected due to invalid timestamp"
+            assert [i for i, _ in r["record_errors"]] == [1]
+            ts, off, lo, hi = map(int, pattern.fullmatch(r["record_errors"][0][1]).groups())
+            assert (ts, off) == (now + 2 * 3600_000, 1)
+            assert lo < -(2 ** 62) and 0 <= hi - (now + 3600_000) < 60_000  # no lower bound by default
+        r = produce(s, 8, [(behind, [(0, _timed_batch([now - 120_000, now, now - 3600_000]))])])[(behind, 0)]
+        assert r["error"] == 32 and [i for i, _ in r["record_errors"]] == [0, 2]
+        ts, off, lo, hi = map(int, pattern.fullmatch(r["record_errors"][1][1]).groups())
+        assert (ts, off) == (now - 3600_000, 2) and hi - lo == 60_000 + 3600_000
+        # Within range: taken. LogAppendTime: the broker's clock replaces the producer's.
+        assert produce(s, 8, [(ahead, [(0, _timed_batch([now, now + 60_000]))])])[(ahead, 0)]["error"] == 0
+        r = produce(s, 8, [(lat, [(0, _timed_batch([now + 2 * 3600_000]))])])[(lat, 0)]
+        assert r["error"] == 0 and r["log_append_time"] >= now
+        # v3 has no per-record errors: the code alone.
+        r = produce(s, 3, [(ahead, [(0, _timed_batch([now + 2 * 3600_000]))])])[(ahead, 0)]
+        assert (r["error"], r["base_offset"]) == (32, -1)
+    finally:
+        s.close()
