@@ -426,7 +426,6 @@ impl PartitionLog {
         let mut seg = Segment::new(&dir, base, p.created_ms, None);
         let mut changed = false;
         let mut removed = 0u64;
-        let mut failure: Option<std::io::Error> = None;
         let mut win = None;
         let mut pos = 0u64;
         let d = &p.read;
@@ -487,9 +486,8 @@ impl PartitionLog {
         let swap = suffixed(&dir, base, SWAP_SUFFIX);
         let targets = live(&dir, base);
         {
-            let (cleaned, swap, targets, dir) =
-                (cleaned.clone(), swap.clone(), targets.clone(), dir.clone());
-            let written = blocking(move || -> std::io::Result<()> {
+            let (swap, live_paths, dir) = (swap.clone(), targets.clone(), dir.clone());
+            blocking(move || -> std::io::Result<()> {
                 write_synced(&cleaned[0], &out)?;
                 write_synced(&cleaned[1], &index)?;
                 write_synced(&cleaned[2], &time_index)?;
@@ -499,17 +497,12 @@ impl PartitionLog {
                 }
                 super::fault_journal::sync_dir(&dir)?;
                 for i in [1, 2, 0] {
-                    std::fs::rename(&swap[i], &targets[i])?;
+                    std::fs::rename(&swap[i], &live_paths[i])?;
                 }
                 super::fault_journal::sync_dir(&dir)
             })
-            .await;
-            if let Err(e) = written {
-                failure = Some(e);
-            }
-        }
-        if let Some(e) = failure {
-            return Err(StorageError::io(&targets[0], e));
+            .await
+            .map_err(|e| StorageError::io(&targets[0], e))?;
         }
         let file = open_segment_file(&targets[0], false).await?;
         let swapped = {
