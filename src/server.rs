@@ -425,7 +425,7 @@ async fn cleaner_loop(shard: std::rc::Rc<Shard>) {
             .owned_partitions()
             .into_iter()
             .filter_map(|(tp, p)| {
-                let c = p.log().cleanable(now_ms)?;
+                let c = p.cleanable(now_ms)?;
                 let wanted =
                     c.overdue || c.dirty_ratio() >= p.log_config().min_cleanable_dirty_ratio;
                 Some((c.dirty_ratio(), wanted, tp, p))

@@ -14,8 +14,8 @@ use std::rc::Rc;
 use bytes::Bytes;
 use uuid::Uuid;
 
-use crate::records::{self, RecordError};
-use crate::storage::{FetchRead, LogConfig, PartitionLog, RecoveryHooks, StorageError};
+use crate::records::{self, EndTxnMarker, RecordError};
+use crate::storage::{AbortedTxn, FetchRead, LogConfig, PartitionLog, RecoveryHooks, StorageError};
 use producer_state::{BatchMetadata, ProducerStateManager, SequenceCheck};
 
 /// A per-partition failure as the Kafka response carries it.
@@ -173,13 +173,35 @@ impl RecoveryHooks for ProducerHooks {
         Ok(())
     }
 
-    fn on_batch(&mut self, h: &records::BatchHeader) {
-        self.producers.replay_header(h, self.now_ms);
+    fn on_batch(
+        &mut self,
+        h: &records::BatchHeader,
+        marker: Option<EndTxnMarker>,
+    ) -> Option<AbortedTxn> {
+        recovered_abort(&mut self.producers, h, marker, self.now_ms)
     }
 
     fn discard_snapshot(&mut self) {
         self.producers = ProducerStateManager::new();
     }
+}
+
+/// Replays one batch read back at recovery into `producers` and returns the `.txnindex` entry of the
+/// transaction an ABORT marker ended (Kafka's `LogSegment.recover`). The completed transaction is not
+/// kept as unreplicated: at open the high watermark is the log end, past every marker.
+pub fn recovered_abort(
+    producers: &mut ProducerStateManager,
+    h: &records::BatchHeader,
+    marker: Option<EndTxnMarker>,
+    now_ms: i64,
+) -> Option<AbortedTxn> {
+    let t = producers.replay_header(h, marker, now_ms)?;
+    t.aborted.then(|| AbortedTxn {
+        producer_id: t.producer_id,
+        first_offset: t.first_offset,
+        last_offset: t.last_offset,
+        last_stable_offset: producers.stable_offset_after(&t),
+    })
 }
 
 impl Partition {
@@ -275,8 +297,15 @@ impl Partition {
         self.append_validated(records, headers)
     }
 
+    /// How far this partition's log can be cleaned now (see [`PartitionLog::cleanable`]): never at or
+    /// past the last stable offset.
+    pub fn cleanable(&self, now_ms: i64) -> Option<crate::storage::cleaner::Cleanable> {
+        self.log.cleanable(now_ms, self.last_stable_offset())
+    }
+
     /// One cleaning of this partition's log (see `storage::cleaner`): a batch left without records stays
-    /// (empty) when it is the last batch its idempotent producer's state remembers.
+    /// (empty) when it is the last batch its idempotent producer's state remembers. Nothing at or past
+    /// the last stable offset is cleaned.
     pub async fn clean(
         &self,
         now_ms: i64,
@@ -290,8 +319,9 @@ impl Partition {
                 .and_then(|e| e.batches.back())
                 .is_some_and(|b| b.last_offset() == last_offset)
         };
+        let lso = self.last_stable_offset();
         self.log
-            .clean(now_ms, map_entries, io_bytes_per_second, &keep_empty)
+            .clean(now_ms, map_entries, io_bytes_per_second, lso, &keep_empty)
             .await
     }
 
@@ -395,17 +425,29 @@ impl Partition {
                             duplicate: true,
                         });
                     }
-                    Ok(SequenceCheck::Append) => overlay.record(
-                        h.producer_id,
-                        h.producer_epoch,
-                        BatchMetadata {
-                            first_seq,
-                            last_seq,
-                            base_offset: next,
-                            last_offset_delta: h.last_offset_delta,
-                            max_timestamp: batch_timestamp(h),
-                        },
-                    ),
+                    Ok(SequenceCheck::Append) => {
+                        if let Err(code) = overlay.check_txn(h.producer_id, h.is_transactional()) {
+                            return Err(PartitionError::new(
+                                code,
+                                format!(
+                                    "Expected transactional write from producer {} at offset {next}",
+                                    h.producer_id
+                                ),
+                            ));
+                        }
+                        overlay.record(
+                            h.producer_id,
+                            h.producer_epoch,
+                            BatchMetadata {
+                                first_seq,
+                                last_seq,
+                                base_offset: next,
+                                last_offset_delta: h.last_offset_delta,
+                                max_timestamp: batch_timestamp(h),
+                            },
+                            h.is_transactional(),
+                        )
+                    }
                 }
             }
             next += h.last_offset_delta as i64 + 1;
@@ -423,6 +465,104 @@ impl Partition {
             log_start_offset: self.log.log_start_offset(),
             duplicate: false,
         })
+    }
+
+    /// Appends a COMMIT (`commit`) or ABORT control batch for `producer_id` (Kafka's WriteTxnMarkers on the
+    /// partition leader, `ProducerAppendInfo.appendEndTxnMarker` with a legacy transaction version): a
+    /// marker whose epoch is older than the producer's is INVALID_PRODUCER_EPOCH; a coordinator epoch
+    /// older than the one last seen for the producer is TRANSACTION_COORDINATOR_FENCED. Ends the
+    /// producer's ongoing transaction on this partition; an ABORT records an aborted-transaction entry in
+    /// the `.txnindex` of the segment the marker lands in. Synchronous like [`Partition::append`]: follow
+    /// with [`Partition::wait_durable`] of `last_offset`.
+    pub fn append_marker(
+        &self,
+        producer_id: i64,
+        producer_epoch: i16,
+        coordinator_epoch: i32,
+        commit: bool,
+    ) -> Result<AppendResult, PartitionError> {
+        let marker = EndTxnMarker {
+            commit,
+            coordinator_epoch,
+        };
+        let now_ms = crate::storage::now_ms();
+        let batch = records::build_end_txn_marker(producer_id, producer_epoch, marker, now_ms);
+        let headers = records::validate_batches(&batch, usize::MAX)?;
+        let offset = self.log.log_end_offset();
+        let mut overlay = self.producers.borrow().subset(std::iter::once(producer_id));
+        let completed = overlay
+            .end_txn(producer_id, producer_epoch, marker, offset, now_ms)
+            .map_err(|code| {
+                PartitionError::new(
+                    code,
+                    format!(
+                        "transaction marker of producer {producer_id} epoch {producer_epoch} \
+                         (coordinator epoch {coordinator_epoch}) refused"
+                    ),
+                )
+            })?;
+        let aborted = completed.filter(|t| t.aborted).map(|t| AbortedTxn {
+            producer_id,
+            first_offset: t.first_offset,
+            last_offset: t.last_offset,
+            last_stable_offset: self.producers.borrow().stable_offset_after(&t),
+        });
+        let info = self
+            .log
+            .append_with_txn(&batch, &headers, self.leader_epoch.get(), aborted)?;
+        assert_eq!(info.base_offset, offset, "offsets assigned as predicted");
+        let mut producers = self.producers.borrow_mut();
+        producers.merge_from(overlay);
+        if let Some(t) = completed {
+            producers.complete_txn(t);
+        }
+        Ok(AppendResult {
+            base_offset: info.base_offset,
+            last_offset: info.last_offset,
+            log_append_time_ms: info.log_append_time_ms,
+            log_start_offset: self.log.log_start_offset(),
+            duplicate: false,
+        })
+    }
+
+    /// Kafka's last stable offset: the first offset of the earliest transaction that is ongoing (or
+    /// ended by a marker the high watermark has not passed yet), else the high watermark.
+    pub fn last_stable_offset(&self) -> i64 {
+        let hw = self.log.high_watermark();
+        self.producers.borrow_mut().last_stable_offset(hw)
+    }
+
+    /// Producer ids with an ongoing transaction on this partition: (producer id, epoch, first offset),
+    /// earliest first (DescribeProducers, `kafka-transactions find-hanging`).
+    pub fn ongoing_transactions(&self) -> Vec<(i64, i16, i64)> {
+        self.producers.borrow().ongoing_transactions()
+    }
+
+    /// The aborted transactions (producer id, first offset) a read_committed fetch of `[from, upper)`
+    /// reports (see [`PartitionLog::aborted_transactions`]).
+    pub fn aborted_transactions(&self, from: i64, upper: i64) -> Vec<(i64, i64)> {
+        self.log
+            .aborted_transactions(from, upper)
+            .into_iter()
+            .map(|t| (t.producer_id, t.first_offset))
+            .collect()
+    }
+
+    /// Resolves when the last stable offset passes `offset` (a read_committed Fetch long-poll), or the
+    /// log fails or closes. The last stable offset moves only when the high watermark does (a marker
+    /// counts once the high watermark passes it), so this waits on the high watermark and looks again.
+    /// Cancel-safe.
+    pub fn wait_for_stable(self: &Rc<Self>, offset: i64) -> impl Future<Output = ()> + 'static {
+        let p = self.clone();
+        async move {
+            while p.last_stable_offset() <= offset {
+                let hw = p.high_watermark();
+                p.log.wait_for_data(hw).await;
+                if p.high_watermark() == hw {
+                    return; // failed or closing
+                }
+            }
+        }
     }
 
     /// Resolves when `last_offset` may be acknowledged (see [`PartitionLog::wait_durable`]).
@@ -532,7 +672,7 @@ impl Partition {
     }
 
     /// Forgets the producer ids whose last batch is `expiration_ms` or more older than `now_ms`
-    /// (`producer.id.expiration.ms`); returns how many.
+    /// (`producer.id.expiration.ms`), except those with an ongoing transaction; returns how many.
     pub fn expire_producers(&self, now_ms: i64, expiration_ms: i64) -> usize {
         self.producers
             .borrow_mut()

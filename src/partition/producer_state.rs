@@ -9,14 +9,27 @@
 //! - an unknown producer id (no state, e.g. all its data expired) may start at any sequence;
 //! - a producer id with no batch for `producer.id.expiration.ms` is forgotten
 //!   ([`ProducerStateManager::remove_expired`], Kafka's `removeExpiredProducers`), so the state stays
-//!   bounded by the producers active within that window; it may then start again at any sequence.
+//!   bounded by the producers active within that window; it may then start again at any sequence. A
+//!   producer with an ongoing transaction is never forgotten (its transaction holds the last stable
+//!   offset back until the coordinator ends it).
+//!
+//! Transactions (Kafka's `ProducerAppendInfo.appendDataBatch` / `appendEndTxnMarker`):
+//! - a transactional batch from a producer without an ongoing transaction begins one on this partition,
+//!   at the batch's first offset; a non-transactional batch while one is ongoing is INVALID_TXN_STATE;
+//! - a COMMIT or ABORT marker ([`ProducerStateManager::end_txn`]) is refused with INVALID_PRODUCER_EPOCH
+//!   if its epoch is older than the producer's, with TRANSACTION_COORDINATOR_FENCED if its coordinator
+//!   epoch is older than the last one seen for the producer; it ends the ongoing transaction (if any) and
+//!   yields it as a [`CompletedTxn`];
+//! - a completed transaction holds the last stable offset at its first offset until the high watermark
+//!   passes its marker (Kafka's `unreplicatedTxns`), so read_committed consumers never see data whose
+//!   marker a crash could still lose.
 //!
 //! Fault model: clients retry (duplicates), restart (epoch bumps) and misbehave (gaps); the broker restarts
 //! (state is rebuilt from the log with [`ProducerStateManager::replay`], which applies no checks).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 
-use crate::records::NO_SEQUENCE;
+use crate::records::{EndTxnMarker, NO_SEQUENCE};
 
 /// How many recent batches per producer are remembered for duplicate detection (Kafka's
 /// `NUM_BATCHES_TO_RETAIN`; the producer keeps at most five requests in flight).
@@ -25,7 +38,23 @@ pub const BATCHES_RETAINED_PER_PRODUCER: usize = 5;
 /// Kafka's "no producer epoch" marker.
 pub const NO_PRODUCER_EPOCH: i16 = -1;
 
-pub use crate::protocol::errors::{INVALID_PRODUCER_EPOCH, OUT_OF_ORDER_SEQUENCE_NUMBER};
+/// Kafka's "no coordinator epoch yet" (`ProducerStateEntry.empty`).
+pub const NO_COORDINATOR_EPOCH: i32 = -1;
+
+pub use crate::protocol::errors::{
+    INVALID_PRODUCER_EPOCH, INVALID_TXN_STATE, OUT_OF_ORDER_SEQUENCE_NUMBER,
+    TRANSACTION_COORDINATOR_FENCED,
+};
+
+/// A transaction a marker ended (Kafka's `CompletedTxn`): its producer, its first offset on this
+/// partition, the marker's offset, and whether it was aborted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CompletedTxn {
+    pub producer_id: i64,
+    pub first_offset: i64,
+    pub last_offset: i64,
+    pub aborted: bool,
+}
 
 /// One appended batch as remembered for duplicate detection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,6 +79,13 @@ impl BatchMetadata {
 pub struct ProducerEntry {
     pub epoch: i16,
     pub batches: VecDeque<BatchMetadata>,
+    /// The coordinator epoch of the last marker seen for this producer (Kafka's `coordinatorEpoch`).
+    pub coordinator_epoch: i32,
+    /// First offset of the producer's ongoing transaction on this partition (Kafka's
+    /// `currentTxnFirstOffset`).
+    pub current_txn_first_offset: Option<i64>,
+    /// The timestamp of the last batch or marker (Kafka's `lastTimestamp`); `i64::MIN` if none.
+    last_timestamp: i64,
 }
 
 impl ProducerEntry {
@@ -57,6 +93,9 @@ impl ProducerEntry {
         ProducerEntry {
             epoch: NO_PRODUCER_EPOCH,
             batches: VecDeque::with_capacity(BATCHES_RETAINED_PER_PRODUCER),
+            coordinator_epoch: NO_COORDINATOR_EPOCH,
+            current_txn_first_offset: None,
+            last_timestamp: i64::MIN,
         }
     }
 
@@ -64,9 +103,17 @@ impl ProducerEntry {
         self.batches.back().map_or(NO_SEQUENCE, |b| b.last_seq)
     }
 
-    /// The timestamp of the last batch (Kafka's `lastTimestamp`); `i64::MIN` if there is none.
+    /// The timestamp of the last batch or marker (Kafka's `lastTimestamp`); `i64::MIN` if there is none.
     pub fn last_timestamp(&self) -> i64 {
-        self.batches.back().map_or(i64::MIN, |b| b.max_timestamp)
+        self.last_timestamp
+    }
+
+    /// Kafka's `maybeUpdateProducerEpoch`: a new epoch forgets the cached batches.
+    fn set_epoch(&mut self, epoch: i16) {
+        if epoch != self.epoch {
+            self.batches.clear();
+            self.epoch = epoch;
+        }
     }
 
     fn find_duplicate(&self, epoch: i16, first_seq: i32, last_seq: i32) -> Option<BatchMetadata> {
@@ -80,14 +127,12 @@ impl ProducerEntry {
     }
 
     fn push(&mut self, epoch: i16, meta: BatchMetadata) {
-        if epoch != self.epoch {
-            self.batches.clear();
-            self.epoch = epoch;
-        }
+        self.set_epoch(epoch);
         if self.batches.len() == BATCHES_RETAINED_PER_PRODUCER {
             self.batches.pop_front();
         }
         self.batches.push_back(meta);
+        self.last_timestamp = meta.max_timestamp;
     }
 }
 
@@ -106,6 +151,12 @@ pub enum SequenceCheck {
 #[derive(Debug, Default, Clone)]
 pub struct ProducerStateManager {
     producers: HashMap<i64, ProducerEntry>,
+    /// (first offset, producer id) of every ongoing transaction (Kafka's `ongoingTxns`): always exactly
+    /// the entries whose `current_txn_first_offset` is set.
+    ongoing: BTreeSet<(i64, i64)>,
+    /// Transactions ended by a marker the high watermark has not passed yet (Kafka's
+    /// `unreplicatedTxns`), in marker order. Bounded by the markers appended but not yet durable.
+    unreplicated: VecDeque<CompletedTxn>,
 }
 
 fn in_sequence(last_seq: i32, next_seq: i32) -> bool {
@@ -163,45 +214,205 @@ impl ProducerStateManager {
         Ok(SequenceCheck::Append)
     }
 
-    /// Records an appended batch (after a successful `check` and append, or while replaying the log).
-    pub fn record(&mut self, producer_id: i64, epoch: i16, meta: BatchMetadata) {
-        if producer_id < 0 || meta.first_seq == NO_SEQUENCE {
+    /// Kafka's transactional check of a data batch that passed [`ProducerStateManager::check`]: a
+    /// non-transactional batch from a producer with an ongoing transaction is INVALID_TXN_STATE.
+    pub fn check_txn(&self, producer_id: i64, transactional: bool) -> Result<(), i16> {
+        let ongoing = self
+            .producers
+            .get(&producer_id)
+            .is_some_and(|e| e.current_txn_first_offset.is_some());
+        if ongoing && !transactional {
+            return Err(INVALID_TXN_STATE);
+        }
+        Ok(())
+    }
+
+    /// Records an appended data batch (after a successful `check` and append, or while replaying the
+    /// log). A transactional batch from a producer without an ongoing transaction begins one at the
+    /// batch's base offset. A batch without a sequence (written by a coordinator) updates the epoch and
+    /// the transaction but is not remembered for duplicate detection.
+    pub fn record(
+        &mut self,
+        producer_id: i64,
+        epoch: i16,
+        meta: BatchMetadata,
+        transactional: bool,
+    ) {
+        if producer_id < 0 || (meta.first_seq == NO_SEQUENCE && !transactional) {
             return;
         }
-        self.producers
+        let e = self
+            .producers
             .entry(producer_id)
-            .or_insert_with(ProducerEntry::new)
-            .push(epoch, meta);
+            .or_insert_with(ProducerEntry::new);
+        if meta.first_seq == NO_SEQUENCE {
+            e.set_epoch(epoch);
+            e.last_timestamp = meta.max_timestamp;
+        } else {
+            e.push(epoch, meta);
+        }
+        if transactional && e.current_txn_first_offset.is_none() {
+            e.current_txn_first_offset = Some(meta.base_offset);
+            self.ongoing.insert((meta.base_offset, producer_id));
+        }
     }
 
     /// Applies a batch read back from the log during recovery, without checks (Kafka's replication
     /// origin). A lower epoch than the current one is ignored.
-    pub fn replay(&mut self, producer_id: i64, epoch: i16, meta: BatchMetadata) {
+    pub fn replay(
+        &mut self,
+        producer_id: i64,
+        epoch: i16,
+        meta: BatchMetadata,
+        transactional: bool,
+    ) {
         if let Some(e) = self.producers.get(&producer_id) {
             if epoch < e.epoch {
                 return;
             }
         }
-        self.record(producer_id, epoch, meta);
+        self.record(producer_id, epoch, meta, transactional);
     }
 
     /// [`ProducerStateManager::replay`] of a batch header read back from the log. `now_ms` caps the batch's
     /// max timestamp (the append time with LogAppendTime; a CreateTime ahead of the clock counts as now).
-    /// Control batches carry no producer data.
-    pub fn replay_header(&mut self, h: &crate::records::BatchHeader, now_ms: i64) {
-        if h.has_producer_id() && !h.is_control() {
-            self.replay(
+    /// A control batch applies its end-transaction `marker` (`None`: an emptied or unreadable control
+    /// batch, which Kafka skips too) without checks and returns the transaction it ended, if any; the
+    /// caller records it with [`ProducerStateManager::complete_txn`].
+    pub fn replay_header(
+        &mut self,
+        h: &crate::records::BatchHeader,
+        marker: Option<EndTxnMarker>,
+        now_ms: i64,
+    ) -> Option<CompletedTxn> {
+        if !h.has_producer_id() {
+            return None;
+        }
+        if h.is_control() {
+            let m = marker?;
+            return self.apply_marker(
                 h.producer_id,
                 h.producer_epoch,
-                BatchMetadata {
-                    first_seq: h.base_sequence,
-                    last_seq: h.last_sequence(),
-                    base_offset: h.base_offset,
-                    last_offset_delta: h.last_offset_delta,
-                    max_timestamp: h.max_timestamp.min(now_ms),
-                },
+                m,
+                h.base_offset,
+                h.max_timestamp.min(now_ms),
             );
         }
+        self.replay(
+            h.producer_id,
+            h.producer_epoch,
+            BatchMetadata {
+                first_seq: h.base_sequence,
+                last_seq: h.last_sequence(),
+                base_offset: h.base_offset,
+                last_offset_delta: h.last_offset_delta,
+                max_timestamp: h.max_timestamp.min(now_ms),
+            },
+            h.is_transactional(),
+        );
+        None
+    }
+
+    /// Kafka's `appendEndTxnMarker` for a marker the coordinator asks for (legacy transaction versions:
+    /// a marker's epoch may equal the producer's): checks it, then ends the producer's ongoing
+    /// transaction at `offset` (the marker's). `Err` is the Kafka error code; nothing changes then.
+    pub fn end_txn(
+        &mut self,
+        producer_id: i64,
+        epoch: i16,
+        marker: EndTxnMarker,
+        offset: i64,
+        timestamp: i64,
+    ) -> Result<Option<CompletedTxn>, i16> {
+        if let Some(e) = self.producers.get(&producer_id) {
+            if epoch < e.epoch {
+                return Err(INVALID_PRODUCER_EPOCH);
+            }
+            if e.coordinator_epoch > marker.coordinator_epoch {
+                return Err(TRANSACTION_COORDINATOR_FENCED);
+            }
+        }
+        Ok(self.apply_marker(producer_id, epoch, marker, offset, timestamp))
+    }
+
+    /// Applies a marker without checks (Kafka's `ProducerStateEntry.update(epoch, coordinatorEpoch,
+    /// timestamp)`): only a producer with an ongoing transaction yields a [`CompletedTxn`].
+    fn apply_marker(
+        &mut self,
+        producer_id: i64,
+        epoch: i16,
+        marker: EndTxnMarker,
+        offset: i64,
+        timestamp: i64,
+    ) -> Option<CompletedTxn> {
+        let e = self
+            .producers
+            .entry(producer_id)
+            .or_insert_with(ProducerEntry::new);
+        let completed = e.current_txn_first_offset.map(|first| CompletedTxn {
+            producer_id,
+            first_offset: first,
+            last_offset: offset,
+            aborted: !marker.commit,
+        });
+        e.set_epoch(epoch);
+        e.coordinator_epoch = marker.coordinator_epoch;
+        e.last_timestamp = timestamp;
+        if let Some(first) = e.current_txn_first_offset.take() {
+            self.ongoing.remove(&(first, producer_id));
+        }
+        completed
+    }
+
+    /// Kafka's `lastStableOffset(completedTxn)`, the last stable offset recorded in the transaction
+    /// index entry of an aborted transaction: the first offset of the earliest transaction of another
+    /// producer still ongoing, or the offset after the marker.
+    pub fn stable_offset_after(&self, txn: &CompletedTxn) -> i64 {
+        self.ongoing
+            .iter()
+            .find(|&&(_, id)| id != txn.producer_id)
+            .map_or(txn.last_offset + 1, |&(first, _)| first)
+    }
+
+    /// Kafka's `completeTxn`: the transaction holds the last stable offset until the high watermark
+    /// passes its marker.
+    pub fn complete_txn(&mut self, txn: CompletedTxn) {
+        self.unreplicated.push_back(txn);
+    }
+
+    /// Kafka's last stable offset for high watermark `hw`: the first offset of the earliest transaction
+    /// that is ongoing, or completed with its marker at or above `hw` (those below are forgotten here,
+    /// Kafka's `onHighWatermarkUpdated`), and never above `hw`.
+    pub fn last_stable_offset(&mut self, hw: i64) -> i64 {
+        while self
+            .unreplicated
+            .front()
+            .is_some_and(|t| t.last_offset < hw)
+        {
+            self.unreplicated.pop_front();
+        }
+        let unreplicated = self.unreplicated.iter().map(|t| t.first_offset).min();
+        let ongoing = self.ongoing.first().map(|&(first, _)| first);
+        [unreplicated, ongoing]
+            .into_iter()
+            .flatten()
+            .fold(hw, i64::min)
+    }
+
+    /// Every ongoing transaction: (producer id, epoch, first offset), earliest first.
+    pub fn ongoing_transactions(&self) -> Vec<(i64, i16, i64)> {
+        self.ongoing
+            .iter()
+            .map(|&(first, id)| {
+                (
+                    id,
+                    self.producers
+                        .get(&id)
+                        .map_or(NO_PRODUCER_EPOCH, |e| e.epoch),
+                    first,
+                )
+            })
+            .collect()
     }
 
     /// A copy of the entries of the given producer ids: a scratch overlay for checking a multi-batch
@@ -216,30 +427,44 @@ impl ProducerStateManager {
         out
     }
 
-    /// Replaces this manager's entries with those of `overlay`.
+    /// Replaces this manager's entries with those of `overlay` (keeping the index of ongoing
+    /// transactions exact).
     pub fn merge_from(&mut self, overlay: ProducerStateManager) {
-        self.producers.extend(overlay.producers);
+        for (id, e) in overlay.producers {
+            if let Some(first) = self
+                .producers
+                .get(&id)
+                .and_then(|old| old.current_txn_first_offset)
+            {
+                self.ongoing.remove(&(first, id));
+            }
+            if let Some(first) = e.current_txn_first_offset {
+                self.ongoing.insert((first, id));
+            }
+            self.producers.insert(id, e);
+        }
     }
 
     /// Forgets every producer whose last batch is `expiration_ms` or more older than `now_ms` (Kafka's
     /// `removeExpiredProducers` with `producer.id.expiration.ms`); returns how many were forgotten.
-    ///
-    /// Kafka never expires a producer with an ongoing transaction; Ringtide has no transactions yet (a
-    /// transactional produce is refused), so no entry here can have one. When transactions arrive, an
-    /// entry with an open transaction must be kept here.
+    /// A producer with an ongoing transaction is never forgotten (Kafka's `isProducerExpired`).
     pub fn remove_expired(&mut self, now_ms: i64, expiration_ms: i64) -> usize {
         let before = self.producers.len();
-        self.producers
-            .retain(|_, e| now_ms.saturating_sub(e.last_timestamp()) < expiration_ms);
+        self.producers.retain(|_, e| {
+            e.current_txn_first_offset.is_some()
+                || now_ms.saturating_sub(e.last_timestamp()) < expiration_ms
+        });
         before - self.producers.len()
     }
 
-    /// Forgets every producer whose last batch ends before `log_start_offset` (its data was deleted).
+    /// Forgets every producer whose last batch ends before `log_start_offset` (its data was deleted),
+    /// except those with an ongoing transaction.
     pub fn expire_before(&mut self, log_start_offset: i64) {
         self.producers.retain(|_, e| {
-            e.batches
-                .back()
-                .is_some_and(|b| b.last_offset() >= log_start_offset)
+            e.current_txn_first_offset.is_some()
+                || e.batches
+                    .back()
+                    .is_some_and(|b| b.last_offset() >= log_start_offset)
         });
     }
 }
@@ -271,23 +496,30 @@ impl ProducerStateManager {
         out.extend_from_slice(&SNAPSHOT_VERSION.to_be_bytes());
         out.extend_from_slice(&[0; 4]);
         out.extend_from_slice(&(count as i32).to_be_bytes());
-        let mut entry = |id: i64, epoch: i16, b: Option<&BatchMetadata>| {
+        let mut entry = |id: i64, e: &ProducerEntry, b: Option<&BatchMetadata>| {
             out.extend_from_slice(&id.to_be_bytes());
-            out.extend_from_slice(&epoch.to_be_bytes());
+            out.extend_from_slice(&e.epoch.to_be_bytes());
             out.extend_from_slice(&b.map_or(NO_SEQUENCE, |b| b.last_seq).to_be_bytes());
             out.extend_from_slice(&b.map_or(-1, |b| b.last_offset()).to_be_bytes());
             out.extend_from_slice(&b.map_or(0, |b| b.last_offset_delta).to_be_bytes());
-            out.extend_from_slice(&b.map_or(-1, |b| b.max_timestamp).to_be_bytes());
-            out.extend_from_slice(&(-1i32).to_be_bytes()); // coordinator epoch: no transactions yet
-            out.extend_from_slice(&(-1i64).to_be_bytes()); // no ongoing transaction
+            // The last entry of a producer carries its last timestamp (a marker's may be later than
+            // its last batch's); earlier ones their batch's.
+            let last = e.batches.back().is_none_or(|l| b == Some(l));
+            let ts = match b {
+                Some(b) if !last => b.max_timestamp,
+                _ => e.last_timestamp.max(-1),
+            };
+            out.extend_from_slice(&ts.to_be_bytes());
+            out.extend_from_slice(&e.coordinator_epoch.to_be_bytes());
+            out.extend_from_slice(&e.current_txn_first_offset.unwrap_or(-1).to_be_bytes());
         };
         for &id in ids {
             let e = &self.producers[&id];
             if e.batches.is_empty() {
-                entry(id, e.epoch, None);
+                entry(id, e, None);
             }
             for b in &e.batches {
-                entry(id, e.epoch, Some(b));
+                entry(id, e, Some(b));
             }
         }
         let crc = crc32c::crc32c(&out[SNAPSHOT_HEADER_BYTES..]);
@@ -333,13 +565,14 @@ impl ProducerStateManager {
             let last_offset = i64::from_be_bytes(r.take()?);
             let offset_delta = i32::from_be_bytes(r.take()?);
             let timestamp = i64::from_be_bytes(r.take()?);
-            let _coordinator_epoch = i32::from_be_bytes(r.take()?);
-            let _txn_first_offset = i64::from_be_bytes(r.take()?);
+            let coordinator_epoch = i32::from_be_bytes(r.take()?);
+            let txn_first_offset = i64::from_be_bytes(r.take()?);
             let entry = out.producers.entry(id).or_insert_with(ProducerEntry::new);
-            if entry.epoch != epoch {
-                entry.batches.clear();
-                entry.epoch = epoch;
-            }
+            entry.set_epoch(epoch);
+            // Kafka keeps the last entry of each producer id: its coordinator epoch, ongoing
+            // transaction and timestamp are the producer's.
+            entry.coordinator_epoch = coordinator_epoch;
+            entry.current_txn_first_offset = (txn_first_offset >= 0).then_some(txn_first_offset);
             if last_offset >= offset_delta as i64 && offset_delta >= 0 && last_seq >= 0 {
                 // Sequences wrap from i32::MAX to 0 (Kafka's `decrementSequence`).
                 let first_seq = if last_seq >= offset_delta {
@@ -358,7 +591,13 @@ impl ProducerStateManager {
                     },
                 );
             }
+            entry.last_timestamp = timestamp;
         }
+        out.ongoing = out
+            .producers
+            .iter()
+            .filter_map(|(&id, e)| e.current_txn_first_offset.map(|first| (first, id)))
+            .collect();
         Ok(out)
     }
 }
@@ -396,7 +635,7 @@ mod tests {
     #[test]
     fn in_order_then_gap() {
         let mut s = ProducerStateManager::new();
-        s.record(1, 0, meta(0, 4, 100));
+        s.record(1, 0, meta(0, 4, 100), false);
         assert_eq!(s.check(1, 0, 5, 9), Ok(SequenceCheck::Append));
         assert_eq!(s.check(1, 0, 6, 9), Err(OUT_OF_ORDER_SEQUENCE_NUMBER));
         assert_eq!(s.check(1, 0, 4, 9), Err(OUT_OF_ORDER_SEQUENCE_NUMBER));
@@ -406,7 +645,7 @@ mod tests {
     fn duplicate_of_any_of_last_five() {
         let mut s = ProducerStateManager::new();
         for i in 0..7 {
-            s.record(1, 0, meta(i * 2, i * 2 + 1, 100 + i as i64 * 2));
+            s.record(1, 0, meta(i * 2, i * 2 + 1, 100 + i as i64 * 2), false);
         }
         assert_eq!(
             s.entry(1).unwrap().batches.len(),
@@ -429,7 +668,7 @@ mod tests {
     #[test]
     fn old_epoch_fenced() {
         let mut s = ProducerStateManager::new();
-        s.record(1, 3, meta(0, 0, 0));
+        s.record(1, 3, meta(0, 0, 0), false);
         assert_eq!(s.check(1, 2, 1, 1), Err(INVALID_PRODUCER_EPOCH));
         // Even a "duplicate" from an old epoch is fenced.
         assert_eq!(s.check(1, 2, 0, 0), Err(INVALID_PRODUCER_EPOCH));
@@ -438,10 +677,10 @@ mod tests {
     #[test]
     fn new_epoch_must_start_at_zero() {
         let mut s = ProducerStateManager::new();
-        s.record(1, 0, meta(0, 9, 0));
+        s.record(1, 0, meta(0, 9, 0), false);
         assert_eq!(s.check(1, 1, 10, 10), Err(OUT_OF_ORDER_SEQUENCE_NUMBER));
         assert_eq!(s.check(1, 1, 0, 3), Ok(SequenceCheck::Append));
-        s.record(1, 1, meta(0, 3, 10));
+        s.record(1, 1, meta(0, 3, 10), false);
         let e = s.entry(1).unwrap();
         assert_eq!(e.epoch, 1);
         assert_eq!(e.batches.len(), 1, "epoch bump clears the cached batches");
@@ -451,21 +690,21 @@ mod tests {
     #[test]
     fn sequence_wraps_at_i32_max() {
         let mut s = ProducerStateManager::new();
-        s.record(1, 0, meta(i32::MAX - 2, i32::MAX, 0));
+        s.record(1, 0, meta(i32::MAX - 2, i32::MAX, 0), false);
         assert_eq!(s.check(1, 0, 0, 4), Ok(SequenceCheck::Append));
         assert_eq!(s.check(1, 0, 1, 4), Err(OUT_OF_ORDER_SEQUENCE_NUMBER));
-        s.record(1, 0, meta(0, 4, 3));
+        s.record(1, 0, meta(0, 4, 3), false);
         assert_eq!(s.check(1, 0, 5, 5), Ok(SequenceCheck::Append));
     }
 
     #[test]
     fn replay_ignores_old_epochs_and_expire() {
         let mut s = ProducerStateManager::new();
-        s.replay(1, 2, meta(0, 0, 10));
-        s.replay(1, 1, meta(5, 5, 11));
+        s.replay(1, 2, meta(0, 0, 10), false);
+        s.replay(1, 1, meta(5, 5, 11), false);
         assert_eq!(s.entry(1).unwrap().epoch, 2);
         assert_eq!(s.entry(1).unwrap().last_seq(), 0);
-        s.replay(2, 0, meta(0, 0, 50));
+        s.replay(2, 0, meta(0, 0, 50), false);
         s.expire_before(20);
         assert!(s.entry(1).is_none());
         assert!(s.entry(2).is_some());
@@ -476,10 +715,10 @@ mod tests {
     fn expiry_drops_idle_producers_and_keeps_recent_ones() {
         const EXPIRATION_MS: i64 = 1_000;
         let mut s = ProducerStateManager::new();
-        s.record(1, 0, meta_at(0, 4, 0, 1_000)); // idle since 1_000
-        s.record(2, 0, meta_at(0, 0, 5, 1_000));
-        s.record(2, 0, meta_at(1, 1, 6, 1_800)); // its last batch counts, not its first
-        s.record(3, 0, meta_at(0, 0, 7, 1_999));
+        s.record(1, 0, meta_at(0, 4, 0, 1_000), false); // idle since 1_000
+        s.record(2, 0, meta_at(0, 0, 5, 1_000), false);
+        s.record(2, 0, meta_at(1, 1, 6, 1_800), false); // its last batch counts, not its first
+        s.record(3, 0, meta_at(0, 0, 7, 1_999), false);
         assert_eq!(s.remove_expired(1_999, EXPIRATION_MS), 0);
         assert_eq!(s.len(), 3);
         // Kafka's rule: expired once `now - lastTimestamp >= expiration`.
@@ -496,7 +735,7 @@ mod tests {
     #[test]
     fn expired_producer_may_start_at_any_sequence() {
         let mut s = ProducerStateManager::new();
-        s.record(1, 3, meta_at(0, 9, 0, 100));
+        s.record(1, 3, meta_at(0, 9, 0, 100), false);
         assert_eq!(s.check(1, 3, 17, 20), Err(OUT_OF_ORDER_SEQUENCE_NUMBER));
         assert_eq!(s.check(1, 2, 10, 10), Err(INVALID_PRODUCER_EPOCH));
         s.remove_expired(100 + 60_000, 60_000);
@@ -504,7 +743,7 @@ mod tests {
         // Unknown again: any sequence and any epoch, as for a producer never seen.
         assert_eq!(s.check(1, 3, 17, 20), Ok(SequenceCheck::Append));
         assert_eq!(s.check(1, 2, 10, 10), Ok(SequenceCheck::Append));
-        s.record(1, 3, meta_at(17, 20, 10, 61_000));
+        s.record(1, 3, meta_at(17, 20, 10, 61_000), false);
         assert_eq!(s.check(1, 3, 21, 21), Ok(SequenceCheck::Append));
         assert_eq!(s.check(1, 3, 23, 23), Err(OUT_OF_ORDER_SEQUENCE_NUMBER));
     }
@@ -512,8 +751,8 @@ mod tests {
     #[test]
     fn snapshot_round_trip_keeps_every_remembered_batch() {
         let mut s = ProducerStateManager::new();
-        s.record(7, 2, meta_at(0, 4, 100, 1_000));
-        s.record(7, 2, meta_at(5, 9, 105, 1_001));
+        s.record(7, 2, meta_at(0, 4, 100, 1_000), false);
+        s.record(7, 2, meta_at(5, 9, 105, 1_001), false);
         let wrapped = BatchMetadata {
             first_seq: i32::MAX - 1,
             last_seq: 1,
@@ -521,7 +760,7 @@ mod tests {
             last_offset_delta: 3,
             max_timestamp: 2_000,
         };
-        s.record(3, 0, wrapped);
+        s.record(3, 0, wrapped, false);
         let bytes = s.to_snapshot();
         assert_eq!(bytes.len(), 6 + 4 + 3 * SNAPSHOT_ENTRY_BYTES);
         let back = ProducerStateManager::from_snapshot(&bytes).unwrap();
@@ -555,5 +794,156 @@ mod tests {
                 "flip at {i}"
             );
         }
+    }
+
+    fn marker(commit: bool, coordinator_epoch: i32) -> EndTxnMarker {
+        EndTxnMarker {
+            commit,
+            coordinator_epoch,
+        }
+    }
+
+    #[test]
+    fn transactions_begin_end_and_hold_the_last_stable_offset() {
+        let mut s = ProducerStateManager::new();
+        assert_eq!(s.last_stable_offset(100), 100);
+        // Producer 1 begins at 10, producer 2 at 12; an idempotent producer 3 does not hold anything.
+        s.record(1, 0, meta(0, 1, 10), true);
+        s.record(3, 0, meta(0, 0, 11), false);
+        s.record(2, 0, meta(0, 0, 12), true);
+        s.record(1, 0, meta(2, 2, 13), true);
+        assert_eq!(s.entry(1).unwrap().current_txn_first_offset, Some(10));
+        assert_eq!(s.last_stable_offset(14), 10);
+        assert_eq!(s.last_stable_offset(5), 5, "never above the high watermark");
+        assert_eq!(s.ongoing_transactions(), vec![(1, 0, 10), (2, 0, 12)]);
+        // A non-transactional batch inside the transaction is refused.
+        assert_eq!(s.check_txn(1, false), Err(INVALID_TXN_STATE));
+        assert_eq!(s.check_txn(1, true), Ok(()));
+        assert_eq!(s.check_txn(3, false), Ok(()));
+        // Producer 1 aborts at 14: the index entry's LSO is producer 2's first offset.
+        let t = s
+            .end_txn(1, 0, marker(false, 5), 14, 2_000)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            t,
+            CompletedTxn {
+                producer_id: 1,
+                first_offset: 10,
+                last_offset: 14,
+                aborted: true
+            }
+        );
+        assert_eq!(s.stable_offset_after(&t), 12);
+        s.complete_txn(t);
+        assert_eq!(s.entry(1).unwrap().current_txn_first_offset, None);
+        assert_eq!(s.entry(1).unwrap().coordinator_epoch, 5);
+        assert_eq!(s.ongoing_transactions(), vec![(2, 0, 12)]);
+        // Until the high watermark passes the marker, the completed transaction still holds the LSO.
+        assert_eq!(s.last_stable_offset(14), 10);
+        assert_eq!(s.last_stable_offset(15), 12);
+        let t = s
+            .end_txn(2, 0, marker(true, 5), 15, 2_000)
+            .unwrap()
+            .unwrap();
+        assert_eq!(s.stable_offset_after(&t), 16);
+        s.complete_txn(t);
+        assert_eq!(s.last_stable_offset(16), 16);
+        assert!(s.ongoing_transactions().is_empty());
+        // A marker for a producer without an ongoing transaction completes nothing.
+        assert_eq!(s.end_txn(3, 0, marker(true, 5), 16, 2_000), Ok(None));
+        // A new transaction of producer 1 begins at its next transactional batch.
+        s.record(1, 0, meta(3, 3, 17), true);
+        assert_eq!(s.ongoing_transactions(), vec![(1, 0, 17)]);
+    }
+
+    #[test]
+    fn markers_are_fenced_by_producer_and_coordinator_epochs() {
+        let mut s = ProducerStateManager::new();
+        s.record(1, 3, meta(0, 0, 0), true);
+        assert_eq!(
+            s.end_txn(1, 2, marker(true, 0), 1, 0),
+            Err(INVALID_PRODUCER_EPOCH)
+        );
+        s.end_txn(1, 3, marker(false, 4), 1, 0).unwrap();
+        assert_eq!(
+            s.end_txn(1, 3, marker(false, 3), 2, 0),
+            Err(TRANSACTION_COORDINATOR_FENCED)
+        );
+        // A bumped epoch in a marker (the coordinator fencing the producer) clears its batches.
+        assert_eq!(s.end_txn(1, 4, marker(false, 4), 2, 0), Ok(None));
+        let e = s.entry(1).unwrap();
+        assert_eq!((e.epoch, e.batches.len(), e.coordinator_epoch), (4, 0, 4));
+        assert_eq!(s.check(1, 3, 1, 1), Err(INVALID_PRODUCER_EPOCH));
+        // An unknown producer's marker is accepted and remembered (its epochs fence later ones).
+        assert_eq!(s.end_txn(9, 2, marker(true, 1), 3, 0), Ok(None));
+        assert_eq!(
+            s.end_txn(9, 2, marker(true, 0), 4, 0),
+            Err(TRANSACTION_COORDINATOR_FENCED)
+        );
+    }
+
+    #[test]
+    fn expiry_keeps_producers_with_an_ongoing_transaction() {
+        let mut s = ProducerStateManager::new();
+        s.record(1, 0, meta_at(0, 0, 0, 100), true);
+        s.record(2, 0, meta_at(0, 0, 1, 100), false);
+        assert_eq!(s.remove_expired(i64::MAX, 1_000), 1);
+        assert!(s.entry(1).is_some() && s.entry(2).is_none());
+        s.expire_before(i64::MAX);
+        assert!(s.entry(1).is_some());
+        // Ended: the marker's timestamp ages it from then on.
+        s.end_txn(1, 0, marker(true, 0), 5, 5_000).unwrap();
+        assert_eq!(s.remove_expired(5_999, 1_000), 0);
+        assert_eq!(s.remove_expired(6_000, 1_000), 1);
+    }
+
+    #[test]
+    fn snapshot_keeps_coordinator_epoch_and_ongoing_transaction() {
+        let mut s = ProducerStateManager::new();
+        s.record(1, 2, meta_at(0, 1, 10, 1_000), true);
+        s.record(1, 2, meta_at(2, 2, 12, 1_001), true);
+        s.record(2, 0, meta_at(0, 0, 13, 1_002), true);
+        let t = s.end_txn(2, 1, marker(false, 6), 14, 1_500).unwrap();
+        assert!(t.is_some());
+        let back = ProducerStateManager::from_snapshot(&s.to_snapshot()).unwrap();
+        assert_eq!(back.entry(1), s.entry(1));
+        assert_eq!(back.entry(2), s.entry(2));
+        assert_eq!(back.ongoing_transactions(), vec![(1, 2, 10)]);
+        assert_eq!(back.entry(2).unwrap().coordinator_epoch, 6);
+        assert_eq!(back.entry(2).unwrap().last_timestamp(), 1_500);
+        let mut back = back;
+        assert_eq!(back.last_stable_offset(100), 10);
+        // The producer-2 entry has no batch (the marker bumped its epoch): Kafka's -1 offset entry.
+        let bytes = s.to_snapshot();
+        assert_eq!(bytes.len(), 6 + 4 + 3 * SNAPSHOT_ENTRY_BYTES);
+    }
+
+    #[test]
+    fn replay_rebuilds_transactions_from_headers() {
+        use crate::records::test_util::{build, BatchSpec};
+        use crate::records::{build_end_txn_marker, BatchHeader};
+        let mut s = ProducerStateManager::new();
+        let data = build(&BatchSpec {
+            base_offset: 4,
+            records: 2,
+            producer_id: 8,
+            producer_epoch: 1,
+            base_sequence: 0,
+            transactional: true,
+            ..Default::default()
+        });
+        let h = BatchHeader::parse(&data).unwrap();
+        assert_eq!(s.replay_header(&h, None, i64::MAX), None);
+        assert_eq!(s.ongoing_transactions(), vec![(8, 1, 4)]);
+        let mut m = build_end_txn_marker(8, 1, marker(false, 2), 0);
+        m[..8].copy_from_slice(&6i64.to_be_bytes());
+        let mh = BatchHeader::parse(&m).unwrap();
+        // An emptied or unreadable control batch is skipped.
+        assert_eq!(s.replay_header(&mh, None, i64::MAX), None);
+        let parsed = crate::records::parse_end_txn_marker(&m, &mh);
+        let t = s.replay_header(&mh, parsed, i64::MAX).unwrap();
+        assert_eq!((t.first_offset, t.last_offset, t.aborted), (4, 6, true));
+        assert!(s.ongoing_transactions().is_empty());
     }
 }

@@ -25,6 +25,10 @@ pub const INVALID_REQUEST: i16 = 42;
 pub const UNSUPPORTED_FOR_MESSAGE_FORMAT: i16 = 43;
 pub const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
 pub const INVALID_PRODUCER_EPOCH: i16 = 47;
+/// A non-transactional batch from a producer whose transaction is ongoing on the partition.
+pub const INVALID_TXN_STATE: i16 = 48;
+/// A transaction marker from a coordinator epoch older than the one the partition last saw.
+pub const TRANSACTION_COORDINATOR_FENCED: i16 = 52;
 pub const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: i16 = 53;
 pub const KAFKA_STORAGE_ERROR: i16 = 56;
 pub const UNKNOWN_SERVER_ERROR: i16 = -1;

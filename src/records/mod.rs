@@ -555,6 +555,78 @@ pub fn build_batch(records: &[KeyValue<'_>], timestamp_ms: i64) -> Vec<u8> {
     b
 }
 
+/// Kafka's `ControlRecordType.ABORT` (the key's type field of a control record).
+pub const CONTROL_TYPE_ABORT: i16 = 0;
+/// Kafka's `ControlRecordType.COMMIT`.
+pub const CONTROL_TYPE_COMMIT: i16 = 1;
+/// Size of an end-transaction marker's key: version i16, type i16.
+const CONTROL_KEY_BYTES: usize = 4;
+/// Size of an end-transaction marker's value: version i16, coordinator epoch i32.
+const END_TXN_VALUE_BYTES: usize = 6;
+
+/// What a COMMIT or ABORT control record says (Kafka's `EndTransactionMarker`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EndTxnMarker {
+    pub commit: bool,
+    pub coordinator_epoch: i32,
+}
+
+/// Builds the control batch Kafka's `MemoryRecords.withEndTransactionMarker` builds: attributes
+/// transactional + control, no sequence (-1), one record whose key is (version 0, type) and whose value
+/// is (version 0, coordinator epoch). The base offset is 0; the log assigns the real one.
+pub fn build_end_txn_marker(
+    producer_id: i64,
+    producer_epoch: i16,
+    marker: EndTxnMarker,
+    timestamp_ms: i64,
+) -> Vec<u8> {
+    let kind = if marker.commit {
+        CONTROL_TYPE_COMMIT
+    } else {
+        CONTROL_TYPE_ABORT
+    };
+    let mut key = Vec::with_capacity(CONTROL_KEY_BYTES);
+    key.extend_from_slice(&0i16.to_be_bytes());
+    key.extend_from_slice(&kind.to_be_bytes());
+    let mut value = Vec::with_capacity(END_TXN_VALUE_BYTES);
+    value.extend_from_slice(&0i16.to_be_bytes());
+    value.extend_from_slice(&marker.coordinator_epoch.to_be_bytes());
+    let mut b = build_batch(&[(Some(&key), Some(&value))], timestamp_ms);
+    b[ATTRIBUTES_OFFSET..ATTRIBUTES_OFFSET + 2]
+        .copy_from_slice(&(ATTR_TRANSACTIONAL_BIT | ATTR_CONTROL_BIT).to_be_bytes());
+    b[43..51].copy_from_slice(&producer_id.to_be_bytes());
+    b[51..53].copy_from_slice(&producer_epoch.to_be_bytes());
+    let crc = compute_crc(&b);
+    b[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+    b
+}
+
+/// The end-transaction marker of a control batch (`batch`: the whole batch, header `h`), as Kafka's
+/// `EndTransactionMarker.deserialize` reads it: the first record's key type (0 ABORT, 1 COMMIT) and its
+/// value's coordinator epoch. `None` for a batch that is not a control batch, holds no record (the
+/// cleaner emptied it), or is another control type or damaged (never a panic on disk bytes).
+pub fn parse_end_txn_marker(batch: &[u8], h: &BatchHeader) -> Option<EndTxnMarker> {
+    if !h.is_control() {
+        return None;
+    }
+    let body = codec::records_body(batch, h, crate::limits::DECOMPRESSED_BATCH_BYTES_MAX).ok()?;
+    let records = codec::parse_records(&body, h).ok()?;
+    let r = records.first()?;
+    let key = r.key?;
+    let value = r.value?;
+    let kind = i16::from_be_bytes(key.get(2..CONTROL_KEY_BYTES)?.try_into().ok()?);
+    let epoch = i32::from_be_bytes(value.get(2..END_TXN_VALUE_BYTES)?.try_into().ok()?);
+    let commit = match kind {
+        CONTROL_TYPE_COMMIT => true,
+        CONTROL_TYPE_ABORT => false,
+        _ => return None,
+    };
+    Some(EndTxnMarker {
+        commit,
+        coordinator_epoch: epoch,
+    })
+}
+
 /// Test-only builder of valid v2 batches with uncompressed varint records. Shared with the storage and
 /// partition tests.
 #[cfg(test)]
@@ -571,6 +643,10 @@ pub mod test_util {
         pub producer_id: i64,
         pub producer_epoch: i16,
         pub base_sequence: i32,
+        /// Sets the transactional attribute bit.
+        pub transactional: bool,
+        /// The key of every record (`None`: null keys).
+        pub key: Option<Vec<u8>>,
     }
 
     impl Default for BatchSpec {
@@ -583,6 +659,8 @@ pub mod test_util {
                 producer_id: -1,
                 producer_epoch: -1,
                 base_sequence: -1,
+                transactional: false,
+                key: None,
             }
         }
     }
@@ -595,7 +673,13 @@ pub mod test_util {
             body.push(0u8); // record attributes
             put_varint(&mut body, i as i64); // timestamp delta
             put_varint(&mut body, i as i64); // offset delta
-            put_varint(&mut body, -1); // null key
+            match &spec.key {
+                Some(k) => {
+                    put_varint(&mut body, k.len() as i64);
+                    body.extend_from_slice(k);
+                }
+                None => put_varint(&mut body, -1), // null key
+            }
             put_varint(&mut body, spec.value_bytes as i64);
             body.extend((0..spec.value_bytes).map(|j| (i + j) as u8 | 1));
             put_varint(&mut body, 0); // headers
@@ -610,7 +694,12 @@ pub mod test_util {
         b.extend_from_slice(&(-1i32).to_be_bytes()); // partition leader epoch
         b.push(MAGIC_V2 as u8);
         b.extend_from_slice(&0u32.to_be_bytes()); // crc placeholder
-        b.extend_from_slice(&0i16.to_be_bytes()); // attributes
+        let attributes = if spec.transactional {
+            ATTR_TRANSACTIONAL_BIT
+        } else {
+            0
+        };
+        b.extend_from_slice(&attributes.to_be_bytes());
         b.extend_from_slice(&last_delta.to_be_bytes());
         b.extend_from_slice(&spec.base_timestamp.to_be_bytes());
         b.extend_from_slice(&(spec.base_timestamp + last_delta as i64).to_be_bytes());
@@ -635,6 +724,51 @@ pub mod test_util {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn end_txn_marker_round_trips_in_kafkas_format() {
+        use super::*;
+        for (commit, kind) in [(true, 1u8), (false, 0u8)] {
+            let m = EndTxnMarker {
+                commit,
+                coordinator_epoch: 7,
+            };
+            let b = build_end_txn_marker(42, 3, m, 1_000);
+            let hs = validate_batches(&b, usize::MAX).unwrap();
+            let h = hs[0];
+            assert!(h.is_control() && h.is_transactional());
+            assert_eq!((h.producer_id, h.producer_epoch), (42, 3));
+            assert_eq!((h.base_sequence, h.records_count), (NO_SEQUENCE, 1));
+            assert_eq!(parse_end_txn_marker(&b, &h), Some(m));
+            // Key: version 0, type; value: version 0, coordinator epoch (Kafka's EndTransactionMarker).
+            let body = codec::records_body(&b, &h, usize::MAX).unwrap();
+            let r = codec::parse_records(&body, &h).unwrap()[0];
+            assert_eq!(r.key, Some(&[0, 0, 0, kind][..]));
+            assert_eq!(r.value, Some(&[0, 0, 0, 0, 0, 7][..]));
+        }
+        // Not a control batch, or damaged: None, never a panic.
+        let data = test_util::simple(1);
+        let h = BatchHeader::parse(&data).unwrap();
+        assert_eq!(parse_end_txn_marker(&data, &h), None);
+        let good = build_end_txn_marker(
+            1,
+            0,
+            EndTxnMarker {
+                commit: true,
+                coordinator_epoch: 0,
+            },
+            0,
+        );
+        let h = BatchHeader::parse(&good).unwrap();
+        for cut in 0..good.len() {
+            let _ = parse_end_txn_marker(&good[..cut], &h);
+        }
+        for i in HEADER_BYTES..good.len() {
+            let mut bad = good.clone();
+            bad[i] ^= 0xff;
+            let _ = parse_end_txn_marker(&bad, &h);
+        }
+    }
 
     #[test]
     fn produce_records_are_one_magic2_batch_as_kafka_requires() {

@@ -21,19 +21,28 @@
 //!    committed swap and deletes an uncommitted one ([`recover_swaps`]).
 //! 5. The new first dirty offset goes to the checkpoint.
 //!
+//! Transactions, as Kafka's cleaner handles them (`CleanedTransactionMetadata`): nothing at or past the
+//! partition's last stable offset is cleanable (an undecided transaction is never touched); records of
+//! aborted transactions (known from the `.txnindex` entries) are never put in the map and are removed
+//! from the rewritten segments; the `.txnindex` entry of an aborted transaction is carried into the
+//! cleaned segment while this cleaning still saw some of its batches, and dropped once none is left.
+//! Control batches (COMMIT and ABORT markers) are always kept, unlike Kafka, which removes a marker once
+//! its transaction's data is gone and the delete horizon has passed: a kept marker costs one small batch
+//! per transaction and a consumer passes over it.
+//!
 //! Reads under way keep the old file (they hold it open); a fetch that read the old file while a swap
 //! happened does not keep its read-ahead block (`State::swaps`). The cleaner reads and writes through the
 //! blocking pool and direct reads, at most `log.cleaner.io.max.bytes.per.second`, and runs in a
 //! low-priority task queue (see `server::cleaner_loop`), so produce and fetch on its core go first.
 
 use std::collections::hash_map::DefaultHasher;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use super::*;
-use crate::records::codec;
+use crate::records::{codec, EndTxnMarker};
 
 /// Suffix of a cleaned segment's files while they are written.
 pub const CLEANED_SUFFIX: &str = "cleaned";
@@ -98,6 +107,82 @@ struct Planned {
     read: DiskRead,
     next_offset: i64,
     created_ms: i64,
+    /// The aborted transactions with batches in this segment (from every later segment's index too).
+    aborted: Vec<AbortedTxn>,
+    /// This segment's own `.txnindex` entries, and whether its file exists.
+    own_aborted: Vec<AbortedTxn>,
+    txn_index_on_disk: bool,
+}
+
+/// Kafka's `CleanedTransactionMetadata`: which batches of one cleaning belong to aborted transactions,
+/// and which `.txnindex` entries the cleaned segments keep.
+#[derive(Default)]
+struct CleanedTxns {
+    /// Aborted transactions not reached yet, by (first offset, producer id).
+    pending: BTreeMap<(i64, i64), AbortedTxn>,
+    /// (producer id, first offset) of every transaction ever added (a transaction spanning segments is
+    /// collected for each of them).
+    added: HashSet<(i64, i64)>,
+    /// Producer id -> its aborted transaction under way, and whether a batch of it was seen.
+    ongoing_aborted: HashMap<i64, (AbortedTxn, bool)>,
+    ongoing_committed: HashSet<i64>,
+}
+
+impl CleanedTxns {
+    fn add(&mut self, txns: &[AbortedTxn]) {
+        for t in txns {
+            if self.added.insert((t.producer_id, t.first_offset)) {
+                self.pending.insert((t.first_offset, t.producer_id), *t);
+            }
+        }
+    }
+
+    fn consume_up_to(&mut self, offset: i64) {
+        while let Some(entry) = self.pending.first_entry() {
+            if entry.key().0 > offset {
+                break;
+            }
+            let t = entry.remove();
+            self.ongoing_aborted
+                .entry(t.producer_id)
+                .or_insert((t, false));
+        }
+    }
+
+    /// Kafka's `onBatchRead`: true if the data batch belongs to an aborted transaction.
+    fn on_batch(&mut self, h: &BatchHeader) -> bool {
+        self.consume_up_to(h.last_offset());
+        if !h.is_transactional() {
+            return false;
+        }
+        match self.ongoing_aborted.get_mut(&h.producer_id) {
+            Some((_, seen)) => {
+                *seen = true;
+                true
+            }
+            None => {
+                self.ongoing_committed.insert(h.producer_id);
+                false
+            }
+        }
+    }
+
+    /// Kafka's `onControlBatchRead`, for the index only: the entry an ABORT marker keeps in the cleaned
+    /// segment's `.txnindex` (while some batch of its transaction was seen by this cleaning).
+    fn on_control(&mut self, h: &BatchHeader, marker: Option<EndTxnMarker>) -> Option<AbortedTxn> {
+        self.consume_up_to(h.last_offset());
+        match marker {
+            Some(m) if !m.commit => match self.ongoing_aborted.remove(&h.producer_id) {
+                Some((t, true)) => Some(t),
+                _ => None,
+            },
+            Some(_) => {
+                self.ongoing_committed.remove(&h.producer_id);
+                None
+            }
+            None => None,
+        }
+    }
 }
 
 fn largest_timestamp(s: &Segment) -> i64 {
@@ -108,22 +193,30 @@ fn largest_timestamp(s: &Segment) -> i64 {
     }
 }
 
-/// The files of segment `base` with `suffix` appended (`.log.cleaned`, ...): log, index, time index.
-fn suffixed(dir: &Path, base: i64, suffix: &str) -> [PathBuf; 3] {
+/// The files of segment `base` with `suffix` appended (`.log.cleaned`, ...): log, index, time index,
+/// transaction index.
+fn suffixed(dir: &Path, base: i64, suffix: &str) -> [PathBuf; 4] {
     [
         dir.join(format!("{}.{suffix}", segment::log_file_name(base))),
         dir.join(format!("{}.{suffix}", segment::index_file_name(base))),
         dir.join(format!("{}.{suffix}", segment::time_index_file_name(base))),
+        dir.join(format!("{}.{suffix}", segment::txn_index_file_name(base))),
     ]
 }
 
-fn live(dir: &Path, base: i64) -> [PathBuf; 3] {
+fn live(dir: &Path, base: i64) -> [PathBuf; 4] {
     [
         dir.join(segment::log_file_name(base)),
         dir.join(segment::index_file_name(base)),
         dir.join(segment::time_index_file_name(base)),
+        dir.join(segment::txn_index_file_name(base)),
     ]
 }
+
+/// The order of a swap's renames: the indexes first, the log last (its rename commits the swap).
+const SWAP_ORDER: [usize; 4] = [1, 2, 3, 0];
+/// Position of the transaction index in [`suffixed`] and [`live`].
+const TXN_INDEX: usize = 3;
 
 /// At recovery, before the segments are listed: finishes every committed swap (`<base>.log.swap`
 /// present) and deletes every uncommitted one (`.cleaned` files, and `.swap` indexes without their log).
@@ -146,13 +239,15 @@ pub fn recover_swaps(dir: &Path) -> std::io::Result<usize> {
         let swaps = suffixed(dir, *base, SWAP_SUFFIX);
         let targets = live(dir, *base);
         // Indexes first: the log's rename is the last step, as when the swap ran.
-        for i in [1, 2, 0] {
+        for i in SWAP_ORDER {
             if swaps[i].exists() {
                 std::fs::rename(&swaps[i], &targets[i])?;
-            } else if i != 0 {
+            } else if i != 0 && i != TXN_INDEX {
                 // No cleaned index: the old one describes the old file; recovery rebuilds it.
                 let _ = std::fs::remove_file(&targets[i]);
             }
+            // No cleaned transaction index: the swap wrote none (the segment had no entry before or
+            // after), or it is already in place.
         }
         tracing::info!(segment = %targets[0].display(), "recovery finished an interrupted cleaner swap");
     }
@@ -234,13 +329,19 @@ impl PartitionLog {
         }
     }
 
-    /// The sealed segments the cleaner may touch now: below the active segment and below the first
-    /// segment with records younger than `min.compaction.lag.ms`.
-    fn cleanable_segments<'s>(st: &'s State, config: &LogConfig, now_ms: i64) -> &'s [Segment] {
+    /// The sealed segments the cleaner may touch now: below the active segment, below the last stable
+    /// offset `lso` (Kafka's first uncleanable offset is at most it) and below the first segment with
+    /// records younger than `min.compaction.lag.ms`.
+    fn cleanable_segments<'s>(
+        st: &'s State,
+        config: &LogConfig,
+        now_ms: i64,
+        lso: i64,
+    ) -> &'s [Segment] {
         let sealed = st
             .segments
             .iter()
-            .take_while(|s| s.sealed && s.file.is_some())
+            .take_while(|s| s.sealed && s.file.is_some() && s.next_offset <= lso)
             .count()
             .min(st.segments.len().saturating_sub(1));
         let end = st.segments[..sealed]
@@ -253,8 +354,9 @@ impl PartitionLog {
         &st.segments[..end]
     }
 
-    /// How far this log can be cleaned now; `None` if it is not compacted or holds nothing dirty.
-    pub fn cleanable(&self, now_ms: i64) -> Option<Cleanable> {
+    /// How far this log can be cleaned now (never at or past the last stable offset `lso`); `None` if it
+    /// is not compacted or holds nothing dirty.
+    pub fn cleanable(&self, now_ms: i64, lso: i64) -> Option<Cleanable> {
         let config = self.shared.config.get();
         if !config.compact {
             return None;
@@ -267,7 +369,7 @@ impl PartitionLog {
             dirty_bytes: 0,
             overdue: false,
         };
-        for s in Self::cleanable_segments(&st, &config, now_ms) {
+        for s in Self::cleanable_segments(&st, &config, now_ms, lso) {
             if s.next_offset <= first_dirty {
                 out.clean_bytes += s.size;
             } else {
@@ -284,21 +386,22 @@ impl PartitionLog {
     }
 
     /// Cleans the log once (see the module doc). `map_entries`: the most keys the map may hold;
-    /// `io_bytes_per_second`: the I/O pace. Returns what it did, or `None` if there was nothing to do.
-    /// `keep_empty(producer_id, last_offset)`: whether a batch left without records must stay (empty)
-    /// because it is the producer's last.
+    /// `io_bytes_per_second`: the I/O pace; `lso`: the partition's last stable offset. Returns what it
+    /// did, or `None` if there was nothing to do. `keep_empty(producer_id, last_offset)`: whether a batch
+    /// left without records must stay (empty) because it is the producer's last.
     pub async fn clean(
         &self,
         now_ms: i64,
         map_entries: usize,
         io_bytes_per_second: f64,
+        lso: i64,
         keep_empty: &dyn Fn(i64, i64) -> bool,
     ) -> Result<Option<CleanStats>, StorageError> {
         let config = self.shared.config.get();
         let (first_dirty, plan) = {
             let st = self.shared.state.borrow();
             let first_dirty = self.first_dirty(&st);
-            let plan: Vec<Planned> = Self::cleanable_segments(&st, &config, now_ms)
+            let plan: Vec<Planned> = Self::cleanable_segments(&st, &config, now_ms, lso)
                 .iter()
                 .filter_map(|s| {
                     Some(Planned {
@@ -311,6 +414,9 @@ impl PartitionLog {
                         },
                         next_offset: s.next_offset,
                         created_ms: s.created_ms,
+                        aborted: collect_aborted(&st, s.base_offset, s.next_offset),
+                        own_aborted: s.aborted.clone(),
+                        txn_index_on_disk: s.txn_index_on_disk,
                     })
                 })
                 .collect();
@@ -327,11 +433,22 @@ impl PartitionLog {
         let mut stats = CleanStats::default();
 
         // 2. The map over the dirty part, whole segments only.
+        // Records of aborted transactions are not mapped (Kafka's `buildOffsetMapForSegment`), nor are
+        // control records.
         let mut map: HashMap<u128, i64> = HashMap::new();
         let mut mapped_end = first_dirty;
+        let mut txns = CleanedTxns::default();
         for p in plan.iter().filter(|p| p.next_offset > first_dirty) {
             let mut seg_map: Vec<(u128, i64)> = Vec::new();
+            txns.add(&p.aborted);
             self.scan(&p.read, &mut throttle, &mut stats, |h, records| {
+                if h.is_control() {
+                    txns.consume_up_to(h.last_offset());
+                    return;
+                }
+                if txns.on_batch(h) {
+                    return;
+                }
                 for r in records {
                     let offset = h.base_offset + i64::from(r.offset_delta);
                     if offset >= first_dirty {
@@ -365,8 +482,10 @@ impl PartitionLog {
             horizon: now_ms.saturating_add(config.delete_retention_ms),
             keep_empty,
         };
+        let mut txns = CleanedTxns::default();
         for p in plan.iter().filter(|p| p.next_offset <= mapped_end) {
-            self.clean_segment(p, &rules, &mut throttle, &mut stats)
+            txns.add(&p.aborted);
+            self.clean_segment(p, &rules, &mut txns, &mut throttle, &mut stats)
                 .await?;
         }
 
@@ -410,6 +529,7 @@ impl PartitionLog {
         &self,
         p: &Planned,
         rules: &Rules<'_>,
+        txns: &mut CleanedTxns,
         throttle: &mut Throttle,
         stats: &mut CleanStats,
     ) -> Result<(), StorageError> {
@@ -429,14 +549,29 @@ impl PartitionLog {
         let mut win = None;
         let mut pos = 0u64;
         let d = &p.read;
+        let mut aborted_kept: Vec<AbortedTxn> = Vec::new();
         while let Some(h) = header_at(d, &mut win, pos, SCAN_WINDOW_BYTES).await? {
             let (batch, body) = batch_and_records(d, &mut win, pos, &h).await?;
             let records = codec::parse_records(&body, &h).map_err(|_| corrupt_at(d, pos))?;
             let batch_horizon = codec::delete_horizon(&h);
+            if h.is_control() {
+                // Markers are kept whole; an ABORT marker decides its transaction's index entry.
+                let marker = records::parse_end_txn_marker(batch, &h);
+                aborted_kept.extend(txns.on_control(&h, marker));
+                seg.track_batch(out.len() as u64, &h, config.index_interval_bytes);
+                out.extend_from_slice(batch);
+                pos += h.total_size() as u64;
+                throttle.account(h.total_size() as u64).await;
+                continue;
+            }
+            let aborted = txns.on_batch(&h);
             let kept: Vec<codec::Record<'_>> = records
                 .iter()
                 .copied()
                 .filter(|r| {
+                    if aborted {
+                        return false;
+                    }
                     let offset = h.base_offset + i64::from(r.offset_delta);
                     let latest = r
                         .key
@@ -477,10 +612,17 @@ impl PartitionLog {
             throttle.account(h.total_size() as u64).await;
         }
         stats.records_removed += removed;
+        changed |= aborted_kept != p.own_aborted;
         if !changed {
             return Ok(());
         }
+        seg.aborted = aborted_kept;
         let (index, time_index) = (seg.index_bytes(), seg.time_index_bytes());
+        // A transaction index goes with the swap when the segment had one or has entries now (an empty
+        // file replaces one whose entries all went).
+        let txn_index =
+            (p.txn_index_on_disk || !seg.aborted.is_empty()).then(|| seg.txn_index_bytes());
+        let wrote_txn_index = txn_index.is_some();
         let size = out.len() as u64;
         let cleaned = suffixed(&dir, base, CLEANED_SUFFIX);
         let swap = suffixed(&dir, base, SWAP_SUFFIX);
@@ -491,12 +633,16 @@ impl PartitionLog {
                 write_synced(&cleaned[0], &out)?;
                 write_synced(&cleaned[1], &index)?;
                 write_synced(&cleaned[2], &time_index)?;
+                if let Some(txn_index) = &txn_index {
+                    write_synced(&cleaned[TXN_INDEX], txn_index)?;
+                }
+                let written = |i: usize| i != TXN_INDEX || txn_index.is_some();
                 // Indexes first; the log's rename commits the swap.
-                for i in [1, 2, 0] {
+                for i in SWAP_ORDER.into_iter().filter(|&i| written(i)) {
                     std::fs::rename(&cleaned[i], &swap[i])?;
                 }
                 super::fault_journal::sync_dir(&dir)?;
-                for i in [1, 2, 0] {
+                for i in SWAP_ORDER.into_iter().filter(|&i| written(i)) {
                     std::fs::rename(&swap[i], &live_paths[i])?;
                 }
                 super::fault_journal::sync_dir(&dir)
@@ -517,6 +663,8 @@ impl PartitionLog {
                     s.time_index = seg.time_index;
                     s.max_timestamp = seg.max_timestamp;
                     s.offset_of_max_timestamp = seg.offset_of_max_timestamp;
+                    s.aborted = seg.aborted;
+                    s.txn_index_on_disk |= wrote_txn_index;
                     true
                 }
                 _ => false,

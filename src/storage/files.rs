@@ -196,6 +196,37 @@ pub(crate) async fn write_small_file(path: &Path, bytes: Vec<u8>) -> Result<(), 
     Ok(())
 }
 
+/// Writes the `.txnindex` of the segment at `base` (synced), if it holds entries or its file exists. The
+/// file's first write also syncs the directory: its entries may lie below the recovery point the
+/// caller advances next, and recovery trusts the `.txnindex` files there instead of rebuilding them.
+pub(crate) async fn write_txn_index(
+    shared: &Shared,
+    base: i64,
+    bytes: Vec<u8>,
+) -> Result<(), StorageError> {
+    let (path, on_disk) = {
+        let st = shared.state.borrow();
+        match st.segments.iter().find(|s| s.base_offset == base) {
+            Some(s) => (s.txn_index_path(), s.txn_index_on_disk),
+            None => return Ok(()),
+        }
+    };
+    if bytes.is_empty() && !on_disk {
+        return Ok(());
+    }
+    write_small_file(&path, bytes).await?;
+    if !on_disk {
+        let dir = shared.dir.clone();
+        blocking(move || sync_dir(&dir))
+            .await
+            .map_err(|e| StorageError::io(&shared.dir, e))?;
+        if let Some(s) = shared.state.borrow_mut().segment_mut(base) {
+            s.txn_index_on_disk = true;
+        }
+    }
+    Ok(())
+}
+
 /// Writes the producer snapshot `<offset>.snapshot` (synced) and deletes the snapshots older than the
 /// newest [`SNAPSHOTS_KEPT`]. A snapshot whose directory entry a machine crash loses only makes the next
 /// recovery replay from an older one.

@@ -214,9 +214,11 @@ impl Flusher {
                     segment_base,
                     index,
                     time_index,
+                    txn_index,
                     snapshot,
                 } => {
-                    self.checkpoint(*offset, *segment_base, index, time_index, snapshot)
+                    let files = [index, time_index, txn_index];
+                    self.checkpoint(*offset, *segment_base, files, snapshot)
                         .await
                         .map_err(|e| (i, e))?;
                     i += 1;
@@ -388,7 +390,7 @@ impl Flusher {
     /// Syncs, truncates to the logical size and writes the index files of the segment at `base`.
     async fn finish_segment(&mut self, base: i64) -> Result<(), StorageError> {
         self.sync().await?;
-        let (file, size, path, index, time_index, index_path, time_index_path) = {
+        let (file, size, path, index, time_index, txn_index, index_path, time_index_path) = {
             let mut st = self.shared.state.borrow_mut();
             let seg = st.segment_mut(base).expect("segment to finish exists");
             (
@@ -397,6 +399,7 @@ impl Flusher {
                 seg.log_path.clone(),
                 seg.index_bytes(),
                 seg.time_index_bytes(),
+                seg.txn_index_bytes(),
                 seg.index_path(),
                 seg.time_index_path(),
             )
@@ -412,6 +415,7 @@ impl Flusher {
         }
         write_small_file(&index_path, index).await?;
         write_small_file(&time_index_path, time_index).await?;
+        super::write_txn_index(&self.shared, base, txn_index).await?;
         Ok(())
     }
 
@@ -442,8 +446,7 @@ impl Flusher {
         &mut self,
         offset: i64,
         segment_base: i64,
-        index: &[u8],
-        time_index: &[u8],
+        [index, time_index, txn_index]: [&Vec<u8>; 3],
         snapshot: &[u8],
     ) -> Result<(), StorageError> {
         self.sync().await?;
@@ -458,9 +461,11 @@ impl Flusher {
             )
         };
         // A roll queued before this op wrote complete index files for that segment: keep them.
+        // The aborted transactions below `offset` are durable before the recovery point passes them.
         if still_active {
             write_small_file(&index_path, index.to_vec()).await?;
             write_small_file(&time_index_path, time_index.to_vec()).await?;
+            super::write_txn_index(&self.shared, segment_base, txn_index.to_vec()).await?;
         }
         super::write_snapshot(&self.shared, offset, snapshot.to_vec()).await?;
         let mut st = self.shared.state.borrow_mut();

@@ -343,8 +343,12 @@ impl super::RecoveryHooks for Hooks {
         Ok(())
     }
 
-    fn on_batch(&mut self, h: &BatchHeader) {
-        self.producers.replay_header(h, i64::MAX);
+    fn on_batch(
+        &mut self,
+        h: &BatchHeader,
+        marker: Option<crate::records::EndTxnMarker>,
+    ) -> Option<super::AbortedTxn> {
+        crate::partition::recovered_abort(&mut self.producers, h, marker, i64::MAX)
     }
 
     fn discard_snapshot(&mut self) {

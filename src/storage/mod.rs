@@ -65,6 +65,7 @@ pub use limits::*;
 pub use read::FetchRead;
 pub(crate) use read::*;
 pub use recovery::{take_totals as take_recovery_totals, RecoveryHooks, RecoveryStats};
+pub use segment::AbortedTxn;
 use segment::Segment;
 pub use time_lookup::TimestampOffset;
 use wait::{WaitUntil, Waiters};
@@ -258,6 +259,7 @@ pub(crate) enum Op {
         segment_base: i64,
         index: Vec<u8>,
         time_index: Vec<u8>,
+        txn_index: Vec<u8>,
         snapshot: Vec<u8>,
     },
 }
@@ -389,6 +391,22 @@ pub(crate) struct Shared {
 /// Owned by the core that owns the partition. Not `Send`; every method must run on that core's executor.
 pub struct PartitionLog {
     shared: Rc<Shared>,
+}
+
+/// See [`PartitionLog::aborted_transactions`].
+pub(crate) fn collect_aborted(st: &State, from: i64, upper: i64) -> Vec<AbortedTxn> {
+    let mut out = Vec::new();
+    for s in st.segments_from(from) {
+        for t in &s.aborted {
+            if t.last_offset >= from && t.first_offset < upper {
+                out.push(*t);
+            }
+            if t.last_stable_offset >= upper {
+                return out;
+            }
+        }
+    }
+    out
 }
 
 pub(crate) fn now_ms() -> i64 {
@@ -570,6 +588,21 @@ impl PartitionLog {
         headers: &[BatchHeader],
         leader_epoch: i32,
     ) -> Result<AppendInfo, StorageError> {
+        self.append_with_txn(batches, headers, leader_epoch, None)
+    }
+
+    /// [`PartitionLog::append`] of a transaction marker: `aborted`, the entry of an aborted transaction
+    /// whose ABORT marker is the last batch of `batches` (its `last_offset` is the marker's offset, as
+    /// the caller predicted it from the log end offset), goes to the `.txnindex` of the segment the
+    /// marker lands in. The entry reaches the disk with that segment's index files: when the segment is
+    /// rolled or closed, or at the checkpoint that moves the recovery point past it.
+    pub fn append_with_txn(
+        &self,
+        batches: &[u8],
+        headers: &[BatchHeader],
+        leader_epoch: i32,
+        aborted: Option<AbortedTxn>,
+    ) -> Result<AppendInfo, StorageError> {
         assert!(!headers.is_empty(), "append of no batches");
         assert_eq!(
             headers.iter().map(|h| h.total_size()).sum::<usize>(),
@@ -650,6 +683,14 @@ impl PartitionLog {
             at += size;
         }
         active.size += len;
+        if let Some(t) = aborted {
+            assert_eq!(
+                t.last_offset,
+                next - 1,
+                "the marker is the last batch appended"
+            );
+            active.aborted.push(t);
+        }
         st.cache.extend(cached);
         st.log_end_offset = next;
         st.pending.push_back(Op::Write {
@@ -714,6 +755,15 @@ impl PartitionLog {
         })
     }
 
+    /// The aborted transactions a read of `[from, upper)` must report to a read_committed consumer, as
+    /// Kafka's `LocalLog.collectAbortedTransactions` and `TransactionIndex.collectAbortedTxns` find them:
+    /// every transaction whose marker is at or after `from` and whose first offset is below `upper`,
+    /// searching the segments from the one holding `from` until an entry's last stable offset reaches
+    /// `upper`. In marker order.
+    pub fn aborted_transactions(&self, from: i64, upper: i64) -> Vec<AbortedTxn> {
+        collect_aborted(&self.shared.state.borrow(), from, upper)
+    }
+
     /// ListOffsets by timestamp `ts >= 0`: the first record, below the high watermark, with a timestamp
     /// `>= ts`, found as Kafka finds it (see [`time_lookup`]).
     pub async fn offset_for_timestamp(
@@ -776,6 +826,7 @@ impl PartitionLog {
                 segment_base: active.base_offset,
                 index: active.index_bytes(),
                 time_index: active.time_index_bytes(),
+                txn_index: active.txn_index_bytes(),
                 snapshot: snapshot(),
             };
             st.pending.push_back(op);

@@ -16,14 +16,15 @@ use std::time::UNIX_EPOCH;
 
 use super::limits::{BLOCK_BYTES, SCAN_WINDOW_BYTES};
 use super::segment::{
-    log_file_name, parse_file_name, snapshot_file_name, IndexEntry, Segment, TimeIndexEntry,
-    INDEX_ENTRY_BYTES, SNAPSHOT_EXT, TIME_INDEX_ENTRY_BYTES,
+    log_file_name, parse_file_name, parse_txn_index, snapshot_file_name, txn_index_file_name,
+    AbortedTxn, IndexEntry, Segment, TimeIndexEntry, INDEX_ENTRY_BYTES, SNAPSHOT_EXT,
+    TIME_INDEX_ENTRY_BYTES,
 };
 use super::{
     ensure_window, header_at, now_ms, open_segment_file, write_small_file, DiskRead, LogConfig,
     StorageError,
 };
-use crate::records::{self, BatchHeader};
+use crate::records::{self, BatchHeader, EndTxnMarker};
 
 pub(crate) struct Recovered {
     pub segments: Vec<Segment>,
@@ -78,14 +79,16 @@ pub fn take_totals() -> RecoveryStats {
     TOTALS.with(|t| t.take())
 }
 
-/// What recovery needs from the layer above: the partition's idempotent-producer state.
+/// What recovery needs from the layer above: the partition's idempotent-producer and transaction state.
 pub trait RecoveryHooks {
     /// Offered the newest usable producer snapshot (`<offset>.snapshot`, Kafka's format) first; an `Err`
     /// (unreadable, damaged) gets the next older one offered.
     fn load_snapshot(&mut self, offset: i64, bytes: &[u8]) -> Result<(), String>;
     /// Sees the header of every batch from the loaded snapshot's offset on (every batch if none was
-    /// loaded), oldest first.
-    fn on_batch(&mut self, h: &BatchHeader);
+    /// loaded), oldest first, with the end-transaction marker of a control batch. Returns the
+    /// `.txnindex` entry of the transaction an ABORT marker ended (Kafka's `LogSegment.recover` rebuilds
+    /// the transaction index from the producer state the same way).
+    fn on_batch(&mut self, h: &BatchHeader, marker: Option<EndTxnMarker>) -> Option<AbortedTxn>;
     /// The loaded snapshot lies past the recovered log end (data below the recovery point was lost), or
     /// recovery starts over: start again from an empty state.
     fn discard_snapshot(&mut self);
@@ -96,8 +99,9 @@ impl<F: FnMut(&BatchHeader)> RecoveryHooks for F {
     fn load_snapshot(&mut self, _offset: i64, _bytes: &[u8]) -> Result<(), String> {
         Err("this log keeps no producer state".into())
     }
-    fn on_batch(&mut self, h: &BatchHeader) {
-        self(h)
+    fn on_batch(&mut self, h: &BatchHeader, _marker: Option<EndTxnMarker>) -> Option<AbortedTxn> {
+        self(h);
+        None
     }
     fn discard_snapshot(&mut self) {}
 }
@@ -159,8 +163,9 @@ async fn recover_once(
         let name = entry.file_name().to_string_lossy().into_owned();
         if let Some(b) = parse_file_name(&name, "log") {
             bases.push(b);
-        } else if let Some(b) =
-            parse_file_name(&name, "index").or_else(|| parse_file_name(&name, "timeindex"))
+        } else if let Some(b) = parse_file_name(&name, "index")
+            .or_else(|| parse_file_name(&name, "timeindex"))
+            .or_else(|| parse_file_name(&name, "txnindex"))
         {
             index_bases.insert((b, name));
         } else if let Some(o) = parse_file_name(&name, SNAPSHOT_EXT) {
@@ -191,13 +196,36 @@ async fn recover_once(
         });
     }
 
-    // The newest producer snapshot at or below the recovery point that the hooks accept. Snapshots are
-    // written only once their offset is durable, so without a recovery point the newest one is usable.
+    // The `.txnindex` files (Kafka's: absent means no aborted transaction). One that fails its checks is
+    // rebuilt from the batches: the producer state must then start at or below its segment.
+    let mut txn_indexes = Vec::with_capacity(bases.len());
+    let mut rebuild_txn_from = i64::MAX;
+    for (i, &base) in bases.iter().enumerate() {
+        let next_base = bases.get(i + 1).copied().unwrap_or(i64::MAX);
+        let path = dir.join(txn_index_file_name(base));
+        let entries = match std::fs::read(&path) {
+            Ok(bytes) => match parse_txn_index(&bytes, base, next_base) {
+                Ok(entries) => Some((entries, bytes)),
+                Err(why) => {
+                    tracing::warn!(file = %path.display(), why, "damaged transaction index: rebuilding it from the log");
+                    rebuild_txn_from = rebuild_txn_from.min(base);
+                    Some((Vec::new(), bytes))
+                }
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(StorageError::io(&path, e)),
+        };
+        txn_indexes.push(entries);
+    }
+
+    // The newest producer snapshot at or below the recovery point (and at or below the first damaged
+    // transaction index) that the hooks accept. Snapshots are written only once their offset is
+    // durable, so without a recovery point the newest one is usable.
     snapshots.sort_unstable_by(|a, b| b.cmp(a));
     let mut snapshot_offset = None;
     for &o in snapshots
         .iter()
-        .filter(|&&o| recovery_point.is_none_or(|rp| o <= rp))
+        .filter(|&&o| recovery_point.is_none_or(|rp| o <= rp) && o <= rebuild_txn_from)
     {
         let path = dir.join(snapshot_file_name(o));
         let loaded = std::fs::read(&path)
@@ -273,6 +301,18 @@ async fn recover_once(
             loaded = None;
         }
         let tail_from = loaded.unwrap_or(0);
+        // Transaction index entries whose markers the producer state replays are rebuilt; the ones
+        // before are trusted from the file.
+        let txn_on_disk = txn_indexes.get(i).and_then(Option::as_ref);
+        let mut aborted: Vec<AbortedTxn> = txn_on_disk
+            .map(|(entries, _)| {
+                entries
+                    .iter()
+                    .copied()
+                    .filter(|t| t.last_offset < replay_from)
+                    .collect()
+            })
+            .unwrap_or_default();
         // The producer state needs the batches from `replay_from` on.
         let replay_start = if next_base <= replay_from {
             u64::MAX
@@ -286,12 +326,12 @@ async fn recover_once(
             tail_from.min(replay_start),
             (base, next_base),
             verify,
-            &mut |pos, h| {
+            &mut |pos, h, marker| {
                 if pos >= tail_from {
                     seg.track_batch(pos, h, interval);
                 }
                 if h.last_offset() >= replay_from {
-                    hooks.on_batch(h);
+                    aborted.extend(hooks.on_batch(h, marker));
                 }
             },
         )
@@ -310,7 +350,7 @@ async fn recover_once(
             // batches (the producer state has already seen them).
             tracing::warn!(file = %path.display(), "index files disagree with the segment: rebuilding them");
             seg = Segment::new(dir, base, created_ms, None);
-            end = scan(&disk, 0, (base, next_base), verify, &mut |pos, h| {
+            end = scan(&disk, 0, (base, next_base), verify, &mut |pos, h, _| {
                 seg.track_batch(pos, h, interval)
             })
             .await?;
@@ -339,6 +379,9 @@ async fn recover_once(
         }
         seg.size = end.valid_size;
         seg.written = end.valid_size;
+        aborted.retain(|t| t.last_offset < seg.next_offset);
+        seg.aborted = aborted;
+        seg.txn_index_on_disk = txn_on_disk.is_some();
         if last {
             let partial = (end.valid_size % BLOCK_BYTES) as usize;
             if partial > 0 {
@@ -359,6 +402,19 @@ async fn recover_once(
                     tracing::info!(file = %p.display(), "rebuilding index file");
                     write_small_file(&p, want).await?;
                 }
+            }
+            // A sealed segment's transaction index is rewritten when it differs (the active one's goes
+            // out with the next checkpoint or the close).
+            let want = seg.txn_index_bytes();
+            let have = txn_on_disk.map(|(_, bytes)| &bytes[..]);
+            if have.unwrap_or_default() != &want[..] {
+                let p = seg.txn_index_path();
+                tracing::info!(file = %p.display(), "rebuilding transaction index file");
+                write_small_file(&p, want).await?;
+                if have.is_none() {
+                    super::sync_dir(dir).map_err(|e| StorageError::io(dir, e))?;
+                }
+                seg.txn_index_on_disk = true;
             }
         }
         seg.file = Some(file);
@@ -461,7 +517,8 @@ async fn load_indexes(
 }
 
 /// Scans the batches of one segment file from position `from` (a batch boundary), calling `f` for each
-/// valid one, and returns where the valid prefix ends. Offsets must lie in `[base_offset, next_base)`
+/// valid one (with the end-transaction marker of a control batch), and returns where the valid prefix
+/// ends. Offsets must lie in `[base_offset, next_base)`
 /// (segments never overlap: a batch past the next segment's base offset is damage). Batches ending at or
 /// past offset `verify_from` must also pass their CRC check.
 async fn scan(
@@ -469,7 +526,7 @@ async fn scan(
     from: u64,
     (base_offset, next_base): (i64, i64),
     verify_from: i64,
-    f: &mut dyn FnMut(u64, &BatchHeader),
+    f: &mut dyn FnMut(u64, &BatchHeader, Option<EndTxnMarker>),
 ) -> Result<ScanEnd, StorageError> {
     let mut win = None;
     let mut pos = from.min(d.limit);
@@ -545,7 +602,15 @@ async fn scan(
             }
             verified += 1;
         }
-        f(pos, &h);
+        // A control batch (one small record) is read whole for its end-transaction marker.
+        let marker = if h.is_control() {
+            ensure_window(d, &mut win, pos, size, SCAN_WINDOW_BYTES).await?;
+            win.as_ref()
+                .and_then(|w| records::parse_end_txn_marker(w.slice(pos, size), &h))
+        } else {
+            None
+        };
+        f(pos, &h, marker);
         next_offset = h.last_offset() + 1;
         pos += size as u64;
         last_size = size;

@@ -35,7 +35,12 @@ impl PartitionLog {
         blocking(move || write_log_start(&dir, start)).await?;
         for s in victims {
             tracing::info!(segment = %s.log_path.display(), "DeleteRecords deletes segment");
-            let paths = [s.log_path.clone(), s.index_path(), s.time_index_path()];
+            let paths = [
+                s.log_path.clone(),
+                s.index_path(),
+                s.time_index_path(),
+                s.txn_index_path(),
+            ];
             drop(s);
             for p in paths {
                 if let Err(e) = glommio::io::remove(&p).await {
@@ -92,7 +97,12 @@ impl PartitionLog {
                 segment = %s.log_path.display(),
                 "retention deletes segment"
             );
-            let paths = [s.log_path.clone(), s.index_path(), s.time_index_path()];
+            let paths = [
+                s.log_path.clone(),
+                s.index_path(),
+                s.time_index_path(),
+                s.txn_index_path(),
+            ];
             drop(s);
             for p in paths {
                 match glommio::io::remove(&p).await {

@@ -11,6 +11,11 @@
 //!   being the last offset of the batch holding that timestamp; appended only when the timestamp grows.
 //!   A rolled segment ends with an entry for its largest timestamp (Kafka's `onBecomeInactiveSegment`).
 //!
+//! - `%020d.txnindex`: Kafka's transaction index, 34-byte entries `(i16 version 0, i64 producer id, i64 first
+//!   offset, i64 last offset, i64 last stable offset)`, one per aborted transaction whose ABORT marker
+//!   (at `last offset`) lies in this segment, in marker order. Like Kafka's, the file exists only once
+//!   the segment holds an entry (`kafka-dump-log --files X.txnindex` reads it).
+//!
 //! Index files are written whole, exact size, when a segment is rolled or closed, and for the active
 //! segment at every recovery-point checkpoint (covering only batches below the checkpointed offset, all
 //! of them synced). Recovery loads them after checking them against the batch the last entry points at
@@ -25,6 +30,79 @@ use crate::records::BatchHeader;
 
 pub const INDEX_ENTRY_BYTES: usize = 8;
 pub const TIME_INDEX_ENTRY_BYTES: usize = 12;
+/// Kafka's `AbortedTxn.TOTAL_SIZE`.
+pub const TXN_INDEX_ENTRY_BYTES: usize = 34;
+/// Kafka's `AbortedTxn.CURRENT_VERSION`.
+const TXN_INDEX_VERSION: i16 = 0;
+
+/// One entry of a `.txnindex` (Kafka's `AbortedTxn`): an aborted transaction of `producer_id` from
+/// `first_offset` to its ABORT marker at `last_offset`; `last_stable_offset` was the last stable offset
+/// when it completed (a read that ends below it needs no later entry).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AbortedTxn {
+    pub producer_id: i64,
+    pub first_offset: i64,
+    pub last_offset: i64,
+    pub last_stable_offset: i64,
+}
+
+/// Bytes of a `.txnindex` holding `entries`.
+pub fn txn_index_bytes(entries: &[AbortedTxn]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(entries.len() * TXN_INDEX_ENTRY_BYTES);
+    for e in entries {
+        out.extend_from_slice(&TXN_INDEX_VERSION.to_be_bytes());
+        out.extend_from_slice(&e.producer_id.to_be_bytes());
+        out.extend_from_slice(&e.first_offset.to_be_bytes());
+        out.extend_from_slice(&e.last_offset.to_be_bytes());
+        out.extend_from_slice(&e.last_stable_offset.to_be_bytes());
+    }
+    out
+}
+
+/// Reads a `.txnindex` of the segment holding offsets `[base_offset, next_base)`, with Kafka's checks
+/// (`TransactionIndex.sanityCheck`, the entry version) and more: whole entries, producer ids and offsets
+/// that can exist, every marker inside the segment, markers strictly increasing. A damaged file is an
+/// error naming the problem, never a panic.
+pub fn parse_txn_index(
+    bytes: &[u8],
+    base_offset: i64,
+    next_base: i64,
+) -> Result<Vec<AbortedTxn>, &'static str> {
+    if !bytes.len().is_multiple_of(TXN_INDEX_ENTRY_BYTES) {
+        return Err("a partial entry");
+    }
+    let mut out: Vec<AbortedTxn> = Vec::with_capacity(bytes.len() / TXN_INDEX_ENTRY_BYTES);
+    for e in bytes.chunks_exact(TXN_INDEX_ENTRY_BYTES) {
+        let (version, rest) = e.split_first_chunk::<2>().ok_or("a partial entry")?;
+        let mut fields = rest
+            .chunks_exact(8)
+            .map(|c| c.try_into().map(i64::from_be_bytes).unwrap_or(-1));
+        let mut next = || fields.next().unwrap_or(-1);
+        let t = AbortedTxn {
+            producer_id: next(),
+            first_offset: next(),
+            last_offset: next(),
+            last_stable_offset: next(),
+        };
+        if i16::from_be_bytes(*version) != TXN_INDEX_VERSION {
+            return Err("unknown entry version");
+        }
+        if t.producer_id < 0
+            || t.first_offset < 0
+            || t.first_offset > t.last_offset
+            || t.last_offset < base_offset
+            || t.last_offset >= next_base
+            || t.last_stable_offset < 0
+        {
+            return Err("an entry outside the segment");
+        }
+        if out.last().is_some_and(|p| p.last_offset >= t.last_offset) {
+            return Err("entries out of order");
+        }
+        out.push(t);
+    }
+    Ok(out)
+}
 
 /// One offset-index entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,6 +128,9 @@ pub fn index_file_name(base_offset: i64) -> String {
 }
 pub fn time_index_file_name(base_offset: i64) -> String {
     format!("{base_offset:020}.timeindex")
+}
+pub fn txn_index_file_name(base_offset: i64) -> String {
+    format!("{base_offset:020}.txnindex")
 }
 /// Extension of Kafka's producer state snapshots, `%020d.snapshot`, named by the log end offset they
 /// describe.
@@ -93,6 +174,12 @@ pub struct Segment {
     pub offset_of_max_timestamp: i64,
     /// True once the flusher has finished a rolled segment (synced, truncated, indexes written).
     pub sealed: bool,
+    /// The aborted transactions whose marker lies in this segment, in marker order (the `.txnindex`).
+    /// Kept in memory for the fetches of read_committed consumers: bounded by the segments that exist
+    /// (retention, DeleteRecords and the cleaner drop them with their segment).
+    pub aborted: Vec<AbortedTxn>,
+    /// The `.txnindex` file exists with a durable directory entry (its first write syncs the directory).
+    pub txn_index_on_disk: bool,
 }
 
 impl Segment {
@@ -116,7 +203,19 @@ impl Segment {
             max_timestamp: -1,
             offset_of_max_timestamp: -1,
             sealed: false,
+            aborted: Vec::new(),
+            txn_index_on_disk: false,
         }
+    }
+
+    pub fn txn_index_path(&self) -> PathBuf {
+        self.log_path
+            .with_file_name(txn_index_file_name(self.base_offset))
+    }
+
+    /// Bytes of the `.txnindex` file.
+    pub fn txn_index_bytes(&self) -> Vec<u8> {
+        txn_index_bytes(&self.aborted)
     }
 
     pub fn index_path(&self) -> PathBuf {
@@ -228,6 +327,52 @@ mod tests {
         assert_eq!(parse_file_name("00000000000000000042.index", "log"), None);
         assert_eq!(parse_file_name("42.log", "log"), None);
         assert_eq!(parse_file_name("0000000000000000004x.log", "log"), None);
+    }
+
+    #[test]
+    fn txn_index_round_trips_and_refuses_damage() {
+        let entries = vec![
+            AbortedTxn {
+                producer_id: 7,
+                first_offset: 3,
+                last_offset: 105,
+                last_stable_offset: 106,
+            },
+            AbortedTxn {
+                producer_id: 9,
+                first_offset: 104,
+                last_offset: 110,
+                last_stable_offset: 104,
+            },
+        ];
+        let bytes = txn_index_bytes(&entries);
+        assert_eq!(bytes.len(), 2 * TXN_INDEX_ENTRY_BYTES);
+        assert_eq!(&bytes[..2], &[0, 0]);
+        assert_eq!(parse_txn_index(&bytes, 100, 200), Ok(entries.clone()));
+        assert_eq!(parse_txn_index(&[], 100, 200), Ok(vec![]));
+        assert!(
+            parse_txn_index(&bytes, 106, 200).is_err(),
+            "marker below the segment"
+        );
+        assert!(
+            parse_txn_index(&bytes, 100, 110).is_err(),
+            "marker past the segment"
+        );
+        for cut in 1..bytes.len() {
+            if cut != TXN_INDEX_ENTRY_BYTES {
+                assert!(parse_txn_index(&bytes[..cut], 100, 200).is_err());
+            }
+        }
+        let swapped = txn_index_bytes(&[entries[1], entries[0]]);
+        assert!(parse_txn_index(&swapped, 100, 200).is_err());
+        for i in 0..bytes.len() {
+            let mut bad = bytes.clone();
+            bad[i] ^= 0x80;
+            let _ = parse_txn_index(&bad, 100, 200);
+        }
+        let mut v1 = bytes.clone();
+        v1[1] = 1;
+        assert!(parse_txn_index(&v1, 100, 200).is_err());
     }
 
     #[test]

@@ -843,8 +843,13 @@ impl RecoveryHooks for CountingHooks {
         self.snapshot = Some((offset, bytes.to_vec()));
         Ok(())
     }
-    fn on_batch(&mut self, h: &BatchHeader) {
+    fn on_batch(
+        &mut self,
+        h: &BatchHeader,
+        _marker: Option<crate::records::EndTxnMarker>,
+    ) -> Option<AbortedTxn> {
         self.batches.push(h.base_offset);
+        None
     }
     fn discard_snapshot(&mut self) {
         self.snapshot = None;
