@@ -18,6 +18,11 @@
 //!   partition limits add up to more than the answer may hold, each owner first reports an upper bound of
 //!   what its partitions hold (no I/O) and the limits are handed out in order from those bounds, so the
 //!   reads themselves never exceed the budget.
+//! - **Isolation** (Fetch v4+): read_committed reads only below the partition's last stable offset and
+//!   answers the aborted transactions overlapping what it returns (Kafka's
+//!   `collectAbortedTransactions`; an empty list when nothing is returned, null for read_uncommitted and
+//!   for failed partitions); every answer carries the last stable offset, as Kafka's does. For
+//!   read_committed the long poll waits for the last stable offset to move.
 //! - **Long poll**: with fewer than `min_bytes` ready, the fetch waits on the owners until a partition's
 //!   high watermark passes the one already seen (not merely the fetch offset: that would spin) or
 //!   `max_wait_ms` passes, then re-reads only the partitions that moved. As in Kafka it answers at once
@@ -55,6 +60,8 @@ struct ReadSpec {
     /// Exclusive upper offset (the high watermark the plan was made with), or `i64::MAX`.
     max_offset: i64,
     min_one: bool,
+    /// read_committed (isolation level 1): only below the last stable offset.
+    committed: bool,
 }
 
 /// One partition's answer, sent back from its owner.
@@ -62,8 +69,35 @@ struct ReadSpec {
 struct ReadOutcome {
     error_code: i16,
     high_watermark: i64,
+    last_stable_offset: i64,
     log_start_offset: i64,
     read: FetchRead,
+    /// read_committed: the aborted transactions (producer id, first offset) overlapping the read.
+    aborted: Option<Vec<(i64, i64)>>,
+}
+
+impl ReadOutcome {
+    /// What the fetch sees the end of: the last stable offset for read_committed, else the high
+    /// watermark. A long poll waits for it to move.
+    fn visible_end(&self, committed: bool) -> i64 {
+        if committed {
+            self.last_stable_offset
+        } else {
+            self.high_watermark
+        }
+    }
+}
+
+/// The offset after the last batch of `read`, if it holds any.
+fn read_end_offset(read: &FetchRead) -> Option<i64> {
+    let chunk = read.chunks.last()?;
+    let mut at = 0usize;
+    let mut end = None;
+    while let Some(h) = chunk.get(at..).and_then(records::BatchHeader::parse) {
+        end = Some(h.last_offset() + 1);
+        at += h.total_size();
+    }
+    end
 }
 
 /// Reads partitions this core owns, and with `wait = Some((min_bytes, deadline))` (a fetch whose
@@ -91,7 +125,15 @@ async fn read_local(
     let seen: Vec<WaitSpec> = specs
         .iter()
         .zip(&out)
-        .map(|(s, (_, o))| (s.slot, s.topic.clone(), s.partition, o.high_watermark))
+        .map(|(s, (_, o))| {
+            (
+                s.slot,
+                s.topic.clone(),
+                s.partition,
+                o.visible_end(s.committed),
+                s.committed,
+            )
+        })
         .collect();
     let moved = wait_local(shard.clone(), seen, deadline).await;
     if moved.is_empty() {
@@ -123,25 +165,38 @@ async fn read_now(shard: Rc<Shard>, specs: Vec<ReadSpec>) -> Vec<(usize, ReadOut
             let mut o = ReadOutcome {
                 error_code: errors::NOT_LEADER_OR_FOLLOWER,
                 high_watermark: -1,
+                last_stable_offset: -1,
                 log_start_offset: -1,
                 read: FetchRead::default(),
+                aborted: None,
             };
             if let Some(p) = shard.partition(&s.topic, s.partition) {
                 let hw = p.high_watermark();
                 o.high_watermark = hw;
+                o.last_stable_offset = p.last_stable_offset();
                 o.log_start_offset = p.log_start_offset();
+                let end = o.visible_end(s.committed);
                 match p
-                    .read_batches(s.offset, s.max_bytes, s.max_offset.min(hw), s.min_one)
+                    .read_batches(s.offset, s.max_bytes, s.max_offset.min(end), s.min_one)
                     .await
                 {
                     Ok(read) => {
                         o.error_code = errors::NONE;
+                        if s.committed {
+                            // Kafka's upper bound is an index entry at or past the read's end; the
+                            // read's own end gives the same transactions for the batches returned.
+                            o.aborted = Some(match read_end_offset(&read) {
+                                Some(upper) => p.aborted_transactions(s.offset, upper),
+                                None => Vec::new(),
+                            });
+                        }
                         o.read = read;
                     }
                     Err(e) => {
                         // Kafka answers a failed partition with no offsets at all.
                         o.error_code = e.code;
                         o.high_watermark = -1;
+                        o.last_stable_offset = -1;
                         o.log_start_offset = -1;
                     }
                 }
@@ -152,15 +207,19 @@ async fn read_now(shard: Rc<Shard>, specs: Vec<ReadSpec>) -> Vec<(usize, ReadOut
     futures::future::join_all(reads).await
 }
 
-/// Upper bounds of what each partition could give now: `(slot, high watermark, bytes)`.
-/// No I/O. Runs on the owner.
+/// Upper bounds of what each partition could give now: `(slot, visible end, bytes)`, the visible end
+/// being the high watermark (the last stable offset for read_committed). No I/O. Runs on the owner.
 fn estimate_local(shard: Rc<Shard>, specs: Vec<ReadSpec>) -> Vec<(usize, i64, u64)> {
     specs
         .into_iter()
         .map(|s| match shard.partition(&s.topic, s.partition) {
             None => (s.slot, -1, 0),
             Some(p) => {
-                let hw = p.high_watermark();
+                let hw = if s.committed {
+                    p.last_stable_offset()
+                } else {
+                    p.high_watermark()
+                };
                 // A fetch offset out of range reads nothing (the read answers the error).
                 let in_range = s.offset >= p.log_start_offset() && s.offset <= p.log_end_offset();
                 (
@@ -173,16 +232,21 @@ fn estimate_local(shard: Rc<Shard>, specs: Vec<ReadSpec>) -> Vec<(usize, i64, u6
         .collect()
 }
 
-/// `(slot, topic, partition, high watermark already seen)`: one partition a long poll waits on.
-type WaitSpec = (usize, Arc<str>, i32, i64);
+/// `(slot, topic, partition, visible end already seen, read_committed)`: one partition a long poll waits
+/// on (the visible end is the high watermark, or the last stable offset for read_committed).
+type WaitSpec = (usize, Arc<str>, i32, i64, bool);
 
-/// Waits on the owner until one partition's high watermark passes the one the fetch last saw (or the
-/// log fails or closes), or the deadline. Returns the slots that moved.
+/// Waits on the owner until one partition's visible end passes the one the fetch last saw (or the log
+/// fails or closes), or the deadline. Returns the slots that moved.
 async fn wait_local(shard: Rc<Shard>, specs: Vec<WaitSpec>, deadline: Instant) -> Vec<usize> {
-    let mut waits = Vec::new();
-    for (_, topic, partition, seen) in &specs {
+    let mut waits: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>> = Vec::new();
+    for (_, topic, partition, seen, committed) in &specs {
         if let Some(p) = shard.partition(topic, *partition) {
-            waits.push(Box::pin(p.wait_for_data(*seen)));
+            if *committed {
+                waits.push(Box::pin(p.wait_for_stable(*seen)));
+            } else {
+                waits.push(Box::pin(p.wait_for_data(*seen)));
+            }
         }
     }
     if !waits.is_empty() {
@@ -193,10 +257,15 @@ async fn wait_local(shard: Rc<Shard>, specs: Vec<WaitSpec>, deadline: Instant) -
     }
     specs
         .into_iter()
-        .filter(|(_, topic, partition, seen)| {
-            shard
-                .partition(topic, *partition)
-                .is_none_or(|p| p.high_watermark() > *seen)
+        .filter(|(_, topic, partition, seen, committed)| {
+            shard.partition(topic, *partition).is_none_or(|p| {
+                let end = if *committed {
+                    p.last_stable_offset()
+                } else {
+                    p.high_watermark()
+                };
+                end > *seen
+            })
         })
         .map(|(slot, ..)| slot)
         .collect()
@@ -366,8 +435,10 @@ fn plan_slots(shard: &Shard, wanted: Vec<Wanted>) -> (Vec<(String, Uuid)>, Vec<S
         let mut outcome = ReadOutcome {
             error_code: errors::NONE,
             high_watermark: -1,
+            last_stable_offset: -1,
             log_start_offset: -1,
             read: FetchRead::default(),
+            aborted: None,
         };
         let partition = w.key.partition;
         let target = match (topic_meta, &w.key.topic) {
@@ -427,6 +498,8 @@ pub async fn handle(
     let deadline = Instant::now() + max_wait;
     let min_bytes = req.min_bytes.max(0) as usize;
     let response_max = (req.max_bytes as i64).min(shard.config.fetch_max_bytes as i64);
+    // Kafka's READ_COMMITTED (Fetch v4+).
+    let committed = version >= 4 && req.isolation_level == 1;
 
     // The fetch session (KIP-227): Fetch v4-6 have none (Kafka's LEGACY metadata: id 0, epoch -1).
     let (session_id, epoch) = if version >= 7 {
@@ -519,11 +592,13 @@ pub async fn handle(
     let wanted: u64 = limits_.iter().map(|&(l, _)| l as u64).sum();
     if wanted > budget {
         // Over-subscribed: hand out the budget in read order from upper bounds of what each holds.
-        let hops = owners(shard, &slots, |i, s| spec(i, s, 0, i64::MAX, false))
-            .into_iter()
-            .map(|(owner, specs)| {
-                shard.invoke_on(owner, move |s| async move { estimate_local(s, specs) })
-            });
+        let hops = owners(shard, &slots, |i, s| {
+            spec(i, s, 0, i64::MAX, false, committed)
+        })
+        .into_iter()
+        .map(|(owner, specs)| {
+            shard.invoke_on(owner, move |s| async move { estimate_local(s, specs) })
+        });
         let mut bounds = vec![(0u64, i64::MAX); slots.len()];
         for answers in futures::future::join_all(hops).await {
             for (slot, hw, bytes) in answers {
@@ -546,6 +621,7 @@ pub async fn handle(
         &mut slots,
         &all,
         &limits_,
+        committed,
         Some((min_bytes, deadline)),
     )
     .await;
@@ -567,6 +643,7 @@ pub async fn handle(
                         max_bytes: 0,
                         max_offset: limits_[i].1,
                         min_one: true,
+                        committed,
                     };
                     for (slot, o) in shard
                         .invoke_on(owner, move |s| read_local(s, vec![spec], None))
@@ -593,7 +670,13 @@ pub async fn handle(
         let mut by_owner: Vec<Vec<WaitSpec>> = vec![Vec::new(); shard.cores];
         for (i, s) in slots.iter().enumerate() {
             if let Some((owner, topic)) = &s.target {
-                by_owner[*owner].push((i, topic.clone(), s.partition(), s.outcome.high_watermark));
+                by_owner[*owner].push((
+                    i,
+                    topic.clone(),
+                    s.partition(),
+                    s.outcome.visible_end(committed),
+                    committed,
+                ));
             }
         }
         let waits: Vec<_> = by_owner
@@ -617,7 +700,7 @@ pub async fn handle(
                 i64::MAX,
             );
         }
-        read_slots(shard, &mut slots, &moved, &limits_, None).await;
+        read_slots(shard, &mut slots, &moved, &limits_, committed, None).await;
     }
 
     // The session's part of the answer.
@@ -691,6 +774,7 @@ fn spec(
     max_bytes: usize,
     max_offset: i64,
     min_one: bool,
+    committed: bool,
 ) -> Option<(usize, ReadSpec)> {
     let (owner, topic) = s.target.clone()?;
     Some((
@@ -703,6 +787,7 @@ fn spec(
             max_bytes,
             max_offset,
             min_one,
+            committed,
         },
     ))
 }
@@ -733,6 +818,7 @@ async fn read_slots(
     slots: &mut [Slot],
     which: &[usize],
     plan: &[(usize, i64)],
+    committed: bool,
     wait: Option<(usize, Instant)>,
 ) {
     let mut want = vec![false; slots.len()];
@@ -741,7 +827,7 @@ async fn read_slots(
     }
     let hops = owners(shard, slots, |i, s| {
         if want[i] {
-            spec(i, s, plan[i].0, plan[i].1, false)
+            spec(i, s, plan[i].0, plan[i].1, false, committed)
         } else {
             None
         }
@@ -786,9 +872,9 @@ fn answer(
             index,
             error_code: o.error_code,
             high_watermark: o.high_watermark,
-            last_stable_offset: o.high_watermark,
+            last_stable_offset: o.last_stable_offset,
             log_start_offset: if version >= 5 { o.log_start_offset } else { -1 },
-            aborted_transactions: None,
+            aborted_transactions: o.aborted,
             preferred_read_replica: -1,
             records: o.read.chunks,
         };
@@ -825,23 +911,29 @@ fn min_version_for(ts: i64) -> Option<i16> {
 
 /// Answers one ListOffsets partition on its owner: (error, timestamp, offset). A timestamp lookup or
 /// MAX_TIMESTAMP that finds nothing below the high watermark answers timestamp -1, offset -1, no error
-/// (as Kafka does from version 1 on).
+/// (as Kafka does from version 1 on). With `committed` (isolation level 1) the last stable offset takes
+/// the high watermark's place: LATEST answers it and lookups find only records below it (Kafka's
+/// `Partition.fetchOffsetForTimestamp`).
 async fn list_offset_local(
     shard: Rc<Shard>,
     topic: Arc<str>,
     partition: i32,
     ts: i64,
+    committed: bool,
 ) -> (i16, i64, i64) {
     let Some(p) = shard.partition(&topic, partition) else {
         return (errors::NOT_LEADER_OR_FOLLOWER, -1, -1);
     };
+    let lso = committed.then(|| p.last_stable_offset());
     let found = |r: Result<Option<TimestampOffset>, PartitionError>| match r {
-        Ok(Some(t)) => (errors::NONE, t.timestamp, t.offset),
-        Ok(None) => (errors::NONE, -1, -1),
+        Ok(Some(t)) if lso.is_none_or(|lso| t.offset < lso) => {
+            (errors::NONE, t.timestamp, t.offset)
+        }
+        Ok(_) => (errors::NONE, -1, -1),
         Err(e) => (e.code, -1, -1),
     };
     match ts {
-        LATEST => (errors::NONE, -1, p.high_watermark()),
+        LATEST => (errors::NONE, -1, lso.unwrap_or_else(|| p.high_watermark())),
         // Without tiered storage the local log start is the log start.
         EARLIEST | EARLIEST_LOCAL => (errors::NONE, -1, p.log_start_offset()),
         // Without tiered storage nothing is tiered and nothing waits for upload: Kafka answers both with
@@ -859,6 +951,8 @@ pub async fn handle_list_offsets(
     version: i16,
 ) -> Option<ListOffsetsResponse> {
     let mut resp = ListOffsetsResponse::default();
+    // Kafka's READ_COMMITTED (ListOffsets v2+).
+    let committed = version >= 2 && req.isolation_level == 1;
     for t in req.topics {
         let meta = shard.topic(t.name.0.as_str());
         let futures = t.partitions.iter().map(|p| {
@@ -880,7 +974,9 @@ pub async fn handle_list_offsets(
                         let name: Arc<str> = Arc::from(m.name.as_str());
                         // Cross-core hop to the partition's owner.
                         let (code, found_ts, offset) = shard
-                            .invoke_on(owner, move |s| list_offset_local(s, name, index, ts))
+                            .invoke_on(owner, move |s| {
+                                list_offset_local(s, name, index, ts, committed)
+                            })
                             .await;
                         pr.error_code = code;
                         pr.timestamp = found_ts;

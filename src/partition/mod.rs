@@ -866,4 +866,290 @@ mod tests {
             p.delete().await.unwrap();
         });
     }
+
+    fn txn(producer_id: i64, epoch: i16, seq: i32, records: usize) -> Bytes {
+        Bytes::from(build(&BatchSpec {
+            records,
+            producer_id,
+            producer_epoch: epoch,
+            base_sequence: seq,
+            transactional: true,
+            ..Default::default()
+        }))
+    }
+
+    fn keyed(producer_id: i64, seq: i32, key: &str, transactional: bool) -> Bytes {
+        Bytes::from(build(&BatchSpec {
+            records: 2,
+            producer_id,
+            producer_epoch: 0,
+            base_sequence: seq,
+            transactional,
+            key: Some(key.as_bytes().to_vec()),
+            ..Default::default()
+        }))
+    }
+
+    fn copy_dir(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).unwrap();
+        for e in std::fs::read_dir(from).unwrap() {
+            let e = e.unwrap();
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+
+    /// Every batch below the high watermark: (header, keys of its records).
+    async fn batches(p: &Partition) -> Vec<(records::BatchHeader, Vec<Option<Vec<u8>>>)> {
+        let mut out = Vec::new();
+        let mut offset = p.log_start_offset();
+        while offset < p.high_watermark() {
+            let bytes = p.read(offset, 1 << 20).await.unwrap();
+            if bytes.is_empty() {
+                break;
+            }
+            for b in records::iter_batches(&bytes) {
+                let (at, h) = b.unwrap();
+                let batch = &bytes[at..at + h.total_size()];
+                let body = records::codec::records_body(batch, &h, usize::MAX).unwrap();
+                let keys = records::codec::parse_records(&body, &h)
+                    .unwrap()
+                    .iter()
+                    .map(|r| r.key.map(<[u8]>::to_vec))
+                    .collect();
+                offset = h.last_offset() + 1;
+                out.push((h, keys));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn transactions_move_the_last_stable_offset_and_record_aborts() {
+        use crate::protocol::errors::{
+            INVALID_TXN_STATE, TRANSACTION_COORDINATOR_FENCED as FENCED,
+        };
+        run(|| async {
+            let tmp = tempfile::tempdir().unwrap();
+            let p = open(tmp.path()).await;
+            assert_eq!(p.last_stable_offset(), 0);
+            let a = p.append_produce(txn(7, 0, 0, 2)).unwrap(); // 0..=1
+            let b = p.append_produce(txn(8, 0, 0, 1)).unwrap(); // 2
+            let c = p.append(idem(0, 1, 0)).unwrap(); // 3, producer 42: not transactional
+            p.wait_durable(c.last_offset).await.unwrap();
+            assert_eq!((a.base_offset, b.base_offset), (0, 2));
+            assert_eq!(p.high_watermark(), 4);
+            assert_eq!(p.last_stable_offset(), 0);
+            assert_eq!(p.ongoing_transactions(), vec![(7, 0, 0), (8, 0, 2)]);
+            // Inside its transaction a producer may not write non-transactionally.
+            let plain = Bytes::from(build(&BatchSpec {
+                producer_id: 7,
+                producer_epoch: 0,
+                base_sequence: 2,
+                ..Default::default()
+            }));
+            assert_eq!(p.append(plain).unwrap_err().code, INVALID_TXN_STATE);
+            // Fencing: an older producer epoch, then an older coordinator epoch.
+            assert_eq!(
+                p.append_marker(7, -1, 0, false).unwrap_err().code,
+                INVALID_PRODUCER_EPOCH
+            );
+            let m = p.append_marker(7, 0, 3, false).unwrap(); // ABORT at 4
+            assert_eq!((m.base_offset, m.last_offset), (4, 4));
+            assert_eq!(p.append_marker(7, 0, 2, true).unwrap_err().code, FENCED);
+            // Until the marker is durable the aborted transaction still holds the LSO.
+            assert!(p.last_stable_offset() <= 2);
+            p.wait_durable(m.last_offset).await.unwrap();
+            assert_eq!(p.last_stable_offset(), 2, "producer 8 is still ongoing");
+            assert_eq!(p.ongoing_transactions(), vec![(8, 0, 2)]);
+            assert_eq!(p.aborted_transactions(0, 5), vec![(7, 0)]);
+            assert_eq!(p.aborted_transactions(2, 5), vec![(7, 0)]);
+            assert_eq!(p.aborted_transactions(5, 6), vec![]);
+            // A read_committed long poll wakes once the commit is durable.
+            let waiting = glommio::spawn_local(p.wait_for_stable(2));
+            let commit = p.append_marker(8, 0, 3, true).unwrap(); // COMMIT at 5
+            waiting.await;
+            assert_eq!(p.last_stable_offset(), 6);
+            p.wait_durable(commit.last_offset).await.unwrap();
+            assert!(p.ongoing_transactions().is_empty());
+            assert_eq!(p.aborted_transactions(0, 6), vec![(7, 0)]);
+            // The markers are Kafka's control batches.
+            let all = batches(&p).await;
+            let control: Vec<_> = all.iter().filter(|(h, _)| h.is_control()).collect();
+            assert_eq!(control.len(), 2);
+            assert_eq!(control[0].0.producer_id, 7);
+            assert_eq!(control[0].1, vec![Some(vec![0, 0, 0, 0])], "ABORT key");
+            assert_eq!(control[1].1, vec![Some(vec![0, 0, 0, 1])], "COMMIT key");
+            // A new transaction of producer 7 (its next sequence) begins at its next batch.
+            let d = p.append_produce(txn(7, 0, 2, 1)).unwrap();
+            p.wait_durable(d.last_offset).await.unwrap();
+            assert_eq!(p.last_stable_offset(), 6);
+            assert_eq!(p.ongoing_transactions(), vec![(7, 0, 6)]);
+            // Expiry never forgets a producer with an ongoing transaction.
+            assert_eq!(p.expire_producers(i64::MAX, 1), 2, "42 and 8 go, 7 stays");
+            assert_eq!(p.ongoing_transactions(), vec![(7, 0, 6)]);
+            p.close().await.unwrap();
+
+            // After a clean restart: the ongoing transaction from the snapshot, the abort from the
+            // .txnindex, which kafka-dump-log reads (Kafka's 34-byte entries).
+            let idx = tmp.path().join("topic-3/00000000000000000000.txnindex");
+            let bytes = std::fs::read(&idx).unwrap();
+            assert_eq!(bytes.len(), 34);
+            assert_eq!(&bytes[..2], &[0, 0]);
+            assert_eq!(&bytes[2..10], &7i64.to_be_bytes());
+            assert_eq!(&bytes[10..18], &0i64.to_be_bytes());
+            assert_eq!(&bytes[18..26], &4i64.to_be_bytes());
+            assert_eq!(
+                &bytes[26..34],
+                &2i64.to_be_bytes(),
+                "LSO: producer 8's first offset"
+            );
+            let p = open(tmp.path()).await;
+            assert_eq!(p.ongoing_transactions(), vec![(7, 0, 6)]);
+            assert_eq!(p.last_stable_offset(), 6);
+            assert_eq!(p.aborted_transactions(0, 7), vec![(7, 0)]);
+            assert_eq!(p.append_marker(7, 0, 2, true).unwrap_err().code, FENCED);
+            p.close().await.unwrap();
+        });
+    }
+
+    #[test]
+    fn recovery_rebuilds_transactions_from_snapshot_and_scan() {
+        run(|| async {
+            let tmp = tempfile::tempdir().unwrap();
+            let p = open(tmp.path()).await;
+            p.set_log_config(LogConfig {
+                segment_bytes: 300,
+                ..p.log_config()
+            });
+            p.append_produce(txn(1, 0, 0, 1)).unwrap(); // 0
+            p.append_produce(txn(2, 0, 0, 1)).unwrap(); // 1
+            p.append_marker(1, 0, 0, false).unwrap(); // 2 ABORT
+            let r = p.append_produce(txn(3, 0, 0, 1)).unwrap(); // 3
+            p.wait_durable(r.last_offset).await.unwrap();
+            // The checkpoint writes the snapshot and the active segment's .txnindex.
+            p.checkpoint().await.unwrap();
+            p.append_marker(2, 0, 0, false).unwrap(); // 4 ABORT, past the checkpoint
+            let r = p.append_produce(txn(4, 0, 0, 1)).unwrap(); // 5
+            p.wait_durable(r.last_offset).await.unwrap();
+            assert!(
+                p.log().segment_count() >= 2,
+                "the test needs rolled segments"
+            );
+            let want_aborted = p.aborted_transactions(0, 10);
+            assert_eq!(want_aborted, vec![(1, 0), (2, 1)]);
+            let want_ongoing = p.ongoing_transactions();
+            assert_eq!(want_ongoing, vec![(3, 0, 3), (4, 0, 5)]);
+            assert_eq!(p.last_stable_offset(), 3);
+
+            // A crash now: the copy is what the disk holds.
+            let crashed = tempfile::tempdir().unwrap();
+            copy_dir(&tmp.path().join("topic-3"), &crashed.path().join("topic-3"));
+            let q = open(crashed.path()).await;
+            assert_eq!(q.aborted_transactions(0, 10), want_aborted);
+            assert_eq!(q.ongoing_transactions(), want_ongoing);
+            assert_eq!(q.last_stable_offset(), 3);
+            q.close().await.unwrap();
+
+            // Without any snapshot the whole log is replayed: the same state.
+            let bare = tempfile::tempdir().unwrap();
+            copy_dir(&tmp.path().join("topic-3"), &bare.path().join("topic-3"));
+            for e in std::fs::read_dir(bare.path().join("topic-3")).unwrap() {
+                let path = e.unwrap().path();
+                if path
+                    .extension()
+                    .is_some_and(|x| x == "snapshot" || x == "txnindex")
+                {
+                    std::fs::remove_file(path).unwrap();
+                }
+            }
+            let q = open(bare.path()).await;
+            assert_eq!(q.aborted_transactions(0, 10), want_aborted);
+            assert_eq!(q.ongoing_transactions(), want_ongoing);
+            q.close().await.unwrap();
+            p.close().await.unwrap();
+        });
+    }
+
+    #[test]
+    fn damaged_txn_index_is_rebuilt_from_the_log() {
+        run(|| async {
+            let tmp = tempfile::tempdir().unwrap();
+            let p = open(tmp.path()).await;
+            p.set_log_config(LogConfig {
+                segment_bytes: 300,
+                ..p.log_config()
+            });
+            p.append_produce(txn(1, 0, 0, 1)).unwrap(); // 0
+            p.append_marker(1, 0, 0, false).unwrap(); // 1 ABORT
+            for i in 0..4 {
+                p.append(idem(i, 1, 0)).unwrap();
+            }
+            let r = p.append_produce(txn(5, 0, 0, 1)).unwrap();
+            p.wait_durable(r.last_offset).await.unwrap();
+            assert!(p.log().segment_count() >= 2);
+            p.close().await.unwrap();
+            let dir = tmp.path().join("topic-3");
+            let idx = dir.join("00000000000000000000.txnindex");
+            let good = std::fs::read(&idx).unwrap();
+            for damage in [&good[..20], &[0xffu8; 34][..], &good[..0]] {
+                std::fs::write(&idx, damage).unwrap();
+                let p = open(tmp.path()).await;
+                if !damage.is_empty() {
+                    assert_eq!(p.aborted_transactions(0, 100), vec![(1, 0)]);
+                    assert_eq!(std::fs::read(&idx).unwrap(), good, "rewritten");
+                }
+                assert_eq!(p.ongoing_transactions(), vec![(5, 0, r.base_offset)]);
+                p.close().await.unwrap();
+            }
+        });
+    }
+
+    #[test]
+    fn cleaner_removes_aborted_records_and_stops_at_the_lso() {
+        run(|| async {
+            let tmp = tempfile::tempdir().unwrap();
+            let p = open(tmp.path()).await;
+            p.set_log_config(LogConfig {
+                compact: true,
+                delete: false,
+                segment_bytes: 250,
+                ..p.log_config()
+            });
+            p.append_produce(keyed(1, 0, "a", true)).unwrap(); // 0..=1, aborted
+            p.append_produce(keyed(2, 0, "b", true)).unwrap(); // 2..=3, committed
+            p.append_marker(1, 0, 0, false).unwrap(); // 4
+            p.append_marker(2, 0, 0, true).unwrap(); // 5
+            p.append_produce(keyed(1, 2, "c", false)).unwrap(); // 6..=7
+            p.append_produce(keyed(3, 0, "d", true)).unwrap(); // 8..=9, ongoing
+            for i in 0..4 {
+                let r = p.append_produce(keyed(4, i * 2, "e", false)).unwrap();
+                p.wait_durable(r.last_offset).await.unwrap();
+            }
+            assert_eq!(p.last_stable_offset(), 8);
+            let now = crate::storage::now_ms();
+            let stats = p.clean(now, 1 << 16, f64::INFINITY).await.unwrap().unwrap();
+            assert!(
+                stats.end_offset <= 8,
+                "never past the LSO: {}",
+                stats.end_offset
+            );
+            assert!(stats.records_removed >= 2);
+            let all = batches(&p).await;
+            let keys: Vec<_> = all.iter().flat_map(|(_, k)| k.clone()).collect();
+            assert!(
+                !keys.contains(&Some(b"a".to_vec())),
+                "aborted records removed"
+            );
+            assert!(
+                keys.contains(&Some(b"b".to_vec())),
+                "committed records kept"
+            );
+            assert_eq!(all.iter().filter(|(h, _)| h.is_control()).count(), 2);
+            // The abort's entry stays while the cleaning saw its batches.
+            assert_eq!(p.aborted_transactions(0, 100), vec![(1, 0)]);
+            // The ongoing transaction's data is untouched.
+            assert!(keys.contains(&Some(b"d".to_vec())));
+            p.close().await.unwrap();
+        });
+    }
 }
