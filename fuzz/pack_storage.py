@@ -2,7 +2,7 @@
 """Seeds for the `storage` fuzz target from a real broker's files.
 
     python3 fuzz/pack_storage.py pack <log_dir> <topic> <partition> <out_file>
-        packs one partition directory of a log directory (segments, indexes, producer snapshots, the
+        packs one partition directory of a log directory (segments, indexes, transaction indexes, producer snapshots, the
         DeleteRecords start offset), the log directory's recovery-point checkpoint (its line for this
         partition renamed to `fuzz 0`, the partition the fuzz target opens) and whether the clean-shutdown
         marker is present, in the input layout described in src/storage/fuzz.rs.
@@ -25,9 +25,10 @@ import tempfile
 import time
 from pathlib import Path
 
-KIND_LOG, KIND_INDEX, KIND_TIME_INDEX, KIND_SNAPSHOT, KIND_CHECKPOINT, KIND_LOG_START = range(6)
-NAME = re.compile(r"^(\d{20})\.(log|index|timeindex|snapshot)$")
-KINDS = {"log": KIND_LOG, "index": KIND_INDEX, "timeindex": KIND_TIME_INDEX, "snapshot": KIND_SNAPSHOT}
+KIND_LOG, KIND_INDEX, KIND_TIME_INDEX, KIND_SNAPSHOT, KIND_CHECKPOINT, KIND_LOG_START, KIND_TXN_INDEX = range(7)
+NAME = re.compile(r"^(\d{20})\.(log|index|timeindex|snapshot|txnindex)$")
+KINDS = {"log": KIND_LOG, "index": KIND_INDEX, "timeindex": KIND_TIME_INDEX, "snapshot": KIND_SNAPSHOT,
+         "txnindex": KIND_TXN_INDEX}
 
 
 def section(kind, content, name=None):

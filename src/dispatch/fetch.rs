@@ -93,9 +93,19 @@ fn read_end_offset(read: &FetchRead) -> Option<i64> {
     let chunk = read.chunks.last()?;
     let mut at = 0usize;
     let mut end = None;
-    while let Some(h) = chunk.get(at..).and_then(records::BatchHeader::parse) {
-        end = Some(h.last_offset() + 1);
-        at += h.total_size();
+    while let Some(rest) = chunk.get(at..) {
+        let (Some(h), Some(size)) = (
+            records::BatchHeader::parse(rest),
+            records::batch_size_at(rest),
+        ) else {
+            break;
+        };
+        end = Some(
+            h.base_offset
+                .saturating_add(i64::from(h.last_offset_delta))
+                .saturating_add(1),
+        );
+        at += size;
     }
     end
 }

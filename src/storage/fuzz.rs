@@ -1,7 +1,7 @@
 //! The body of the `storage` fuzz target (`fuzz/fuzz_targets/storage.rs`), here so that the stable corpus
 //! replay test (`tests/fuzz_corpus.rs`, part of `cargo test`) runs exactly the same checks on every corpus
-//! file. Arbitrary bytes become the files of one partition directory (segments, indexes, a producer
-//! snapshot) and of its log directory (the recovery-point checkpoint, the clean-shutdown marker); the
+//! file. Arbitrary bytes become the files of one partition directory (segments, indexes, transaction
+//! indexes, a producer snapshot) and of its log directory (the recovery-point checkpoint, the clean-shutdown marker); the
 //! partition is then opened, read, appended to, closed and reopened through the real code on a glommio
 //! executor. A panic is a finding.
 //!
@@ -10,9 +10,10 @@
 //! ```text
 //! flags: u8                      bit 0: the clean-shutdown marker (.kafka_cleanshutdown) is present
 //! then sections until the input ends:
-//!   kind: u8                     kind % 6: 0 segment .log, 1 .index, 2 .timeindex, 3 producer .snapshot,
-//!                                          4 recovery-point-offset-checkpoint, 5 ringtide-log-start-offset
-//!   offset: u64                  kinds 0-3 only: the offset in the file name (top bit cleared)
+//!   kind: u8                     kind % 7: 0 segment .log, 1 .index, 2 .timeindex, 3 producer .snapshot,
+//!                                          4 recovery-point-offset-checkpoint, 5 ringtide-log-start-offset,
+//!                                          6 .txnindex
+//!   offset: u64                  kinds 0-3 and 6 only: the offset in the file name (top bit cleared)
 //!   len: u32                     then `len` bytes of file content (cut short at the end of the input)
 //! ```
 //!
@@ -24,8 +25,8 @@
 //! 6.6) if it exists, else the system temp directory.
 //!
 //! Invariants checked:
-//! - `checkpoint::parse` and `ProducerStateManager::from_snapshot` never panic on the raw input or on any
-//!   section; an accepted checkpoint renders and parses back to itself; an accepted snapshot re-encodes
+//! - `checkpoint::parse`, `ProducerStateManager::from_snapshot` and `segment::parse_txn_index` never panic
+//!   on the raw input or on any section; an accepted checkpoint renders and parses back to itself; an accepted snapshot re-encodes
 //!   to a snapshot that reads back to the same encoding.
 //! - `PartitionLog::open` returns a log or a `StorageError`, never panics.
 //! - The recovered log end never exceeds what the segment files hold: the largest segment base offset or
@@ -52,7 +53,8 @@ use super::{CLEAN_DIRS, CLEAN_SHUTDOWN_FILE_NAME, LOG_START_FILE};
 use crate::partition::producer_state::ProducerStateManager;
 use crate::records::{self, BatchHeader};
 use crate::storage::segment::{
-    index_file_name, log_file_name, snapshot_file_name, time_index_file_name,
+    index_file_name, log_file_name, parse_txn_index, snapshot_file_name, time_index_file_name,
+    txn_index_file_name,
 };
 
 /// Topic and partition of the fuzzed partition directory (`fuzz-0`).
@@ -67,7 +69,8 @@ pub const KIND_TIME_INDEX: u8 = 2;
 pub const KIND_SNAPSHOT: u8 = 3;
 pub const KIND_CHECKPOINT: u8 = 4;
 pub const KIND_LOG_START: u8 = 5;
-const KINDS: u8 = 6;
+pub const KIND_TXN_INDEX: u8 = 6;
+const KINDS: u8 = 7;
 
 /// The files an input describes.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -77,6 +80,7 @@ pub struct Files<'a> {
     pub indexes: BTreeMap<i64, &'a [u8]>,
     pub time_indexes: BTreeMap<i64, &'a [u8]>,
     pub snapshots: BTreeMap<i64, &'a [u8]>,
+    pub txn_indexes: BTreeMap<i64, &'a [u8]>,
     pub checkpoint: Option<&'a [u8]>,
     pub log_start: Option<&'a [u8]>,
 }
@@ -93,7 +97,7 @@ pub fn split(data: &[u8]) -> Files<'_> {
         rest = after;
         let kind = kind % KINDS;
         let mut name = 0i64;
-        if kind <= KIND_SNAPSHOT {
+        if kind <= KIND_SNAPSHOT || kind == KIND_TXN_INDEX {
             let Some((o, after)) = rest.split_first_chunk::<8>() else {
                 break;
             };
@@ -111,6 +115,7 @@ pub fn split(data: &[u8]) -> Files<'_> {
             KIND_INDEX => &mut files.indexes,
             KIND_TIME_INDEX => &mut files.time_indexes,
             KIND_SNAPSHOT => &mut files.snapshots,
+            KIND_TXN_INDEX => &mut files.txn_indexes,
             KIND_CHECKPOINT => {
                 files.checkpoint = Some(content);
                 continue;
@@ -143,6 +148,7 @@ pub fn join(files: &Files<'_>) -> Vec<u8> {
         (KIND_INDEX, &files.indexes),
         (KIND_TIME_INDEX, &files.time_indexes),
         (KIND_SNAPSHOT, &files.snapshots),
+        (KIND_TXN_INDEX, &files.txn_indexes),
     ] {
         for (&n, c) in map {
             section(kind, Some(n), c);
@@ -181,6 +187,9 @@ pub fn storage_files(data: &[u8]) -> Outcome {
     for s in files.snapshots.values() {
         parse_directly(s);
     }
+    for (&base, t) in &files.txn_indexes {
+        let _ = parse_txn_index(t, base, i64::MAX);
+    }
     WORKER.with(|w| {
         let log_dir = w.fresh_dir();
         write_files(&log_dir, &files);
@@ -194,8 +203,9 @@ pub fn storage_files(data: &[u8]) -> Outcome {
     })
 }
 
-/// `checkpoint::parse` and `ProducerStateManager::from_snapshot` on raw bytes.
+/// `checkpoint::parse`, `ProducerStateManager::from_snapshot` and `parse_txn_index` on raw bytes.
 fn parse_directly(raw: &[u8]) {
+    let _ = parse_txn_index(raw, 0, i64::MAX);
     let text = String::from_utf8_lossy(raw);
     if let Ok(entries) = checkpoint::parse(&text) {
         let again = checkpoint::parse(&checkpoint::render(&entries));
@@ -298,6 +308,9 @@ fn write_files(log_dir: &Path, files: &Files<'_>) {
     }
     for (&o, c) in &files.snapshots {
         write(part.join(snapshot_file_name(o)), c);
+    }
+    for (&b, c) in &files.txn_indexes {
+        write(part.join(txn_index_file_name(b)), c);
     }
     if let Some(c) = files.log_start {
         write(part.join(LOG_START_FILE), c);

@@ -8,6 +8,12 @@
 //! indexes in memory and rewrites the files of sealed segments whose index files do not match.
 //! After a clean shutdown (`.kafka_cleanshutdown` found at start-up) the CRC verification of the last segment
 //! is skipped; everything else is the same, so a torn or zero-filled tail is still trimmed.
+//!
+//! Transaction indexes (`.txnindex`): the entries whose ABORT markers lie below the loaded producer
+//! snapshot are trusted from the files; every later one is rebuilt from the batches the producer state
+//! replays (Kafka's `LogSegment.recover`), the snapshot carrying the ongoing transactions. A damaged
+//! `.txnindex` makes recovery replay from a snapshot at or below its segment (or from the log start),
+//! so it is rebuilt whole; a sealed segment's file is rewritten when it differs.
 
 use std::collections::HashSet;
 use std::path::Path;
