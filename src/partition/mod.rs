@@ -526,10 +526,13 @@ impl Partition {
     }
 
     /// Kafka's last stable offset: the first offset of the earliest transaction that is ongoing (or
-    /// ended by a marker the high watermark has not passed yet), else the high watermark.
+    /// ended by a marker the high watermark has not passed yet), else the high watermark; never below
+    /// the log start offset (Kafka's `updateFirstUnstableOffset`: DeleteRecords may pass a transaction's
+    /// first offset).
     pub fn last_stable_offset(&self) -> i64 {
         let hw = self.log.high_watermark();
-        self.producers.borrow_mut().last_stable_offset(hw)
+        let first_unstable = self.producers.borrow_mut().last_stable_offset(hw);
+        first_unstable.max(self.log.log_start_offset()).min(hw)
     }
 
     /// Producer ids with an ongoing transaction on this partition: (producer id, epoch, first offset),
