@@ -65,7 +65,14 @@ pub struct GroupCoordinator {
     /// The next deadline of each group with an armed timer.
     deadlines: RefCell<Deadlines>,
     timers_started: Cell<bool>,
+    /// Offsets committed inside transactions (TxnOffsetCommit), durable but not visible until the
+    /// transaction's COMMIT marker reaches their `__consumer_offsets` partition; keyed by that partition
+    /// and the producer id, in log order.
+    txn_offsets: RefCell<HashMap<(i32, i64), Vec<TxnOffset>>>,
 }
+
+/// One offset a transaction committed: (group, topic, partition, value).
+type TxnOffset = (String, String, i32, OffsetValue);
 
 /// One member as DescribeGroups shows it.
 #[derive(Clone, Debug)]
@@ -107,8 +114,8 @@ pub struct CommitIdentity {
     pub version: i16,
 }
 
-/// A committed offset as OffsetFetch returns it: (partition, offset, leader epoch, metadata).
-pub type FetchedOffset = (i32, i64, i32, String);
+/// A committed offset as OffsetFetch returns it: (partition, offset, leader epoch, metadata, error code).
+pub type FetchedOffset = (i32, i64, i32, String, i16);
 
 fn partition_ready(shard: &Rc<Shard>, partition: i32) -> Result<Rc<Partition>, i16> {
     let Some(p) = shard.partition(OFFSETS_TOPIC, partition) else {
@@ -420,6 +427,7 @@ async fn expire_offsets(shard: &Rc<Shard>, now: i64) {
 pub async fn load_partition(shard: &Rc<Shard>, partition: i32, part: Rc<Partition>) {
     let mut offsets: BTreeMap<(String, String, i32), Option<OffsetValue>> = BTreeMap::new();
     let mut groups: BTreeMap<String, Option<recs::GroupValue>> = BTreeMap::new();
+    let mut txn_pending: HashMap<i64, Vec<TxnOffset>> = HashMap::new();
     let mut offset = part.log_start_offset();
     let end = part.high_watermark();
     let mut records = 0usize;
@@ -438,24 +446,56 @@ pub async fn load_partition(shard: &Rc<Shard>, partition: i32, part: Rc<Partitio
         if next == offset {
             break;
         }
-        recs::for_each_record(&bytes, |k, v| {
-            records += 1;
-            match recs::decode(k, v) {
-                Some(OffsetsRecord::Offset {
-                    group,
-                    topic,
-                    partition,
-                    value,
-                }) => {
-                    offsets.insert((group, topic, partition), value);
+        for (at, h) in crate::records::iter_batches(&bytes).flatten() {
+            let Some(batch) = bytes.get(at..at + h.total_size()) else {
+                break;
+            };
+            if h.is_control() {
+                // The end of a transaction: its offsets become committed, or are dropped.
+                let pending = txn_pending.remove(&h.producer_id).unwrap_or_default();
+                if crate::records::parse_end_txn_marker(batch, &h).is_some_and(|m| m.commit) {
+                    for (g, t, p, v) in pending {
+                        offsets.insert((g, t, p), Some(v));
+                    }
                 }
-                Some(OffsetsRecord::Group { group, value }) => {
-                    groups.insert(group, value);
-                }
-                None => {}
+                continue;
             }
-        });
+            recs::for_each_record(batch, |k, v| {
+                records += 1;
+                match recs::decode(k, v) {
+                    Some(OffsetsRecord::Offset {
+                        group,
+                        topic,
+                        partition,
+                        value,
+                    }) => {
+                        if h.is_transactional() {
+                            if let Some(v) = value {
+                                txn_pending
+                                    .entry(h.producer_id)
+                                    .or_default()
+                                    .push((group, topic, partition, v));
+                            }
+                        } else {
+                            offsets.insert((group, topic, partition), value);
+                        }
+                    }
+                    Some(OffsetsRecord::Group { group, value }) => {
+                        groups.insert(group, value);
+                    }
+                    None => {}
+                }
+            });
+        }
         offset = next;
+    }
+    // Transactions still open when the log ends wait for their marker.
+    for (pid, list) in txn_pending {
+        shard
+            .groups
+            .txn_offsets
+            .borrow_mut()
+            .insert((partition, pid), list);
     }
     let now = now_ms();
     let mut loaded: HashMap<String, Group> = HashMap::new();
@@ -726,8 +766,26 @@ pub async fn fetch_offsets(
     partition: i32,
     group_id: String,
     topics: Option<Vec<(String, Vec<i32>)>>,
+    require_stable: bool,
 ) -> Result<Vec<(String, Vec<FetchedOffset>)>, i16> {
     partition_ready(&shard, partition)?;
+    if require_stable {
+        // An offset an ongoing transaction will change is not answered (Kafka: the client retries).
+        let mut answer = read_offsets(&shard, &group_id, topics.as_ref(), true);
+        for (t, ps) in &mut answer {
+            for o in ps.iter_mut() {
+                if txn_offset_pending(&shard, &group_id, t, o.0) {
+                    *o = (o.0, -1, -1, String::new(), errors::UNSTABLE_OFFSET_COMMIT);
+                }
+            }
+        }
+        if answer
+            .iter()
+            .any(|(_, ps)| ps.iter().any(|o| o.4 != errors::NONE))
+        {
+            return Ok(answer);
+        }
+    }
     let staged_last = shard.groups.staged.borrow().last(&group_id);
     let answer = read_offsets(&shard, &group_id, topics.as_ref(), true);
     let Some(last) = staged_last else {
@@ -775,8 +833,14 @@ fn read_offsets(
     }
     let lookup = |t: &str, p: i32| -> FetchedOffset {
         match view.get(&(t.to_string(), p)) {
-            Some(o) => (p, o.offset, o.leader_epoch, o.metadata.clone()),
-            None => (p, -1, -1, String::new()),
+            Some(o) => (
+                p,
+                o.offset,
+                o.leader_epoch,
+                o.metadata.clone(),
+                errors::NONE,
+            ),
+            None => (p, -1, -1, String::new(), errors::NONE),
         }
     };
     match topics {
@@ -965,4 +1029,150 @@ pub async fn delete_offsets(
     };
     write_staged(&shard, partition, &group_id, writes).await?;
     Ok(answers)
+}
+
+/// TxnOffsetCommit: the offsets are written to the group's partition as a transactional batch of the
+/// producer (Kafka's format) and kept aside until the transaction ends ([`complete_txn`]). One code per
+/// partition, in request order, answered when durable. The caller verified that the group's partition
+/// is in the producer's transaction.
+pub async fn txn_commit(
+    shard: Rc<Shard>,
+    partition: i32,
+    group_id: String,
+    producer: (i64, i16),
+    who: CommitIdentity,
+    topics: Vec<(String, Vec<CommitPartition>)>,
+) -> Vec<Vec<i16>> {
+    let all = |code: i16| -> Vec<Vec<i16>> {
+        topics.iter().map(|(_, ps)| vec![code; ps.len()]).collect()
+    };
+    let part = match partition_ready(&shard, partition) {
+        Ok(p) => p,
+        Err(code) => return all(code),
+    };
+    let now = now_ms();
+    // A producer that names no member (a client without group metadata) commits without checks, as
+    // Kafka allows it; otherwise the member and generation are checked as for OffsetCommit.
+    let anonymous = who.generation < 0 && who.member_id.is_empty() && who.instance_id.is_none();
+    if !anonymous {
+        let code = if !group_exists(&shard, &group_id) {
+            errors::ILLEGAL_GENERATION
+        } else {
+            with_group(&shard, &group_id, false, |g| {
+                g.validate_offset_commit(
+                    who.generation,
+                    &who.member_id,
+                    who.instance_id.as_deref(),
+                    now,
+                )
+            })
+            .unwrap_or(errors::ILLEGAL_GENERATION)
+        };
+        if code != errors::NONE {
+            return all(code);
+        }
+    }
+    let mut records: Records = Vec::new();
+    let mut kept: Vec<TxnOffset> = Vec::new();
+    let codes: Vec<Vec<i16>> = topics
+        .iter()
+        .map(|(topic, ps)| {
+            ps.iter()
+                .map(|p| {
+                    let metadata = p.metadata.clone().unwrap_or_default();
+                    if metadata.len() > OFFSET_METADATA_BYTES_MAX {
+                        return errors::OFFSET_METADATA_TOO_LARGE;
+                    }
+                    let v = OffsetValue {
+                        offset: p.offset,
+                        leader_epoch: p.leader_epoch,
+                        metadata,
+                        commit_timestamp_ms: now,
+                    };
+                    records.push((
+                        recs::offset_key(&group_id, topic, p.partition),
+                        Some(recs::offset_value(&v)),
+                    ));
+                    kept.push((group_id.clone(), topic.clone(), p.partition, v));
+                    errors::NONE
+                })
+                .collect()
+        })
+        .collect();
+    if records.is_empty() {
+        return codes;
+    }
+    let refs: Vec<crate::records::KeyValue<'_>> = records
+        .iter()
+        .map(|(k, v)| (Some(k.as_slice()), v.as_deref()))
+        .collect();
+    let mut batch = crate::records::build_batch(&refs, now);
+    crate::records::make_transactional(&mut batch, producer.0, producer.1);
+    let written = match part.append(Bytes::from(batch)) {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::error!(partition, error = %e, "writing a transactional offset commit failed");
+            let code = match e.code {
+                errors::MESSAGE_TOO_LARGE | errors::RECORD_LIST_TOO_LARGE => {
+                    errors::INVALID_COMMIT_OFFSET_SIZE
+                }
+                errors::INVALID_PRODUCER_EPOCH => errors::PRODUCER_FENCED,
+                _ => errors::COORDINATOR_NOT_AVAILABLE,
+            };
+            return all(code);
+        }
+    };
+    // Kept aside at once (log order); dropped again if the write does not become durable.
+    let key = (partition, producer.0);
+    let before = {
+        let mut pending = shard.groups.txn_offsets.borrow_mut();
+        let list = pending.entry(key).or_default();
+        let before = list.len();
+        list.extend(kept);
+        before
+    };
+    if let Err(code) = wait_durable(&part, partition, written.last_offset).await {
+        if let Some(list) = shard.groups.txn_offsets.borrow_mut().get_mut(&key) {
+            list.truncate(before);
+        }
+        return all(code);
+    }
+    codes
+}
+
+/// The transaction of `producer_id` ended on `__consumer_offsets` partition `partition` (its marker is
+/// durable): its offsets become the groups' committed offsets (COMMIT) or are dropped (ABORT).
+pub fn complete_txn(shard: &Rc<Shard>, partition: i32, producer_id: i64, commit: bool) {
+    let Some(list) = shard
+        .groups
+        .txn_offsets
+        .borrow_mut()
+        .remove(&(partition, producer_id))
+    else {
+        return;
+    };
+    if !commit {
+        return;
+    }
+    let now = now_ms();
+    let mut groups = shard.groups.groups.borrow_mut();
+    for (group, topic, p, v) in list {
+        groups
+            .entry(group.clone())
+            .or_insert_with(|| Group::new(&group, now))
+            .offsets
+            .insert((topic, p), v);
+    }
+}
+
+/// Whether an ongoing transaction holds an offset of `group_id` for this topic partition (OffsetFetch
+/// with `require_stable` answers UNSTABLE_OFFSET_COMMIT for it).
+pub fn txn_offset_pending(shard: &Rc<Shard>, group_id: &str, topic: &str, partition: i32) -> bool {
+    shard
+        .groups
+        .txn_offsets
+        .borrow()
+        .values()
+        .flatten()
+        .any(|(g, t, p, _)| g == group_id && t == topic && *p == partition)
 }

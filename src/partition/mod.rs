@@ -294,6 +294,19 @@ impl Partition {
     pub fn append_produce(&self, records: Bytes) -> Result<AppendResult, PartitionError> {
         let headers =
             records::validate_produce_batches(&records, self.log.config().max_message_bytes)?;
+        // Kafka's LogValidator: a client's batch with a producer id needs a sequence.
+        if let Some(h) = headers
+            .iter()
+            .find(|h| h.producer_id >= 0 && h.base_sequence < 0)
+        {
+            return Err(PartitionError::new(
+                crate::protocol::errors::INVALID_RECORD,
+                format!(
+                    "Invalid sequence number {} in record batch with producerId {}",
+                    h.base_sequence, h.producer_id
+                ),
+            ));
+        }
         self.append_validated(records, headers)
     }
 

@@ -71,6 +71,8 @@ pub struct Shard {
     pub controller: controller::ControllerState,
     /// The consumer groups this core coordinates (those of its `__consumer_offsets` partitions).
     pub groups: crate::group::coordinator::GroupCoordinator,
+    /// The transactional ids this core coordinates (those of its `__transaction_state` partitions).
+    pub txns: crate::txn::coordinator::TxnCoordinator,
     /// The fetch sessions (KIP-227) of the connections this core accepted: its share of
     /// `max.incremental.fetch.session.cache.slots`, with session ids from its own range.
     pub fetch_sessions: RefCell<FetchSessionCache>,
@@ -106,6 +108,7 @@ impl Shard {
             stopping: Cell::new(false),
             controller: controller::ControllerState::default(),
             groups: Default::default(),
+            txns: Default::default(),
             fetch_sessions: RefCell::new(fetch_sessions),
         })
     }
@@ -344,6 +347,9 @@ impl Shard {
                                 if topic.name == crate::group::OFFSETS_TOPIC {
                                     // Replay the groups and offsets this core now coordinates.
                                     crate::group::coordinator::load_partition(self, p, part).await;
+                                } else if topic.name == crate::txn::TXN_TOPIC {
+                                    // Replay the transactional ids this core now coordinates.
+                                    crate::txn::coordinator::load_partition(self, p, part).await;
                                 }
                             }
                             Err(e) => {
