@@ -46,6 +46,8 @@ impl PartitionLog {
                 }
             }
         }
+        // The producer snapshots of the deleted segments go with them (Kafka's deleteSegments).
+        prune_snapshots(&self.shared).await?;
         Ok(start)
     }
 
@@ -105,6 +107,9 @@ impl PartitionLog {
                     }
                 }
             }
+        }
+        if n > 0 {
+            prune_snapshots(&self.shared).await?;
         }
         Ok(n)
     }
