@@ -103,13 +103,22 @@ pub async fn prepare_executor(data_dir: &Path) -> Result<(), StorageError> {
     if PREPARED.with(|p| p.borrow().contains(&key)) {
         return Ok(());
     }
-    std::fs::create_dir_all(data_dir).map_err(|e| StorageError::io(data_dir, e))?;
     let probe = data_dir.join(PROBE_FILE_NAME);
-    let big_enough = std::fs::metadata(&probe).is_ok_and(|m| m.len() >= PROBE_FILE_BYTES as u64);
-    if !big_enough {
-        // Blocking std I/O, once per data directory at start-up.
-        let content = vec![0x52u8; PROBE_FILE_BYTES];
-        std::fs::write(&probe, content).map_err(|e| StorageError::io(&probe, e))?;
+    {
+        // Blocking calls, once per executor and data directory: on the blocking pool (the first partition
+        // a core opens may be one created while it serves).
+        let (d, p) = (data_dir.to_path_buf(), probe.clone());
+        blocking(move || {
+            std::fs::create_dir_all(&d)?;
+            let big_enough =
+                std::fs::metadata(&p).is_ok_and(|m| m.len() >= PROBE_FILE_BYTES as u64);
+            if !big_enough {
+                std::fs::write(&p, vec![0x52u8; PROBE_FILE_BYTES])?;
+            }
+            Ok::<(), std::io::Error>(())
+        })
+        .await
+        .map_err(|e| StorageError::io(&probe, e))?;
     }
     let f = DmaFile::open(&probe)
         .await
@@ -125,6 +134,7 @@ pub async fn prepare_executor(data_dir: &Path) -> Result<(), StorageError> {
 /// the same fact in `log-start-offset-checkpoint`). Text: the offset in decimal.
 pub(crate) const LOG_START_FILE: &str = "ringtide-log-start-offset";
 
+/// Reads the log start offset file, if any. Blocking: call it through [`blocking`].
 pub(super) fn read_log_start(dir: &Path) -> Option<i64> {
     std::fs::read_to_string(dir.join(LOG_START_FILE))
         .ok()?

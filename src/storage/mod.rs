@@ -443,10 +443,13 @@ impl PartitionLog {
             .expect("recovery yields a segment")
             .next_offset;
         // DeleteRecords may have moved the log start past the first segment's base offset.
-        let log_start = read_log_start(&dir)
-            .filter(|&o| o <= leo)
-            .unwrap_or(i64::MIN)
-            .max(recovered.segments[0].base_offset);
+        let log_start = {
+            let d = dir.clone();
+            blocking(move || read_log_start(&d)).await
+        }
+        .filter(|&o| o <= leo)
+        .unwrap_or(i64::MIN)
+        .max(recovered.segments[0].base_offset);
         // Snapshots past the recovered end describe data that is gone (Kafka deletes them at truncation);
         // of the others, those Kafka's rules no longer keep go once the log is set up.
         let mut snapshots = recovered.snapshots;
