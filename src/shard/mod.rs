@@ -6,6 +6,7 @@
 //! `shard.invoke_on(owner, move |s| ...)`. There are no locks: a closure runs on its target core with that
 //! core's `Rc<Shard>`, and only values that are `Send` (bytes, strings, `Arc` snapshots) cross.
 
+pub mod budget;
 pub mod controller;
 pub mod mesh;
 
