@@ -15,12 +15,27 @@ pub mod txn;
 
 use std::rc::Rc;
 
+use bytes::Bytes;
+
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, Encodable, Message, VersionRange};
 
-use crate::net::Reply;
 use crate::protocol::{self, HeaderPrefix};
 use crate::shard::Shard;
+
+/// What a handler answers for one request.
+pub enum Reply {
+    /// A response frame, length prefix included.
+    Frame(Bytes),
+    /// A response frame as chunks whose concatenation is the frame (a Fetch answer: record bytes stay
+    /// the slices the log holds). Written with vectored writes; the charge to the core's response budget
+    /// is released once they are written.
+    Frames(Vec<Bytes>, Option<crate::shard::budget::Charge>),
+    /// No response (Produce with acks=0).
+    Nothing,
+    /// Close the connection without answering (what Kafka does for a request it cannot parse).
+    Close(String),
+}
 
 /// One entry of the registry: an API and the versions Ringtide serves.
 #[derive(Clone, Copy, Debug)]

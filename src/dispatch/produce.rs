@@ -115,10 +115,10 @@ pub enum ProduceAnswer {
 }
 
 impl super::Answer for ProduceAnswer {
-    fn into_reply(self, prefix: crate::protocol::HeaderPrefix, key: ApiKey) -> crate::net::Reply {
+    fn into_reply(self, prefix: crate::protocol::HeaderPrefix, key: ApiKey) -> super::Reply {
         match self {
             ProduceAnswer::Response(r) => r.into_reply(prefix, key),
-            ProduceAnswer::Close(why) => crate::net::Reply::Close(why),
+            ProduceAnswer::Close(why) => super::Reply::Close(why),
         }
     }
 }

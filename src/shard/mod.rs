@@ -6,6 +6,7 @@
 //! `shard.invoke_on(owner, move |s| ...)`. There are no locks: a closure runs on its target core with that
 //! core's `Rc<Shard>`, and only values that are `Send` (bytes, strings, `Arc` snapshots) cross.
 
+pub mod budget;
 pub mod controller;
 pub mod mesh;
 
@@ -76,6 +77,37 @@ pub struct Shard {
     /// The fetch sessions (KIP-227) of the connections this core accepted: its share of
     /// `max.incremental.fetch.session.cache.slots`, with session ids from its own range.
     pub fetch_sessions: RefCell<FetchSessionCache>,
+}
+
+/// The group coordinator runs on the shard that owns the group's `__consumer_offsets` partition.
+impl crate::group::coordinator::GroupHost for Shard {
+    fn groups(&self) -> &crate::group::coordinator::GroupCoordinator {
+        &self.groups
+    }
+
+    fn group_config(&self) -> &crate::config::GroupConfig {
+        &self.config.group
+    }
+
+    fn topic_partitions(&self, topic: &str) -> Option<i32> {
+        self.topic(topic).map(|t| t.partitions)
+    }
+
+    fn partition(&self, topic: &str, partition: i32) -> Option<Rc<Partition>> {
+        Shard::partition(self, topic, partition)
+    }
+
+    fn stopping(&self) -> bool {
+        self.stopping.get()
+    }
+
+    fn spawn_detached(f: impl Future<Output = ()> + 'static) {
+        spawn_detached(f)
+    }
+
+    fn sleep(d: std::time::Duration) -> impl Future<Output = ()> {
+        sleep(d)
+    }
 }
 
 impl Shard {
