@@ -114,6 +114,7 @@ handlers! {
     DescribeTransactions: DescribeTransactionsRequest => txn::handle_describe_transactions, kafka 0..=0;
     ListTransactions: ListTransactionsRequest => txn::handle_list_transactions, kafka 0..=2;
     WriteTxnMarkers: WriteTxnMarkersRequest => txn::handle_write_txn_markers, kafka 1..=2;
+    DescribeProducers: DescribeProducersRequest => txn::handle_describe_producers, kafka 0..=0;
 }
 
 /// The range advertised in ApiVersions. Produce is advertised from v0 as Kafka 4 does, because librdkafka

@@ -645,3 +645,63 @@ pub async fn handle_write_txn_markers(
     }
     Some(resp)
 }
+
+/// DescribeProducers: the producers each partition remembers (its owning core answers), as
+/// `kafka-transactions describe-producers` and `find-hanging` read them.
+pub async fn handle_describe_producers(
+    shard: &Rc<Shard>,
+    _header: &RequestHeader,
+    req: DescribeProducersRequest,
+    _version: i16,
+) -> Option<DescribeProducersResponse> {
+    use describe_producers_response::{PartitionResponse, ProducerState, TopicResponse};
+    let mut resp = DescribeProducersResponse::default();
+    for t in req.topics {
+        let name = t.name.0.to_string();
+        let reads = t.partition_indexes.iter().map(|&p| {
+            let name = name.clone();
+            async move {
+                let Some(meta) = shard.topic(&name).filter(|m| p >= 0 && p < m.partitions) else {
+                    return Err(errors::UNKNOWN_TOPIC_OR_PARTITION);
+                };
+                let owner = shard.owner_of(&meta, p);
+                // Cross-core hop to the partition's owner, which holds its producer state.
+                shard
+                    .invoke_on(owner, move |s| async move {
+                        s.partition(&name, p)
+                            .map(|part| part.active_producers())
+                            .ok_or(errors::NOT_LEADER_OR_FOLLOWER)
+                    })
+                    .await
+            }
+        });
+        let answers = futures::future::join_all(reads).await;
+        let mut tr = TopicResponse::default();
+        tr.name = t.name;
+        for (&p, answer) in t.partition_indexes.iter().zip(answers) {
+            let mut pr = PartitionResponse::default();
+            pr.partition_index = p;
+            match answer {
+                Err(code) => pr.error_code = code,
+                Ok(producers) => {
+                    pr.active_producers = producers
+                        .into_iter()
+                        .map(|a| {
+                            let mut ps = ProducerState::default();
+                            ps.producer_id = ProducerId(a.producer_id);
+                            ps.producer_epoch = i32::from(a.epoch);
+                            ps.last_sequence = a.last_sequence;
+                            ps.last_timestamp = a.last_timestamp;
+                            ps.coordinator_epoch = a.coordinator_epoch;
+                            ps.current_txn_start_offset = a.current_txn_start_offset;
+                            ps
+                        })
+                        .collect();
+                }
+            }
+            tr.partitions.push(pr);
+        }
+        resp.topics.push(tr);
+    }
+    Some(resp)
+}

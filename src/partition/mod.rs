@@ -557,6 +557,11 @@ impl Partition {
 
     /// Producer ids with an ongoing transaction on this partition: (producer id, epoch, first offset),
     /// earliest first (DescribeProducers, `kafka-transactions find-hanging`).
+    /// Every producer this partition remembers (DescribeProducers).
+    pub fn active_producers(&self) -> Vec<producer_state::ActiveProducer> {
+        self.producers.borrow().describe()
+    }
+
     pub fn ongoing_transactions(&self) -> Vec<(i64, i16, i64)> {
         self.producers.borrow().ongoing_transactions()
     }

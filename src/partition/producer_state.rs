@@ -74,6 +74,20 @@ impl BatchMetadata {
     }
 }
 
+/// One producer as DescribeProducers reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ActiveProducer {
+    pub producer_id: i64,
+    pub epoch: i16,
+    /// The last sequence appended, -1 if none.
+    pub last_sequence: i32,
+    /// The timestamp of the last batch or marker, -1 if none.
+    pub last_timestamp: i64,
+    pub coordinator_epoch: i32,
+    /// First offset of the ongoing transaction, -1 if none.
+    pub current_txn_start_offset: i64,
+}
+
 /// State of one producer id.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProducerEntry {
@@ -406,6 +420,29 @@ impl ProducerStateManager {
     }
 
     /// Every ongoing transaction: (producer id, epoch, first offset), earliest first.
+    /// Every producer this partition remembers, as DescribeProducers reports it (Kafka's
+    /// `activeProducers`), by producer id.
+    pub fn describe(&self) -> Vec<ActiveProducer> {
+        let mut out: Vec<ActiveProducer> = self
+            .producers
+            .iter()
+            .map(|(&id, e)| ActiveProducer {
+                producer_id: id,
+                epoch: e.epoch,
+                last_sequence: e.last_seq(),
+                last_timestamp: if e.last_timestamp() == i64::MIN {
+                    -1
+                } else {
+                    e.last_timestamp()
+                },
+                coordinator_epoch: e.coordinator_epoch,
+                current_txn_start_offset: e.current_txn_first_offset.unwrap_or(-1),
+            })
+            .collect();
+        out.sort_unstable_by_key(|p| p.producer_id);
+        out
+    }
+
     pub fn ongoing_transactions(&self) -> Vec<(i64, i16, i64)> {
         self.ongoing
             .iter()

@@ -234,3 +234,32 @@ def test_restart_in_the_middle_of_a_transaction(fresh_broker):
     again.commit_transaction(30)
     rc = read_all(broker.bootstrap, name, 2, "read_committed", expect=11)
     assert sorted(v for vs in rc.values() for v in vs) == sorted([f"c{i}" for i in range(10)] + ["n0"])
+
+
+def test_tools_describe_producers_and_abort_a_hanging_transaction(broker):
+    """kafka-transactions describe-producers shows the open transaction's start offset, and abort (a
+    WriteTxnMarkers to the partition) ends it: the last stable offset moves past it and read_committed
+    never sees its records."""
+    name = f"txn-h-{uid()}"
+    create_topic(broker.bootstrap, name, 1)
+    plain = Producer({"bootstrap.servers": broker.bootstrap, "acks": "all"})
+    plain.produce(name, value="before")
+    plain.flush(30)
+    tx = txn_producer(broker.bootstrap, f"tx-hang-{uid()}")
+    tx.begin_transaction()
+    for i in range(3):
+        tx.produce(name, value=f"hang{i}")
+    tx.flush(30)
+    plain.produce(name, value="after")
+    plain.flush(30)
+    assert read_all(broker.bootstrap, name, 1, "read_committed", timeout=4) == {0: ["before"]}
+    tool = "org.apache.kafka.tools.TransactionsCommand"
+    described = run_kafka_tool(tool, "--bootstrap-server", broker.bootstrap, "describe-producers",
+                               "--topic", name, "--partition", "0").stdout
+    rows = [line.split() for line in described.splitlines()[1:] if line.strip()]
+    # ProducerId ProducerEpoch LatestCoordinatorEpoch LastSequence LastTimestamp CurrentTransactionStartOffset
+    starts = [r[-1] for r in rows]
+    assert "1" in starts, described
+    run_kafka_tool(tool, "--bootstrap-server", broker.bootstrap, "abort", "--topic", name, "--partition", "0",
+                   "--start-offset", "1")
+    assert read_all(broker.bootstrap, name, 1, "read_committed", expect=2) == {0: ["before", "after"]}
