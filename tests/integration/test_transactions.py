@@ -263,3 +263,38 @@ def test_tools_describe_producers_and_abort_a_hanging_transaction(broker):
     run_kafka_tool(tool, "--bootstrap-server", broker.bootstrap, "abort", "--topic", name, "--partition", "0",
                    "--start-offset", "1")
     assert read_all(broker.bootstrap, name, 1, "read_committed", expect=2) == {0: ["before", "after"]}
+
+
+def test_kafka_dump_log_reads_the_transaction_log_and_markers(fresh_broker, kafka_run):
+    """Kafka's dump-log decodes what the coordinator wrote to __transaction_state
+    (--transaction-log-decoder) and the COMMIT/ABORT markers and .txnindex of a data partition, after a
+    clean stop (Ringtide's active segment is block-padded while it is written)."""
+    from test_groups import java_string_hash
+    broker = fresh_broker
+    txn_id = f"tx-dump-{uid()}"
+    name = f"txn-d-{uid()}"
+    create_topic(broker.bootstrap, name, 1)
+    tx = txn_producer(broker.bootstrap, txn_id)
+    for commit in (True, False):
+        tx.begin_transaction()
+        tx.produce(name, value="v")
+        tx.flush(30)
+        (tx.commit_transaction if commit else tx.abort_transaction)(30)
+    tx.flush(5)
+    del tx
+    broker.stop()
+    h = java_string_hash(txn_id)
+    part = 0 if h == -(2 ** 31) else abs(h) % 50
+    state_dir = broker.data_dir / f"__transaction_state-{part}"
+    logs = sorted(state_dir.glob("*.log"))
+    assert logs, f"no segment in {state_dir}"
+    p = kafka_run("dump-log", "--files", ",".join(map(str, logs)), "--transaction-log-decoder")
+    out = p.stdout + p.stderr
+    assert txn_id in out and "Exception" not in out, out[-3000:]
+    assert "CompleteCommit" in out or '"transactionStatus":4' in out, out[-3000:]
+    data = broker.data_dir / f"{name}-0"
+    files = sorted(data.glob("*.log")) + sorted(data.glob("*.txnindex"))
+    p = kafka_run("dump-log", "--files", ",".join(map(str, files)), "--print-data-log")
+    out = p.stdout + p.stderr
+    assert "endTxnMarker: COMMIT" in out and "endTxnMarker: ABORT" in out, out[-3000:]
+    assert "Exception" not in out, out[-3000:]
