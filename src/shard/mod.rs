@@ -110,6 +110,55 @@ impl crate::group::coordinator::GroupHost for Shard {
     }
 }
 
+impl crate::txn::coordinator::TxnHost for Shard {
+    fn txns(&self) -> &crate::txn::coordinator::TxnCoordinator {
+        &self.txns
+    }
+
+    fn txn_config(&self) -> &crate::config::TxnConfig {
+        &self.config.txn
+    }
+
+    async fn allocate_producer_id(self: &Rc<Self>) -> Result<i64, String> {
+        // Cross-core hop: producer ids are allocated by core 0.
+        self.invoke_on(0, |s| async move {
+            s.controller_allocate_producer_id()
+                .await
+                .map_err(|e| e.to_string())
+        })
+        .await
+    }
+
+    async fn write_marker_at(
+        self: &Rc<Self>,
+        topic: String,
+        partition: i32,
+        producer_id: i64,
+        epoch: i16,
+        coordinator_epoch: i32,
+        commit: bool,
+    ) -> Result<(), i16> {
+        let Some(meta) = self.topic(&topic) else {
+            return Ok(()); // deleted: nothing to end
+        };
+        let owner = self.owner_of(&meta, partition);
+        // Cross-core hop to the partition's owner, which appends the marker.
+        self.invoke_on(owner, move |s| async move {
+            crate::txn::coordinator::write_marker(
+                s,
+                topic,
+                partition,
+                producer_id,
+                epoch,
+                coordinator_epoch,
+                commit,
+            )
+            .await
+        })
+        .await
+    }
+}
+
 impl Shard {
     pub fn new(
         id: usize,

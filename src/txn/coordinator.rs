@@ -29,13 +29,37 @@ use bytes::Bytes;
 use super::records::{self as recs, TxnValue};
 use super::state::{epoch_exhausted, TxnMetadata, TxnState};
 use super::TXN_TOPIC;
+use crate::group::coordinator::GroupHost;
 use crate::group::now_ms;
 use crate::partition::Partition;
 use crate::protocol::errors;
-use crate::shard::Shard;
 
 /// How long a marker that could not be written waits before the next try.
 const MARKER_RETRY_MS: u64 = 100;
+
+/// What the coordinator needs of the core it runs on (the shard implements it), so that this module
+/// does not depend on the shard's internals.
+pub trait TxnHost: GroupHost {
+    /// This core's transaction state.
+    fn txns(&self) -> &TxnCoordinator;
+    /// The transaction settings (`transaction.*`).
+    fn txn_config(&self) -> &crate::config::TxnConfig;
+    /// A new producer id, from the core that allocates them.
+    fn allocate_producer_id(
+        self: &Rc<Self>,
+    ) -> impl std::future::Future<Output = Result<i64, String>>;
+    /// Appends a COMMIT/ABORT marker on the core that owns the partition ([`write_marker`] there) and
+    /// waits until it is durable.
+    fn write_marker_at(
+        self: &Rc<Self>,
+        topic: String,
+        partition: i32,
+        producer_id: i64,
+        epoch: i16,
+        coordinator_epoch: i32,
+        commit: bool,
+    ) -> impl std::future::Future<Output = Result<(), i16>>;
+}
 
 /// Transaction state of one core. Owned by that core (a field of its `Shard`).
 #[derive(Default)]
@@ -46,11 +70,11 @@ pub struct TxnCoordinator {
     timers_started: Cell<bool>,
 }
 
-fn partition_ready(shard: &Rc<Shard>, partition: i32) -> Result<Rc<Partition>, i16> {
+fn partition_ready<H: TxnHost>(shard: &Rc<H>, partition: i32) -> Result<Rc<Partition>, i16> {
     let Some(p) = shard.partition(TXN_TOPIC, partition) else {
         return Err(errors::NOT_COORDINATOR);
     };
-    if !shard.txns.loaded.borrow().contains(&partition) {
+    if !shard.txns().loaded.borrow().contains(&partition) {
         return Err(errors::COORDINATOR_LOAD_IN_PROGRESS);
     }
     Ok(p)
@@ -81,11 +105,11 @@ async fn persist(part: &Partition, records: &[(Vec<u8>, Option<Vec<u8>>)]) -> Re
 
 /// Writes `next` as the id's new state; on success it replaces the id's metadata (not pending).
 /// The id must have been marked pending by the caller; on failure it is un-marked and left as it was.
-async fn write(shard: &Rc<Shard>, part: &Partition, next: TxnMetadata) -> Result<(), i16> {
+async fn write<H: TxnHost>(shard: &Rc<H>, part: &Partition, next: TxnMetadata) -> Result<(), i16> {
     let id = next.transactional_id.clone();
     let record = (recs::key(&id), Some(recs::value(&TxnValue::of(&next))));
     let result = persist(part, &[record]).await;
-    let mut txns = shard.txns.txns.borrow_mut();
+    let mut txns = shard.txns().txns.borrow_mut();
     match result {
         Ok(()) => {
             let mut applied = next;
@@ -103,12 +127,12 @@ async fn write(shard: &Rc<Shard>, part: &Partition, next: TxnMetadata) -> Result
 }
 
 /// Marks the id pending and returns its metadata, or the error of `check`.
-fn begin<R>(
-    shard: &Rc<Shard>,
+fn begin<H: TxnHost, R>(
+    shard: &Rc<H>,
     id: &str,
     check: impl FnOnce(&TxnMetadata) -> Result<R, i16>,
 ) -> Result<(TxnMetadata, R), i16> {
-    let mut txns = shard.txns.txns.borrow_mut();
+    let mut txns = shard.txns().txns.borrow_mut();
     let m = txns
         .get_mut(id)
         .ok_or(errors::INVALID_PRODUCER_ID_MAPPING)?;
@@ -117,42 +141,34 @@ fn begin<R>(
     Ok((m.clone(), r))
 }
 
-fn unmark(shard: &Rc<Shard>, id: &str) {
-    if let Some(m) = shard.txns.txns.borrow_mut().get_mut(id) {
+fn unmark<H: TxnHost>(shard: &Rc<H>, id: &str) {
+    if let Some(m) = shard.txns().txns.borrow_mut().get_mut(id) {
         m.pending = false;
     }
 }
 
-async fn allocate_producer_id(shard: &Rc<Shard>) -> Result<i64, i16> {
-    // Cross-core hop: producer ids are allocated by core 0.
-    shard
-        .invoke_on(0, |s| async move {
-            s.controller_allocate_producer_id()
-                .await
-                .map_err(|e| e.to_string())
-        })
-        .await
-        .map_err(|e| {
-            tracing::error!(error = %e, "allocating a producer id failed");
-            errors::COORDINATOR_NOT_AVAILABLE
-        })
+async fn allocate_producer_id<H: TxnHost>(shard: &Rc<H>) -> Result<i64, i16> {
+    shard.allocate_producer_id().await.map_err(|e| {
+        tracing::error!(error = %e, "allocating a producer id failed");
+        errors::COORDINATOR_NOT_AVAILABLE
+    })
 }
 
 /// InitProducerId with a transactional id (Kafka's `handleInitProducerId`): the id's producer id with
 /// its epoch bumped, a new producer id for a new id or an exhausted epoch; an ongoing transaction is
 /// fenced (aborted with a bumped epoch) and the client told to retry (CONCURRENT_TRANSACTIONS).
-pub async fn init_producer_id(
-    shard: Rc<Shard>,
+pub async fn init_producer_id<H: TxnHost>(
+    shard: Rc<H>,
     partition: i32,
     id: String,
     timeout_ms: i32,
     expected: Option<(i64, i16)>,
 ) -> Result<(i64, i16), i16> {
     let part = partition_ready(&shard, partition)?;
-    if !shard.txns.txns.borrow().contains_key(&id) {
+    if !shard.txns().txns.borrow().contains_key(&id) {
         let pid = allocate_producer_id(&shard).await?;
         shard
-            .txns
+            .txns()
             .txns
             .borrow_mut()
             .entry(id.clone())
@@ -214,8 +230,8 @@ pub async fn init_producer_id(
 }
 
 /// AddPartitionsToTxn / AddOffsetsToTxn: the partitions join the ongoing transaction.
-pub async fn add_partitions(
-    shard: Rc<Shard>,
+pub async fn add_partitions<H: TxnHost>(
+    shard: Rc<H>,
     partition: i32,
     id: String,
     producer_id: i64,
@@ -245,8 +261,8 @@ pub async fn add_partitions(
 /// The verify-only form (AddPartitionsToTxn v4+, and the Produce and TxnOffsetCommit checks of KIP-890
 /// part 1): per partition, NONE if it is in the id's ongoing transaction with this producer id and
 /// epoch, else `missing`.
-pub fn verify(
-    shard: &Rc<Shard>,
+pub fn verify<H: TxnHost>(
+    shard: &Rc<H>,
     partition: i32,
     id: &str,
     producer_id: i64,
@@ -258,7 +274,7 @@ pub fn verify(
     if let Err(code) = partition_ready(shard, partition) {
         return all(code);
     }
-    let txns = shard.txns.txns.borrow();
+    let txns = shard.txns().txns.borrow();
     let Some(m) = txns.get(id) else {
         return all(errors::INVALID_PRODUCER_ID_MAPPING);
     };
@@ -281,8 +297,8 @@ pub fn verify(
 }
 
 /// EndTxn from a client (Kafka's `handleEndTransaction`).
-pub async fn end_txn(
-    shard: Rc<Shard>,
+pub async fn end_txn<H: TxnHost>(
+    shard: Rc<H>,
     partition: i32,
     id: String,
     producer_id: i64,
@@ -310,8 +326,8 @@ pub async fn end_txn(
 }
 
 /// Writes a Prepare state (the id is pending), then the markers, then the Complete state.
-async fn end_prepared(
-    shard: &Rc<Shard>,
+async fn end_prepared<H: TxnHost>(
+    shard: &Rc<H>,
     part: &Partition,
     prepared: TxnMetadata,
 ) -> Result<(), i16> {
@@ -320,9 +336,13 @@ async fn end_prepared(
 }
 
 /// Writes the markers of a prepared transaction and then its Complete state.
-async fn complete(shard: &Rc<Shard>, part: &Partition, prepared: TxnMetadata) -> Result<(), i16> {
+async fn complete<H: TxnHost>(
+    shard: &Rc<H>,
+    part: &Partition,
+    prepared: TxnMetadata,
+) -> Result<(), i16> {
     let id = prepared.transactional_id.clone();
-    if let Some(m) = shard.txns.txns.borrow_mut().get_mut(&id) {
+    if let Some(m) = shard.txns().txns.borrow_mut().get_mut(&id) {
         m.pending = true;
     }
     write_markers(shard, &prepared, part.leader_epoch()).await;
@@ -331,33 +351,29 @@ async fn complete(shard: &Rc<Shard>, part: &Partition, prepared: TxnMetadata) ->
 
 /// Appends the COMMIT/ABORT marker of `m` on every partition of its transaction, each on its owning
 /// core, and waits until each is durable. Partitions that no longer exist are skipped.
-async fn write_markers(shard: &Rc<Shard>, m: &TxnMetadata, coordinator_epoch: i32) {
+async fn write_markers<H: TxnHost>(shard: &Rc<H>, m: &TxnMetadata, coordinator_epoch: i32) {
     let commit = m.state == TxnState::PrepareCommit;
     let (pid, epoch) = (m.producer_id, m.producer_epoch);
     let writes = m.partitions.iter().map(|(topic, p)| {
         let (topic, p) = (topic.clone(), *p);
         async move {
             loop {
-                let Some(meta) = shard.topic(&topic) else {
+                if shard.topic_partitions(&topic).is_none() {
                     return; // deleted: nothing to end
-                };
-                let owner = shard.owner_of(&meta, p);
-                let name = topic.clone();
+                }
                 // Cross-core hop to the partition's owner, which appends the marker.
                 let result = shard
-                    .invoke_on(owner, move |s| async move {
-                        write_marker(s, name, p, pid, epoch, coordinator_epoch, commit).await
-                    })
+                    .write_marker_at(topic.clone(), p, pid, epoch, coordinator_epoch, commit)
                     .await;
                 match result {
                     Ok(()) => return,
-                    Err(code) if shard.stopping.get() => {
+                    Err(code) if shard.stopping() => {
                         tracing::warn!(topic = %topic, partition = p, code, "transaction marker not written before stop");
                         return;
                     }
                     Err(code) => {
                         tracing::warn!(topic = %topic, partition = p, code, "transaction marker failed, retrying");
-                        crate::shard::sleep(Duration::from_millis(MARKER_RETRY_MS)).await;
+                        H::sleep(Duration::from_millis(MARKER_RETRY_MS)).await;
                     }
                 }
             }
@@ -368,8 +384,8 @@ async fn write_markers(shard: &Rc<Shard>, m: &TxnMetadata, coordinator_epoch: i3
 
 /// On the partition's owner: appends the marker and waits until it is durable. Also the body of the
 /// WriteTxnMarkers API (Kafka's inter-broker request, which `kafka-transactions abort` sends too).
-pub async fn write_marker(
-    shard: Rc<Shard>,
+pub async fn write_marker<H: TxnHost>(
+    shard: Rc<H>,
     topic: String,
     partition: i32,
     producer_id: i64,
@@ -380,8 +396,8 @@ pub async fn write_marker(
     let Some(part) = shard.partition(&topic, partition) else {
         // Gone since (deleted, or not open yet on a restart: then the topic check above retries).
         return if shard
-            .topic(&topic)
-            .is_some_and(|t| partition < t.partitions)
+            .topic_partitions(&topic)
+            .is_some_and(|n| partition < n)
         {
             Err(errors::NOT_LEADER_OR_FOLLOWER)
         } else {
@@ -401,10 +417,10 @@ pub async fn write_marker(
 }
 
 /// A transactional id as DescribeTransactions shows it.
-pub fn describe(shard: &Rc<Shard>, partition: i32, id: &str) -> Result<TxnMetadata, i16> {
+pub fn describe<H: TxnHost>(shard: &Rc<H>, partition: i32, id: &str) -> Result<TxnMetadata, i16> {
     partition_ready(shard, partition)?;
     shard
-        .txns
+        .txns()
         .txns
         .borrow()
         .get(id)
@@ -414,9 +430,9 @@ pub fn describe(shard: &Rc<Shard>, partition: i32, id: &str) -> Result<TxnMetada
 }
 
 /// Every transactional id of this core's loaded partitions: (id, producer id, state, start time).
-pub fn list(shard: &Rc<Shard>) -> Vec<(String, i64, TxnState, i64)> {
+pub fn list<H: TxnHost>(shard: &Rc<H>) -> Vec<(String, i64, TxnState, i64)> {
     shard
-        .txns
+        .txns()
         .txns
         .borrow()
         .values()
@@ -434,7 +450,7 @@ pub fn list(shard: &Rc<Shard>) -> Vec<(String, i64, TxnState, i64)> {
 
 /// Replays a `__transaction_state` partition this core just opened, and finishes the transactions the
 /// log left prepared.
-pub async fn load_partition(shard: &Rc<Shard>, partition: i32, part: Rc<Partition>) {
+pub async fn load_partition<H: TxnHost>(shard: &Rc<H>, partition: i32, part: Rc<Partition>) {
     let mut latest: BTreeMap<String, Option<TxnValue>> = BTreeMap::new();
     let mut offset = part.log_start_offset();
     let end = part.high_watermark();
@@ -470,7 +486,7 @@ pub async fn load_partition(shard: &Rc<Shard>, partition: i32, part: Rc<Partitio
     }
     let mut unfinished = Vec::new();
     {
-        let mut txns = shard.txns.txns.borrow_mut();
+        let mut txns = shard.txns().txns.borrow_mut();
         for (id, value) in latest {
             let Some(v) = value else { continue };
             let m = TxnMetadata::restore(&id, &v);
@@ -486,12 +502,12 @@ pub async fn load_partition(shard: &Rc<Shard>, partition: i32, part: Rc<Partitio
         unfinished = unfinished.len(),
         "loaded __transaction_state partition"
     );
-    shard.txns.loaded.borrow_mut().insert(partition);
+    shard.txns().loaded.borrow_mut().insert(partition);
     ensure_timers(shard);
     for m in unfinished {
         let shard = shard.clone();
         let part = part.clone();
-        crate::shard::spawn_detached(async move {
+        H::spawn_detached(async move {
             let id = m.transactional_id.clone();
             if let Err(code) = complete(&shard, &part, m).await {
                 tracing::error!(transactional_id = %id, code, "completing a prepared transaction failed");
@@ -500,22 +516,22 @@ pub async fn load_partition(shard: &Rc<Shard>, partition: i32, part: Rc<Partitio
     }
 }
 
-fn ensure_timers(shard: &Rc<Shard>) {
-    if shard.txns.timers_started.replace(true) {
+fn ensure_timers<H: TxnHost>(shard: &Rc<H>) {
+    if shard.txns().timers_started.replace(true) {
         return;
     }
-    crate::shard::spawn_detached(run_timers(shard.clone()));
+    H::spawn_detached(run_timers(shard.clone()));
 }
 
 /// Every `transaction.abort.timed.out.transaction.cleanup.interval.ms`: aborts transactions past their
 /// timeout (fencing the producer's epoch, as Kafka does). Every
 /// `transaction.remove.expired.transaction.cleanup.interval.ms`: forgets ids idle for
 /// `transactional.id.expiration.ms` (a tombstone in the log).
-async fn run_timers(shard: Rc<Shard>) {
-    let cfg = shard.config.txn.clone();
+async fn run_timers<H: TxnHost>(shard: Rc<H>) {
+    let cfg = shard.txn_config().clone();
     let mut next_expiry = now_ms() + cfg.remove_expired_interval_ms as i64;
-    while !shard.stopping.get() {
-        crate::shard::sleep(Duration::from_millis(cfg.abort_timed_out_interval_ms)).await;
+    while !shard.stopping() {
+        H::sleep(Duration::from_millis(cfg.abort_timed_out_interval_ms)).await;
         let now = now_ms();
         abort_timed_out(&shard, now);
         if now >= next_expiry {
@@ -525,9 +541,9 @@ async fn run_timers(shard: Rc<Shard>) {
     }
 }
 
-fn abort_timed_out(shard: &Rc<Shard>, now: i64) {
+fn abort_timed_out<H: TxnHost>(shard: &Rc<H>, now: i64) {
     let due: Vec<String> = shard
-        .txns
+        .txns()
         .txns
         .borrow()
         .values()
@@ -551,7 +567,7 @@ fn abort_timed_out(shard: &Rc<Shard>, now: i64) {
         tracing::info!(transactional_id = %id, "aborting a transaction past its timeout");
         let fenced = current.prepare_end(false, current.producer_epoch.wrapping_add(1), now);
         let shard = shard.clone();
-        crate::shard::spawn_detached(async move {
+        H::spawn_detached(async move {
             if let Err(code) = end_prepared(&shard, &part, fenced).await {
                 tracing::warn!(transactional_id = %id, code, "aborting a timed-out transaction failed");
             }
@@ -559,9 +575,9 @@ fn abort_timed_out(shard: &Rc<Shard>, now: i64) {
     }
 }
 
-async fn expire_ids(shard: &Rc<Shard>, now: i64, expiration_ms: i64) {
+async fn expire_ids<H: TxnHost>(shard: &Rc<H>, now: i64, expiration_ms: i64) {
     let due: Vec<(String, i32)> = shard
-        .txns
+        .txns()
         .txns
         .borrow()
         .values()
@@ -587,7 +603,7 @@ async fn expire_ids(shard: &Rc<Shard>, now: i64, expiration_ms: i64) {
         match persist(&part, &[(recs::key(&id), None)]).await {
             Ok(()) => {
                 tracing::info!(transactional_id = %id, "transactional id expired");
-                shard.txns.txns.borrow_mut().remove(&id);
+                shard.txns().txns.borrow_mut().remove(&id);
             }
             Err(_) => unmark(shard, &id),
         }

@@ -16,17 +16,16 @@ pub mod state;
 
 use std::rc::Rc;
 
-use crate::shard::Shard;
+use coordinator::TxnHost;
 
 /// The internal topic holding transaction state.
 pub const TXN_TOPIC: &str = "__transaction_state";
 
 /// The `__transaction_state` partition of `transactional_id` (Kafka's `partitionFor`: the same hash as
 /// groups), with the topic's actual partition count if it exists.
-pub fn partition_for(shard: &Rc<Shard>, transactional_id: &str) -> i32 {
+pub fn partition_for<H: TxnHost>(shard: &Rc<H>, transactional_id: &str) -> i32 {
     let n = shard
-        .topic(TXN_TOPIC)
-        .map(|t| t.partitions)
-        .unwrap_or(shard.config.txn.state_topic_partitions);
+        .topic_partitions(TXN_TOPIC)
+        .unwrap_or(shard.txn_config().state_topic_partitions);
     crate::group::coordinator_partition(transactional_id, n)
 }
