@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from conftest import KAFKA_RUN, create_topic
+from conftest import KAFKA_RUN, TARGET, create_topic
 
 HERE = Path(__file__).resolve().parent
 WORDS = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta"]
@@ -99,3 +99,32 @@ def test_word_count_survives_a_crash(broker, guarantee, tmp_path):
             assert got[w] == list(range(1, n + 1)), f"{w}: {got[w][:20]}... (want 1..{n})\n{tail}"
         else:
             assert got[w][-1] >= n, f"{w}: final {got[w][-1]} < {n}\n{tail}"
+
+
+@pytest.mark.skipif(TARGET == "kafka", reason="kills the broker with SIGKILL")
+def test_exactly_once_survives_a_broker_crash(fresh_broker, tmp_path):
+    """exactly_once_v2 with the BROKER killed (SIGKILL) mid-stream and started again: the app rides
+    through the restart and the committed output is still every count exactly once."""
+    broker = fresh_broker
+    tag = uuid.uuid4().hex[:6]
+    inp, out, app = f"wcb-in-{tag}", f"wcb-out-{tag}", f"wcb-{tag}"
+    create_topic(broker.bootstrap, inp, 2)
+    create_topic(broker.bootstrap, out, 2)
+    log = open(tmp_path / "app.log", "w")
+    lines = produce_lines(broker.bootstrap, inp, 0, 300)
+    app_proc = start_app(broker.bootstrap, inp, out, app, str(tmp_path / "state"), "exactly_once_v2", log)
+    try:
+        read_output(broker.bootstrap, out, "read_committed", {w: 1 for w in WORDS}, timeout=120)
+        lines += produce_lines(broker.bootstrap, inp, 300, 300)
+        time.sleep(0.3)
+        broker.restart(sig=signal.SIGKILL)
+        lines += produce_lines(broker.bootstrap, inp, 600, 300)
+        reference = collections.Counter(w for line in lines for w in line.split())
+        got = read_output(broker.bootstrap, out, "read_committed", dict(reference), timeout=180)
+    finally:
+        os.killpg(app_proc.pid, signal.SIGKILL)
+        app_proc.wait(30)
+        log.close()
+    tail = (tmp_path / "app.log").read_text()[-3000:]
+    for w, n in reference.items():
+        assert got.get(w) == list(range(1, n + 1)), f"{w}: {(got.get(w) or [])[:20]}... (want 1..{n})\n{tail}"
