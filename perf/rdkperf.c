@@ -3,6 +3,7 @@
  * costs little CPU on a 2-core machine and the broker, not the client, is what gets measured.
  *
  *   rdkperf produce -b HOST:PORT -t TOPIC -n RECORDS -s BYTES [-a ACKS] [-r RATE] [-P PARTITIONS] [-X k=v]...
+ *                   [-x TRANSACTIONAL_ID [-D TRANSACTION_MS]]
  *   rdkperf consume -b HOST:PORT -t TOPIC -p PARTITIONS -n RECORDS [-o OFFSET] [-X key=value]...
  *   rdkperf e2e     -b HOST:PORT -t TOPIC -n ROUNDTRIPS -s BYTES [-a ACKS] [-X key=value]...
  *   rdkperf idle    -b HOST:PORT -t TOPIC -p PARTITIONS -c CONNECTIONS -d SECONDS [-w WARMUP_S] [-W BROKER_PID]
@@ -12,6 +13,9 @@
  *          spread by librdkafka's default partitioner (null key: sticky); -r caps records/s (0 = no cap).
  *          -P N fills partitions 0..N-1 in order instead: record i goes to partition i*N/RECORDS, so each
  *          partition gets RECORDS/N records in one contiguous run. Latency = produce() call to delivery report.
+ *          -x: a transactional producer (init_transactions once, then transactions of TRANSACTION_MS each,
+ *          default 100, committed with commit_transaction, as kafka-producer-perf-test
+ *          --transaction-duration-ms does); the time includes every commit. Reports "transactions".
  * consume: assign() every partition from the beginning (-o OFFSET: from that explicit offset, which skips
  *          the ListOffsets lookup) with no consumer group joined and no offsets committed, and read RECORDS
  *          records. Time = from assign() to the last record.
@@ -73,6 +77,8 @@ struct opts {
     double rate;
     double timeout_s, duration_s, warmup_s;
     long broker_pid;
+    const char *txn_id; /* -x: a transactional producer */
+    long txn_ms;        /* -D: milliseconds per transaction */
     int nx;
     const char *xk[64], *xv[64];
 };
@@ -152,15 +158,27 @@ static rd_kafka_t *new_producer(const struct opts *o) {
     char err[512];
     rd_kafka_conf_t *c = base_conf(o);
     set_conf(c, "acks", o->acks);
+    if (o->txn_id) set_conf(c, "transactional.id", o->txn_id);
     rd_kafka_conf_set_dr_msg_cb(c, dr_cb);
     rd_kafka_t *p = rd_kafka_new(RD_KAFKA_PRODUCER, c, err, sizeof err);
     if (!p) die("producer: %s", err);
     return p;
 }
 
+static void txn_check(rd_kafka_error_t *e, const char *what) {
+    if (e) die("%s: %s", what, rd_kafka_error_string(e));
+}
+
 static int do_produce(const struct opts *o) {
     rd_kafka_t *p = new_producer(o);
     rd_kafka_topic_t *t = rd_kafka_topic_new(p, o->topic, NULL);
+    long transactions = 0;
+    uint64_t txn_started = 0, txn_ns = (uint64_t)o->txn_ms * 1000000ull;
+    if (o->txn_id) {
+        txn_check(rd_kafka_init_transactions(p, 60000), "init_transactions");
+        txn_check(rd_kafka_begin_transaction(p), "begin_transaction");
+        txn_started = now_ns();
+    }
     char *payload = malloc(o->size);
     for (long i = 0; i < o->size; i++) payload[i] = 'a' + (char)(i % 26);
     uint64_t t0 = now_ns(), deadline = t0 + (uint64_t)(o->timeout_s * 1e9);
@@ -191,6 +209,16 @@ static int do_produce(const struct opts *o) {
         }
         if ((i & 1023) == 0) rd_kafka_poll(p, 0);
         if (g_failed) die("delivery failed: %s", g_first_error);
+        if (o->txn_id && now_ns() - txn_started >= txn_ns) {
+            txn_check(rd_kafka_commit_transaction(p, 60000), "commit_transaction");
+            transactions++;
+            txn_check(rd_kafka_begin_transaction(p), "begin_transaction");
+            txn_started = now_ns();
+        }
+    }
+    if (o->txn_id) {
+        txn_check(rd_kafka_commit_transaction(p, 60000), "commit_transaction");
+        transactions++;
     }
     while (rd_kafka_outq_len(p) > 0) {
         rd_kafka_poll(p, 10);
@@ -201,8 +229,8 @@ static int do_produce(const struct opts *o) {
     double secs = (t1 - t0) / 1e9;
     double bytes = (double)g_delivered * o->size;
     printf("{\"ok\": true, \"mode\": \"produce\", \"records\": %ld, \"bytes\": %.0f, \"seconds\": %.3f, "
-           "\"records_per_s\": %.1f, \"MBps\": %.2f, ",
-           g_delivered, bytes, secs, g_delivered / secs, bytes / secs / 1e6);
+           "\"records_per_s\": %.1f, \"MBps\": %.2f, \"transactions\": %ld, ",
+           g_delivered, bytes, secs, g_delivered / secs, bytes / secs / 1e6, transactions);
     lat_print(&g_lat);
     printf("\"librdkafka\": \"%s\"}\n", rd_kafka_version_str());
     rd_kafka_topic_destroy(t);
@@ -568,6 +596,7 @@ static void usage(void) {
     fprintf(stderr,
             "usage: rdkperf produce|consume|e2e -b BOOTSTRAP -t TOPIC -n RECORDS [-s BYTES] [-p PARTITIONS]\n"
             "               [-a ACKS] [-r RECORDS_PER_S] [-P FILL_PARTITIONS] [-o OFFSET] [-T TIMEOUT_S]\n"
+            "               [-x TRANSACTIONAL_ID [-D TRANSACTION_MS]]\n"
             "               [-X key=value]...\n"
             "       rdkperf idle -b BOOTSTRAP -t TOPIC -p PARTITIONS -c CONNECTIONS -d SECONDS [-w WARMUP_S]\n"
             "               [-W BROKER_PID] [-T TIMEOUT_S] [-X fetch.min.bytes=N] [-X fetch.wait.max.ms=N]\n");
@@ -577,10 +606,10 @@ static void usage(void) {
 int main(int argc, char **argv) {
     if (argc < 2) usage();
     struct opts o = {.mode = argv[1], .acks = "all", .size = 1024, .partitions = 1, .timeout_s = 600,
-                     .offset = -1, .connections = 100, .duration_s = 10, .warmup_s = 2};
+                     .offset = -1, .connections = 100, .duration_s = 10, .warmup_s = 2, .txn_ms = 100};
     int c;
     optind = 2;
-    while ((c = getopt(argc, argv, "b:t:n:s:p:a:r:T:X:P:o:c:d:w:W:")) != -1) {
+    while ((c = getopt(argc, argv, "b:t:n:s:p:a:r:T:X:P:o:c:d:w:W:x:D:")) != -1) {
         switch (c) {
         case 'b': o.bootstrap = optarg; break;
         case 't': o.topic = optarg; break;
@@ -596,6 +625,8 @@ int main(int argc, char **argv) {
         case 'd': o.duration_s = atof(optarg); break;
         case 'w': o.warmup_s = atof(optarg); break;
         case 'W': o.broker_pid = atol(optarg); break;
+        case 'x': o.txn_id = optarg; break;
+        case 'D': o.txn_ms = atol(optarg); break;
         case 'X': {
             char *eq = strchr(optarg, '=');
             if (!eq || o.nx >= 60) usage();
