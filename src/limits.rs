@@ -67,7 +67,7 @@ pub const CONNECTIONS_MAX_IDLE_MS_DEFAULT: u64 = 600_000;
 /// cannot exhaust memory: a connection that would exceed it waits, unread. `-1` in the config means
 /// `u64::MAX`. Room for two requests of the largest default size.
 pub const QUEUED_MAX_REQUEST_BYTES_DEFAULT: u64 = 2 * SOCKET_REQUEST_MAX_BYTES_DEFAULT as u64;
-/// Bytes of Fetch answers being read or written at once on one core (see `net::ResponseBudget`); while
+/// Bytes of Fetch answers being read or written at once on one core (see `shard::budget::ResponseBudget`); while
 /// they are spent the core's connections read no new requests. Room for several answers of Kafka's
 /// default `fetch.max.bytes`.
 pub const RESPONSE_BYTES_CORE_MAX: u64 = 4 * FETCH_MAX_BYTES_DEFAULT as u64;

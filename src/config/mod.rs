@@ -99,6 +99,8 @@ pub struct Config {
     pub admin_listener: Option<(String, u16)>,
     /// Group coordinator settings (`group.*`, `offsets.*`).
     pub group: GroupConfig,
+    /// The transaction coordinator's settings.
+    pub txn: TxnConfig,
     /// `log.cleanup.policy`: the default of topics' `cleanup.policy`.
     pub log_cleanup_policy: String,
     /// The log cleaner's settings (`log.cleaner.*`).
@@ -164,6 +166,12 @@ const KNOWN_KEYS: &[&str] = &[
     "log.cleaner.min.compaction.lag.ms",
     "log.cleaner.max.compaction.lag.ms",
     "log.cleaner.min.cleanable.ratio",
+    "transaction.state.log.num.partitions",
+    "transaction.state.log.segment.bytes",
+    "transaction.max.timeout.ms",
+    "transactional.id.expiration.ms",
+    "transaction.abort.timed.out.transaction.cleanup.interval.ms",
+    "transaction.remove.expired.transaction.cleanup.interval.ms",
 ];
 
 /// Whether the broker reads `key` from `server.properties` (other keys are warned about and ignored).
@@ -258,6 +266,18 @@ fn defaults() -> Vec<(&'static str, String)> {
         ("log.cleaner.delete.retention.ms", "86400000".into()),
         ("log.cleaner.min.compaction.lag.ms", "0".into()),
         ("log.cleaner.max.compaction.lag.ms", i64::MAX.to_string()),
+        ("transaction.state.log.num.partitions", "50".into()),
+        ("transaction.state.log.segment.bytes", "104857600".into()),
+        ("transaction.max.timeout.ms", "900000".into()),
+        ("transactional.id.expiration.ms", "604800000".into()),
+        (
+            "transaction.abort.timed.out.transaction.cleanup.interval.ms",
+            "10000".into(),
+        ),
+        (
+            "transaction.remove.expired.transaction.cleanup.interval.ms",
+            "3600000".into(),
+        ),
         ("log.cleaner.min.cleanable.ratio", "0.5".into()),
     ]
 }
@@ -705,6 +725,44 @@ impl Config {
                 i32::MAX as usize,
             )?,
         };
+        let txn = TxnConfig {
+            state_topic_partitions: parse_num(
+                "transaction.state.log.num.partitions",
+                &num("transaction.state.log.num.partitions"),
+                1,
+                limits::TOPIC_PARTITIONS_MAX,
+            )?,
+            state_topic_segment_bytes: parse_num(
+                "transaction.state.log.segment.bytes",
+                &num("transaction.state.log.segment.bytes"),
+                limits::SEGMENT_BYTES_TOPIC_MIN,
+                i32::MAX as u64,
+            )?,
+            max_timeout_ms: parse_num(
+                "transaction.max.timeout.ms",
+                &num("transaction.max.timeout.ms"),
+                1i32,
+                i32::MAX,
+            )?,
+            id_expiration_ms: parse_num(
+                "transactional.id.expiration.ms",
+                &num("transactional.id.expiration.ms"),
+                1i64,
+                i32::MAX as i64,
+            )?,
+            abort_timed_out_interval_ms: parse_num(
+                "transaction.abort.timed.out.transaction.cleanup.interval.ms",
+                &num("transaction.abort.timed.out.transaction.cleanup.interval.ms"),
+                1u64,
+                i32::MAX as u64,
+            )?,
+            remove_expired_interval_ms: parse_num(
+                "transaction.remove.expired.transaction.cleanup.interval.ms",
+                &num("transaction.remove.expired.transaction.cleanup.interval.ms"),
+                1u64,
+                i32::MAX as u64,
+            )?,
+        };
         let log_cleanup_policy = num("log.cleanup.policy");
         if !log_cleanup_policy
             .split(',')
@@ -834,6 +892,7 @@ impl Config {
             tail_cache_bytes,
             admin_listener,
             group,
+            txn,
             log_cleanup_policy,
             log_cleaner,
             entries,
@@ -887,6 +946,37 @@ pub struct GroupConfig {
     pub offsets_retention_ms: i64,
     /// `offsets.retention.check.interval.ms`.
     pub offsets_retention_check_interval_ms: u64,
+}
+
+/// The transaction coordinator's settings (Kafka's `transaction.*` broker keys and defaults).
+#[derive(Clone, Debug, PartialEq)]
+pub struct TxnConfig {
+    /// `transaction.state.log.num.partitions`.
+    pub state_topic_partitions: i32,
+    /// `transaction.state.log.segment.bytes`: `segment.bytes` of `__transaction_state` when created.
+    pub state_topic_segment_bytes: u64,
+    /// `transaction.max.timeout.ms`: the longest `transaction.timeout.ms` a producer may ask for.
+    pub max_timeout_ms: i32,
+    /// `transactional.id.expiration.ms`: a transactional id idle this long (no ongoing transaction) is
+    /// forgotten.
+    pub id_expiration_ms: i64,
+    /// `transaction.abort.timed.out.transaction.cleanup.interval.ms`.
+    pub abort_timed_out_interval_ms: u64,
+    /// `transaction.remove.expired.transaction.cleanup.interval.ms`.
+    pub remove_expired_interval_ms: u64,
+}
+
+impl Default for TxnConfig {
+    fn default() -> Self {
+        TxnConfig {
+            state_topic_partitions: 50,
+            state_topic_segment_bytes: 100 * 1024 * 1024,
+            max_timeout_ms: 900_000,
+            id_expiration_ms: 604_800_000,
+            abort_timed_out_interval_ms: 10_000,
+            remove_expired_interval_ms: 3_600_000,
+        }
+    }
 }
 
 impl Default for GroupConfig {

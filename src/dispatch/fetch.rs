@@ -483,7 +483,7 @@ fn plan_slots(shard: &Shard, wanted: Vec<Wanted>) -> (Vec<(String, Uuid)>, Vec<S
 /// A Fetch answer with its charge to the core's response budget (released once it is written).
 pub struct FetchReply {
     pub answer: FetchAnswer,
-    pub charge: Option<crate::net::Charge>,
+    pub charge: Option<crate::shard::budget::Charge>,
 }
 
 impl From<FetchAnswer> for FetchReply {
@@ -588,7 +588,7 @@ pub async fn handle(
         .iter()
         .map(|s| (s.partition_max_bytes().max(0) as u64).min(budget))
         .sum();
-    let mut charge = crate::net::response_budget().take_up_to(asked.min(budget) as usize);
+    let mut charge = crate::shard::budget::response_budget().take_up_to(asked.min(budget) as usize);
     let budget = charge.bytes() as u64;
     let mut limits_: Vec<(usize, i64)> = slots
         .iter()

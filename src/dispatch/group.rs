@@ -41,7 +41,7 @@ fn s(v: &str) -> StrBytes {
 }
 
 /// Creates `__consumer_offsets` on first need (as Kafka does on the first FindCoordinator).
-async fn ensure_offsets_topic(shard: &Rc<Shard>) -> Result<Arc<TopicMeta>, i16> {
+pub(super) async fn ensure_offsets_topic(shard: &Rc<Shard>) -> Result<Arc<TopicMeta>, i16> {
     if let Some(t) = shard.topic(OFFSETS_TOPIC) {
         return Ok(t);
     }
@@ -96,7 +96,12 @@ pub async fn handle_find_coordinator(
             .map(|_| ())
             .err()
             .unwrap_or(errors::NONE),
-        // Transactions (1) and share groups (2) have no coordinator yet.
+        1 => super::txn::ensure_txn_topic(shard)
+            .await
+            .map(|_| ())
+            .err()
+            .unwrap_or(errors::NONE),
+        // Share groups (2) have no coordinator yet.
         _ => errors::COORDINATOR_NOT_AVAILABLE,
     };
     let node = &shard.config.advertised;
@@ -524,11 +529,12 @@ async fn fetch_group(
     shard: &Rc<Shard>,
     group_id: String,
     topics: Option<Vec<(String, Vec<i32>)>>,
+    require_stable: bool,
 ) -> FetchOutcome {
     let (owner, partition) = locate(shard, &group_id)?;
     shard
         .invoke_on(owner, move |s| {
-            coordinator::fetch_offsets(s, partition, group_id, topics)
+            coordinator::fetch_offsets(s, partition, group_id, topics, require_stable)
         })
         .await
 }
@@ -547,7 +553,14 @@ pub async fn handle_offset_fetch(
                 .map(|t| (t.name.0.to_string(), t.partition_indexes.clone()))
                 .collect()
         });
-        match fetch_group(shard, req.group_id.0.to_string(), topics).await {
+        match fetch_group(
+            shard,
+            req.group_id.0.to_string(),
+            topics,
+            req.require_stable,
+        )
+        .await
+        {
             Err(code) => {
                 if version >= 2 {
                     resp.error_code = code;
@@ -570,9 +583,10 @@ pub async fn handle_offset_fetch(
                 for (name, parts) in found {
                     let mut tr = OffsetFetchResponseTopic::default();
                     tr.name = TopicName(s(&name));
-                    for (p, offset, leader_epoch, metadata) in parts {
+                    for (p, offset, leader_epoch, metadata, error) in parts {
                         let mut pr = OffsetFetchResponsePartition::default();
                         pr.partition_index = p;
+                        pr.error_code = error;
                         pr.committed_offset = offset;
                         pr.committed_leader_epoch = epoch(leader_epoch);
                         pr.metadata = Some(s(&metadata));
@@ -637,7 +651,7 @@ pub async fn handle_offset_fetch(
                 .map(|(n, ps, _)| (n.clone(), ps.clone()))
                 .collect()
         });
-        fetch_group(shard, g.group_id.0.to_string(), topics)
+        fetch_group(shard, g.group_id.0.to_string(), topics, req.require_stable)
     });
     let outcomes = futures::future::join_all(reads).await;
     let meta = shard.meta();
@@ -663,9 +677,10 @@ pub async fn handle_offset_fetch(
                         tr.topic_id = id;
                     }
                     tr.name = TopicName(s(&name));
-                    for (p, offset, leader_epoch, metadata) in parts {
+                    for (p, offset, leader_epoch, metadata, error) in parts {
                         let mut pr = OffsetFetchResponsePartitions::default();
                         pr.partition_index = p;
+                        pr.error_code = error;
                         pr.committed_offset = offset;
                         pr.committed_leader_epoch = leader_epoch;
                         pr.metadata = Some(s(&metadata));

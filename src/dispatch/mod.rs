@@ -11,15 +11,31 @@ pub mod group;
 pub mod metadata;
 pub mod ops;
 pub mod produce;
+pub mod txn;
 
 use std::rc::Rc;
+
+use bytes::Bytes;
 
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, Encodable, Message, VersionRange};
 
-use crate::net::Reply;
 use crate::protocol::{self, HeaderPrefix};
 use crate::shard::Shard;
+
+/// What a handler answers for one request.
+pub enum Reply {
+    /// A response frame, length prefix included.
+    Frame(Bytes),
+    /// A response frame as chunks whose concatenation is the frame (a Fetch answer: record bytes stay
+    /// the slices the log holds). Written with vectored writes; the charge to the core's response budget
+    /// is released once they are written.
+    Frames(Vec<Bytes>, Option<crate::shard::budget::Charge>),
+    /// No response (Produce with acks=0).
+    Nothing,
+    /// Close the connection without answering (what Kafka does for a request it cannot parse).
+    Close(String),
+}
 
 /// One entry of the registry: an API and the versions Ringtide serves.
 #[derive(Clone, Copy, Debug)]
@@ -91,6 +107,13 @@ handlers! {
     DescribeGroups: DescribeGroupsRequest => group::handle_describe_groups, kafka 0..=6;
     DeleteGroups: DeleteGroupsRequest => group::handle_delete_groups, kafka 0..=3;
     OffsetDelete: OffsetDeleteRequest => group::handle_offset_delete, kafka 0..=0;
+    AddPartitionsToTxn: AddPartitionsToTxnRequest => txn::handle_add_partitions, kafka 0..=5;
+    AddOffsetsToTxn: AddOffsetsToTxnRequest => txn::handle_add_offsets, kafka 0..=4;
+    EndTxn: EndTxnRequest => txn::handle_end_txn, kafka 0..=5;
+    TxnOffsetCommit: TxnOffsetCommitRequest => txn::handle_txn_offset_commit, kafka 0..=6;
+    DescribeTransactions: DescribeTransactionsRequest => txn::handle_describe_transactions, kafka 0..=0;
+    ListTransactions: ListTransactionsRequest => txn::handle_list_transactions, kafka 0..=2;
+    WriteTxnMarkers: WriteTxnMarkersRequest => txn::handle_write_txn_markers, kafka 1..=2;
 }
 
 /// The range advertised in ApiVersions. Produce is advertised from v0 as Kafka 4 does, because librdkafka

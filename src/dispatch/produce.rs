@@ -115,25 +115,73 @@ pub enum ProduceAnswer {
 }
 
 impl super::Answer for ProduceAnswer {
-    fn into_reply(self, prefix: crate::protocol::HeaderPrefix, key: ApiKey) -> crate::net::Reply {
+    fn into_reply(self, prefix: crate::protocol::HeaderPrefix, key: ApiKey) -> super::Reply {
         match self {
             ProduceAnswer::Response(r) => r.into_reply(prefix, key),
-            ProduceAnswer::Close(why) => crate::net::Reply::Close(why),
+            ProduceAnswer::Close(why) => super::Reply::Close(why),
         }
     }
 }
 
-/// True if the first batch Kafka's iterator would see in `records` is a transactional (magic 2) batch.
-fn first_batch_is_transactional(records: &[u8]) -> bool {
-    crate::records::check_produce_records(records).is_ok()
-        && crate::records::BatchHeader::parse(records).is_some_and(|h| h.is_transactional())
+/// The producer id and epoch of the first batch Kafka's iterator would see in `records`, if it is a
+/// transactional (magic 2) batch.
+fn transactional_producer(records: &[u8]) -> Option<(i64, i16)> {
+    crate::records::check_produce_records(records).ok()?;
+    crate::records::BatchHeader::parse(records)
+        .filter(|h| h.is_transactional())
+        .map(|h| (h.producer_id, h.producer_epoch))
+}
+
+/// The partitions of a transactional produce that are not in the producer's ongoing transaction, with
+/// the code each gets (KIP-890 part 1: the coordinator is asked before anything is appended).
+async fn unverified(
+    shard: &Rc<Shard>,
+    transactional_id: &str,
+    batches: Vec<(String, i32, (i64, i16))>,
+    version: i16,
+) -> std::collections::HashMap<(String, i32), i16> {
+    let missing = if version >= 11 {
+        errors::TRANSACTION_ABORTABLE
+    } else {
+        errors::INVALID_TXN_STATE
+    };
+    let mut by_producer: std::collections::BTreeMap<(i64, i16), Vec<(String, i32)>> =
+        std::collections::BTreeMap::new();
+    for (t, p, producer) in batches {
+        by_producer.entry(producer).or_default().push((t, p));
+    }
+    let mut out = std::collections::HashMap::new();
+    for ((pid, epoch), parts) in by_producer {
+        let codes = super::txn::verify_partitions(
+            shard,
+            transactional_id,
+            pid,
+            epoch,
+            parts.clone(),
+            missing,
+        )
+        .await;
+        for (tp, code) in parts.into_iter().zip(codes) {
+            if code != errors::NONE {
+                // A producer fenced by a newer instance learns it from its epoch.
+                let code = match code {
+                    errors::PRODUCER_FENCED => errors::INVALID_PRODUCER_EPOCH,
+                    errors::INVALID_PRODUCER_ID_MAPPING => missing,
+                    c => c,
+                };
+                out.insert(tp, code);
+            }
+        }
+    }
+    out
 }
 
 /// Answers a Produce request as Kafka 4.4 does. Per partition, in Kafka's order: an unknown topic or
 /// partition; records that are not exactly one magic-2 batch (INVALID_RECORD) or whose first size field is
 /// below 14 (CORRUPT_MESSAGE); then acks other than -1, 0, 1 (INVALID_REQUIRED_ACKS); then the append's
-/// own checks. Transactional batches (Ringtide has no transactions) fail the whole request with
-/// TRANSACTIONAL_ID_AUTHORIZATION_FAILED, as Kafka answers them without a transactional id. Null records
+/// own checks. Transactional batches without a transactional id fail the whole request with
+/// TRANSACTIONAL_ID_AUTHORIZATION_FAILED, as Kafka answers them; with one, each partition must be in the
+/// producer's ongoing transaction (asked of the coordinator before appending). Null records
 /// make Kafka fail without ever answering; Ringtide closes the connection.
 pub async fn handle(
     shard: &Rc<Shard>,
@@ -152,15 +200,22 @@ pub async fn handle(
             "Produce request with null records".into(),
         ));
     }
-    let transactional = req
+    let txn_batches: Vec<(String, i32, (i64, i16))> = req
         .topic_data
         .iter()
-        .flat_map(|t| t.partition_data.iter())
-        .any(|p| {
-            p.records
-                .as_deref()
-                .is_some_and(first_batch_is_transactional)
-        });
+        .flat_map(|t| {
+            t.partition_data.iter().filter_map(move |p| {
+                let producer = transactional_producer(p.records.as_deref()?)?;
+                Some((t.name.0.to_string(), p.index, producer))
+            })
+        })
+        .collect();
+    // Kafka refuses transactional batches without a transactional id before anything else.
+    let transactional = !txn_batches.is_empty() && req.transactional_id.is_none();
+    let not_in_txn = match (&req.transactional_id, txn_batches.is_empty()) {
+        (Some(id), false) => unverified(shard, &id.0, txn_batches, version).await,
+        _ => Default::default(),
+    };
     let bad_acks = !matches!(acks, -1..=1);
 
     let mut pending = Vec::new();
@@ -193,6 +248,9 @@ pub async fn handle(
                     errors::UNKNOWN_TOPIC_OR_PARTITION,
                     None,
                 )),
+                Some(_) if not_in_txn.contains_key(&(t.name.0.to_string(), p.index)) => Err(
+                    PartitionOutcome::error(not_in_txn[&(t.name.0.to_string(), p.index)], None),
+                ),
                 Some(m) => {
                     let records = p.records.unwrap_or_default();
                     match crate::records::check_produce_records(&records) {

@@ -29,6 +29,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::future::Future;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -41,9 +42,29 @@ use super::state::{Effect, Group, GroupState, JoinParams, JoinResult, LeaveParam
 use super::state::{SyncParams, SyncResult};
 use super::timers::Deadlines;
 use super::{coordinator_partition, now_ms, OFFSETS_TOPIC};
+use crate::config::GroupConfig;
 use crate::partition::Partition;
 use crate::protocol::errors;
-use crate::shard::Shard;
+
+/// What the coordinator needs from the core it runs on. The shard layer implements it (`Shard` holds
+/// this core's [`GroupCoordinator`] and its partitions), so that the coordinator does not import the
+/// shard: the shard sits above the group, as the dispatch sits above both.
+pub trait GroupHost: 'static {
+    /// This core's group state.
+    fn groups(&self) -> &GroupCoordinator;
+    /// The group settings (`group.*`, `offsets.*`).
+    fn group_config(&self) -> &GroupConfig;
+    /// The number of partitions of `topic` in this core's copy of the metadata, if it exists.
+    fn topic_partitions(&self, topic: &str) -> Option<i32>;
+    /// The partition `topic`-`partition` if this core owns it.
+    fn partition(&self, topic: &str, partition: i32) -> Option<Rc<Partition>>;
+    /// True once the core is shutting down.
+    fn stopping(&self) -> bool;
+    /// Runs `f` as a task of its own on this core; nobody waits for it.
+    fn spawn_detached(f: impl Future<Output = ()> + 'static);
+    /// Resolves after `d`.
+    fn sleep(d: Duration) -> impl Future<Output = ()>;
+}
 
 /// Records per batch the coordinator writes (keeps a batch well below `message.max.bytes`).
 const RECORDS_PER_BATCH_MAX: usize = 500;
@@ -65,7 +86,14 @@ pub struct GroupCoordinator {
     /// The next deadline of each group with an armed timer.
     deadlines: RefCell<Deadlines>,
     timers_started: Cell<bool>,
+    /// Offsets committed inside transactions (TxnOffsetCommit), durable but not visible until the
+    /// transaction's COMMIT marker reaches their `__consumer_offsets` partition; keyed by that partition
+    /// and the producer id, in log order.
+    txn_offsets: RefCell<HashMap<(i32, i64), Vec<TxnOffset>>>,
 }
+
+/// One offset a transaction committed: (group, topic, partition, value).
+type TxnOffset = (String, String, i32, OffsetValue);
 
 /// One member as DescribeGroups shows it.
 #[derive(Clone, Debug)]
@@ -107,14 +135,14 @@ pub struct CommitIdentity {
     pub version: i16,
 }
 
-/// A committed offset as OffsetFetch returns it: (partition, offset, leader epoch, metadata).
-pub type FetchedOffset = (i32, i64, i32, String);
+/// A committed offset as OffsetFetch returns it: (partition, offset, leader epoch, metadata, error code).
+pub type FetchedOffset = (i32, i64, i32, String, i16);
 
-fn partition_ready(shard: &Rc<Shard>, partition: i32) -> Result<Rc<Partition>, i16> {
+fn partition_ready<H: GroupHost>(shard: &Rc<H>, partition: i32) -> Result<Rc<Partition>, i16> {
     let Some(p) = shard.partition(OFFSETS_TOPIC, partition) else {
         return Err(errors::NOT_COORDINATOR);
     };
-    if !shard.groups.loaded.borrow().contains(&partition) {
+    if !shard.groups().loaded.borrow().contains(&partition) {
         return Err(errors::COORDINATOR_LOAD_IN_PROGRESS);
     }
     Ok(p)
@@ -128,8 +156,8 @@ type StagedRecords = Vec<(Record, Write)>;
 
 /// Appends records to the group's partition (synchronously: no other append comes between them) and
 /// returns the partition with the log offsets of the first and the last record.
-fn append_records(
-    shard: &Rc<Shard>,
+fn append_records<H: GroupHost>(
+    shard: &Rc<H>,
     partition: i32,
     records: &Records,
 ) -> Result<(Rc<Partition>, i64, i64), i16> {
@@ -174,7 +202,7 @@ async fn wait_durable(part: &Partition, partition: i32, last: i64) -> Result<(),
 }
 
 /// Appends records to the group's partition and waits until they are durable.
-async fn persist(shard: &Rc<Shard>, partition: i32, records: Records) -> Result<(), i16> {
+async fn persist<H: GroupHost>(shard: &Rc<H>, partition: i32, records: Records) -> Result<(), i16> {
     if records.is_empty() {
         return Ok(());
     }
@@ -186,8 +214,8 @@ async fn persist(shard: &Rc<Shard>, partition: i32, records: Records) -> Result<
 /// then applies every staged write of the group up to them, in log order. On failure the writes are
 /// discarded, never applied. The append and the staging happen before the first await, so callers that
 /// validated the request just before (without awaiting) keep request order.
-async fn write_staged(
-    shard: &Rc<Shard>,
+async fn write_staged<H: GroupHost>(
+    shard: &Rc<H>,
     partition: i32,
     group_id: &str,
     writes: StagedRecords,
@@ -198,7 +226,7 @@ async fn write_staged(
     let (records, writes): (Records, Vec<Write>) = writes.into_iter().unzip();
     let (part, first, last) = append_records(shard, partition, &records)?;
     shard
-        .groups
+        .groups()
         .staged
         .borrow_mut()
         .stage(group_id, first, writes);
@@ -209,7 +237,7 @@ async fn write_staged(
         }
         Err(code) => {
             shard
-                .groups
+                .groups()
                 .staged
                 .borrow_mut()
                 .discard(group_id, first, last);
@@ -219,15 +247,15 @@ async fn write_staged(
 }
 
 /// Applies the group's staged writes below `durable_end` (the log is durable below it).
-fn settle(shard: &Rc<Shard>, group_id: &str, durable_end: i64) {
+fn settle<H: GroupHost>(shard: &Rc<H>, group_id: &str, durable_end: i64) {
     let writes = shard
-        .groups
+        .groups()
         .staged
         .borrow_mut()
         .take_durable(group_id, durable_end);
     if !writes.is_empty() {
         staged::apply(
-            &mut shard.groups.groups.borrow_mut(),
+            &mut shard.groups().groups.borrow_mut(),
             group_id,
             writes,
             now_ms(),
@@ -236,13 +264,13 @@ fn settle(shard: &Rc<Shard>, group_id: &str, durable_end: i64) {
 }
 
 /// Carries out a group's effects in order: answers waiting requests, persists the group.
-async fn run_effects(shard: &Rc<Shard>, group_id: &str, partition: i32, fx: Vec<Effect>) {
+async fn run_effects<H: GroupHost>(shard: &Rc<H>, group_id: &str, partition: i32, fx: Vec<Effect>) {
     let key = |m: String| (group_id.to_string(), m);
     for e in fx {
         match e {
             Effect::Persist => {
                 let value = shard
-                    .groups
+                    .groups()
                     .groups
                     .borrow()
                     .get(group_id)
@@ -255,12 +283,12 @@ async fn run_effects(shard: &Rc<Shard>, group_id: &str, partition: i32, fx: Vec<
                 }
             }
             Effect::Join { member_id, result } => {
-                if let Some(tx) = shard.groups.joins.borrow_mut().remove(&key(member_id)) {
+                if let Some(tx) = shard.groups().joins.borrow_mut().remove(&key(member_id)) {
                     let _ = tx.send(result);
                 }
             }
             Effect::Sync { member_id, result } => {
-                if let Some(tx) = shard.groups.syncs.borrow_mut().remove(&key(member_id)) {
+                if let Some(tx) = shard.groups().syncs.borrow_mut().remove(&key(member_id)) {
                     let _ = tx.send(result);
                 }
             }
@@ -269,52 +297,52 @@ async fn run_effects(shard: &Rc<Shard>, group_id: &str, partition: i32, fx: Vec<
 }
 
 /// Starts this core's timer task (once).
-fn ensure_timers(shard: &Rc<Shard>) {
-    if shard.groups.timers_started.replace(true) {
+fn ensure_timers<H: GroupHost>(shard: &Rc<H>) {
+    if shard.groups().timers_started.replace(true) {
         return;
     }
-    crate::shard::spawn_detached(run_timers(shard.clone()));
+    H::spawn_detached(run_timers(shard.clone()));
 }
 
 /// Files the group's next deadline exactly (after an operation that may have armed or disarmed any of
 /// its timers).
-fn refile(shard: &Rc<Shard>, group_id: &str) {
+fn refile<H: GroupHost>(shard: &Rc<H>, group_id: &str) {
     let next = shard
-        .groups
+        .groups()
         .groups
         .borrow()
         .get(group_id)
         .and_then(Group::next_deadline);
-    shard.groups.deadlines.borrow_mut().set(group_id, next);
+    shard.groups().deadlines.borrow_mut().set(group_id, next);
 }
 
 /// Files the heartbeat timer of one member (after a heartbeat or an offset commit, which arm that timer
 /// and move no other one earlier).
-fn refile_member(shard: &Rc<Shard>, group_id: &str, member_id: &str) {
+fn refile_member<H: GroupHost>(shard: &Rc<H>, group_id: &str, member_id: &str) {
     let at = shard
-        .groups
+        .groups()
         .groups
         .borrow()
         .get(group_id)
         .and_then(|g| g.member_deadline(member_id));
     if let Some(at) = at {
-        shard.groups.deadlines.borrow_mut().lower(group_id, at);
+        shard.groups().deadlines.borrow_mut().lower(group_id, at);
     }
 }
 
 /// The timer task of one core: fires the groups whose deadline has come, runs offset retention every
 /// `offsets.retention.check.interval.ms`, and otherwise sleeps until the earliest deadline (or until a
 /// request files an earlier one).
-async fn run_timers(shard: Rc<Shard>) {
-    let retention_every = shard.config.group.offsets_retention_check_interval_ms as i64;
+async fn run_timers<H: GroupHost>(shard: Rc<H>) {
+    let retention_every = shard.group_config().offsets_retention_check_interval_ms as i64;
     let mut next_retention = now_ms();
-    while !shard.stopping.get() {
+    while !shard.stopping() {
         let now = now_ms();
-        let due = shard.groups.deadlines.borrow_mut().take_due(now);
+        let due = shard.groups().deadlines.borrow_mut().take_due(now);
         let mut work = Vec::new();
         for id in due {
             let fired = shard
-                .groups
+                .groups()
                 .groups
                 .borrow_mut()
                 .get_mut(&id)
@@ -322,7 +350,7 @@ async fn run_timers(shard: Rc<Shard>) {
             let Some((fx, next)) = fired else {
                 continue; // deleted since it was filed
             };
-            shard.groups.deadlines.borrow_mut().set(&id, next);
+            shard.groups().deadlines.borrow_mut().set(&id, next);
             if !fx.is_empty() {
                 work.push((id, fx));
             }
@@ -331,7 +359,7 @@ async fn run_timers(shard: Rc<Shard>) {
             // The groups changed at their deadline; answers and records follow on their own task, so
             // that a slow write does not hold back the next deadline.
             let shard = shard.clone();
-            crate::shard::spawn_detached(async move {
+            H::spawn_detached(async move {
                 let runs = work.into_iter().map(|(id, fx)| {
                     let shard = &shard;
                     async move {
@@ -345,39 +373,38 @@ async fn run_timers(shard: Rc<Shard>) {
         if now >= next_retention {
             next_retention = now + retention_every;
             let shard = shard.clone();
-            crate::shard::spawn_detached(async move { expire_offsets(&shard, now).await });
+            H::spawn_detached(async move { expire_offsets(&shard, now).await });
         }
-        let earliest = shard.groups.deadlines.borrow().earliest();
+        let earliest = shard.groups().deadlines.borrow().earliest();
         let wake_at = earliest.map_or(next_retention, |d| d.min(next_retention));
         // At least a millisecond: a timer re-armed for the current millisecond fires on the next round.
         let wait_ms = (wake_at - now_ms()).max(1) as u64;
-        shard.groups.deadlines.borrow_mut().sleep_until(wake_at);
+        shard.groups().deadlines.borrow_mut().sleep_until(wake_at);
         let alarm =
-            futures::future::poll_fn(|cx| shard.groups.deadlines.borrow_mut().poll_alarm(cx));
-        let sleep = crate::shard::sleep(Duration::from_millis(wait_ms));
+            futures::future::poll_fn(|cx| shard.groups().deadlines.borrow_mut().poll_alarm(cx));
+        let sleep = H::sleep(Duration::from_millis(wait_ms));
         futures::future::select(Box::pin(alarm), Box::pin(sleep)).await;
-        shard.groups.deadlines.borrow_mut().awake();
+        shard.groups().deadlines.borrow_mut().awake();
     }
 }
 
-fn partition_of(shard: &Rc<Shard>, group_id: &str) -> i32 {
+fn partition_of<H: GroupHost>(shard: &Rc<H>, group_id: &str) -> i32 {
     let n = shard
-        .topic(OFFSETS_TOPIC)
-        .map(|t| t.partitions)
-        .unwrap_or(shard.config.group.offsets_topic_partitions);
+        .topic_partitions(OFFSETS_TOPIC)
+        .unwrap_or(shard.group_config().offsets_topic_partitions);
     coordinator_partition(group_id, n)
 }
 
 /// Offset retention: drops expired offsets of empty groups, and empty groups left without offsets.
 /// The tombstones are staged like any offset write: the offsets disappear once they are durable.
-async fn expire_offsets(shard: &Rc<Shard>, now: i64) {
-    let retention = shard.config.group.offsets_retention_ms;
+async fn expire_offsets<H: GroupHost>(shard: &Rc<H>, now: i64) {
+    let retention = shard.group_config().offsets_retention_ms;
     // (group, expired offsets, drop the group too)
     type Expiry = (String, Vec<(String, i32)>, bool);
     let mut work: Vec<Expiry> = Vec::new();
     {
-        let staged = shard.groups.staged.borrow();
-        for (id, g) in shard.groups.groups.borrow().iter() {
+        let staged = shard.groups().staged.borrow();
+        for (id, g) in shard.groups().groups.borrow().iter() {
             if staged.has(id) {
                 continue; // writes on their way: look again at the next check
             }
@@ -417,9 +444,10 @@ async fn expire_offsets(shard: &Rc<Shard>, now: i64) {
 }
 
 /// Replays a `__consumer_offsets` partition this core just opened: rebuilds its groups and offsets.
-pub async fn load_partition(shard: &Rc<Shard>, partition: i32, part: Rc<Partition>) {
+pub async fn load_partition<H: GroupHost>(shard: &Rc<H>, partition: i32, part: Rc<Partition>) {
     let mut offsets: BTreeMap<(String, String, i32), Option<OffsetValue>> = BTreeMap::new();
     let mut groups: BTreeMap<String, Option<recs::GroupValue>> = BTreeMap::new();
+    let mut txn_pending: HashMap<i64, Vec<TxnOffset>> = HashMap::new();
     let mut offset = part.log_start_offset();
     let end = part.high_watermark();
     let mut records = 0usize;
@@ -438,24 +466,56 @@ pub async fn load_partition(shard: &Rc<Shard>, partition: i32, part: Rc<Partitio
         if next == offset {
             break;
         }
-        recs::for_each_record(&bytes, |k, v| {
-            records += 1;
-            match recs::decode(k, v) {
-                Some(OffsetsRecord::Offset {
-                    group,
-                    topic,
-                    partition,
-                    value,
-                }) => {
-                    offsets.insert((group, topic, partition), value);
+        for (at, h) in crate::records::iter_batches(&bytes).flatten() {
+            let Some(batch) = bytes.get(at..at + h.total_size()) else {
+                break;
+            };
+            if h.is_control() {
+                // The end of a transaction: its offsets become committed, or are dropped.
+                let pending = txn_pending.remove(&h.producer_id).unwrap_or_default();
+                if crate::records::parse_end_txn_marker(batch, &h).is_some_and(|m| m.commit) {
+                    for (g, t, p, v) in pending {
+                        offsets.insert((g, t, p), Some(v));
+                    }
                 }
-                Some(OffsetsRecord::Group { group, value }) => {
-                    groups.insert(group, value);
-                }
-                None => {}
+                continue;
             }
-        });
+            recs::for_each_record(batch, |k, v| {
+                records += 1;
+                match recs::decode(k, v) {
+                    Some(OffsetsRecord::Offset {
+                        group,
+                        topic,
+                        partition,
+                        value,
+                    }) => {
+                        if h.is_transactional() {
+                            if let Some(v) = value {
+                                txn_pending
+                                    .entry(h.producer_id)
+                                    .or_default()
+                                    .push((group, topic, partition, v));
+                            }
+                        } else {
+                            offsets.insert((group, topic, partition), value);
+                        }
+                    }
+                    Some(OffsetsRecord::Group { group, value }) => {
+                        groups.insert(group, value);
+                    }
+                    None => {}
+                }
+            });
+        }
         offset = next;
+    }
+    // Transactions still open when the log ends wait for their marker.
+    for (pid, list) in txn_pending {
+        shard
+            .groups()
+            .txn_offsets
+            .borrow_mut()
+            .insert((partition, pid), list);
     }
     let now = now_ms();
     let mut loaded: HashMap<String, Group> = HashMap::new();
@@ -482,22 +542,22 @@ pub async fn load_partition(shard: &Rc<Shard>, partition: i32, part: Rc<Partitio
         "loaded __consumer_offsets partition"
     );
     let ids: Vec<String> = loaded.keys().cloned().collect();
-    shard.groups.groups.borrow_mut().extend(loaded);
+    shard.groups().groups.borrow_mut().extend(loaded);
     for id in &ids {
         refile(shard, id);
     }
-    shard.groups.loaded.borrow_mut().insert(partition);
+    shard.groups().loaded.borrow_mut().insert(partition);
     ensure_timers(shard);
 }
 
 /// Runs `f` on the group (created if missing and `create`), then its effects.
-fn with_group<R>(
-    shard: &Rc<Shard>,
+fn with_group<R, H: GroupHost>(
+    shard: &Rc<H>,
     group_id: &str,
     create: bool,
     f: impl FnOnce(&mut Group) -> R,
 ) -> Option<R> {
-    let mut groups = shard.groups.groups.borrow_mut();
+    let mut groups = shard.groups().groups.borrow_mut();
     match groups.get_mut(group_id) {
         // A group whose deletion is on its way is gone for the requests after it; one that creates
         // the group gets a new one, which keeps the applied offsets until the staged tombstones apply.
@@ -516,21 +576,26 @@ fn with_group<R>(
 }
 
 /// Whether the group exists for requests (a `Dead` group is being deleted).
-fn group_exists(shard: &Rc<Shard>, group_id: &str) -> bool {
+fn group_exists<H: GroupHost>(shard: &Rc<H>, group_id: &str) -> bool {
     shard
-        .groups
+        .groups()
         .groups
         .borrow()
         .get(group_id)
         .is_some_and(|g| g.state() != GroupState::Dead)
 }
 
-pub async fn join(shard: Rc<Shard>, partition: i32, group_id: String, p: JoinParams) -> JoinResult {
+pub async fn join<H: GroupHost>(
+    shard: Rc<H>,
+    partition: i32,
+    group_id: String,
+    p: JoinParams,
+) -> JoinResult {
     if let Err(code) = partition_ready(&shard, partition) {
         return JoinResult::error(code, &p.member_id);
     }
     ensure_timers(&shard);
-    let cfg = shard.config.group.clone();
+    let cfg = shard.group_config().clone();
     let (reply, fx) =
         with_group(&shard, &group_id, true, |g| g.join(p, now_ms(), &cfg)).expect("created");
     refile(&shard, &group_id);
@@ -542,7 +607,7 @@ pub async fn join(shard: Rc<Shard>, partition: i32, group_id: String, p: JoinPar
         Reply::Wait(member_id) => {
             let (tx, rx) = oneshot::channel();
             shard
-                .groups
+                .groups()
                 .joins
                 .borrow_mut()
                 .insert((group_id.clone(), member_id.clone()), tx);
@@ -553,7 +618,12 @@ pub async fn join(shard: Rc<Shard>, partition: i32, group_id: String, p: JoinPar
     }
 }
 
-pub async fn sync(shard: Rc<Shard>, partition: i32, group_id: String, p: SyncParams) -> SyncResult {
+pub async fn sync<H: GroupHost>(
+    shard: Rc<H>,
+    partition: i32,
+    group_id: String,
+    p: SyncParams,
+) -> SyncResult {
     if let Err(code) = partition_ready(&shard, partition) {
         return SyncResult::error(code);
     }
@@ -569,7 +639,7 @@ pub async fn sync(shard: Rc<Shard>, partition: i32, group_id: String, p: SyncPar
         Reply::Wait(member_id) => {
             let (tx, rx) = oneshot::channel();
             shard
-                .groups
+                .groups()
                 .syncs
                 .borrow_mut()
                 .insert((group_id.clone(), member_id), tx);
@@ -580,8 +650,8 @@ pub async fn sync(shard: Rc<Shard>, partition: i32, group_id: String, p: SyncPar
     }
 }
 
-pub async fn heartbeat(
-    shard: Rc<Shard>,
+pub async fn heartbeat<H: GroupHost>(
+    shard: Rc<H>,
     partition: i32,
     group_id: String,
     member_id: String,
@@ -600,8 +670,8 @@ pub async fn heartbeat(
 }
 
 /// LeaveGroup: `Err` is a group-level error, else one code per member.
-pub async fn leave(
-    shard: Rc<Shard>,
+pub async fn leave<H: GroupHost>(
+    shard: Rc<H>,
     partition: i32,
     group_id: String,
     who: Vec<LeaveParams>,
@@ -618,8 +688,8 @@ pub async fn leave(
 ///
 /// Validation, append and staging run before the first await (request order); the offsets become
 /// visible once durable, in log order (see [`super::staged`]).
-pub async fn commit(
-    shard: Rc<Shard>,
+pub async fn commit<H: GroupHost>(
+    shard: Rc<H>,
     partition: i32,
     group_id: String,
     who: CommitIdentity,
@@ -703,11 +773,11 @@ pub async fn commit(
 
 /// Drops a group this request created if nothing made it real: no member, no offset, nothing staged
 /// (a first commit that failed must not leave an empty group behind).
-fn forget_if_unused(shard: &Rc<Shard>, group_id: &str) {
-    if shard.groups.staged.borrow().has(group_id) {
+fn forget_if_unused<H: GroupHost>(shard: &Rc<H>, group_id: &str) {
+    if shard.groups().staged.borrow().has(group_id) {
         return;
     }
-    let mut groups = shard.groups.groups.borrow_mut();
+    let mut groups = shard.groups().groups.borrow_mut();
     let unused = groups
         .get(group_id)
         .is_some_and(|g| g.state() == GroupState::Empty && g.is_empty() && g.offsets.is_empty());
@@ -721,14 +791,32 @@ fn forget_if_unused(shard: &Rc<Shard>, group_id: &str) {
 /// The answer is taken on arrival, from the applied offsets with the staged writes laid over them (the
 /// mutations that arrived before it, and no later one), and returned once those writes are durable. If
 /// they fail, it is taken again from the durable state.
-pub async fn fetch_offsets(
-    shard: Rc<Shard>,
+pub async fn fetch_offsets<H: GroupHost>(
+    shard: Rc<H>,
     partition: i32,
     group_id: String,
     topics: Option<Vec<(String, Vec<i32>)>>,
+    require_stable: bool,
 ) -> Result<Vec<(String, Vec<FetchedOffset>)>, i16> {
     partition_ready(&shard, partition)?;
-    let staged_last = shard.groups.staged.borrow().last(&group_id);
+    if require_stable {
+        // An offset an ongoing transaction will change is not answered (Kafka: the client retries).
+        let mut answer = read_offsets(&shard, &group_id, topics.as_ref(), true);
+        for (t, ps) in &mut answer {
+            for o in ps.iter_mut() {
+                if txn_offset_pending(&shard, &group_id, t, o.0) {
+                    *o = (o.0, -1, -1, String::new(), errors::UNSTABLE_OFFSET_COMMIT);
+                }
+            }
+        }
+        if answer
+            .iter()
+            .any(|(_, ps)| ps.iter().any(|o| o.4 != errors::NONE))
+        {
+            return Ok(answer);
+        }
+    }
+    let staged_last = shard.groups().staged.borrow().last(&group_id);
     let answer = read_offsets(&shard, &group_id, topics.as_ref(), true);
     let Some(last) = staged_last else {
         return Ok(answer);
@@ -747,13 +835,13 @@ pub async fn fetch_offsets(
 
 /// The group's offsets for `topics` (every one if `None`): the applied ones, with the staged writes
 /// laid over them if `with_staged`.
-fn read_offsets(
-    shard: &Rc<Shard>,
+fn read_offsets<H: GroupHost>(
+    shard: &Rc<H>,
     group_id: &str,
     topics: Option<&Vec<(String, Vec<i32>)>>,
     with_staged: bool,
 ) -> Vec<(String, Vec<FetchedOffset>)> {
-    let groups = shard.groups.groups.borrow();
+    let groups = shard.groups().groups.borrow();
     let mut view: BTreeMap<(String, i32), OffsetValue> = BTreeMap::new();
     if let Some(g) = groups.get(group_id) {
         match topics {
@@ -771,12 +859,18 @@ fn read_offsets(
         }
     }
     if with_staged {
-        shard.groups.staged.borrow().overlay(group_id, &mut view);
+        shard.groups().staged.borrow().overlay(group_id, &mut view);
     }
     let lookup = |t: &str, p: i32| -> FetchedOffset {
         match view.get(&(t.to_string(), p)) {
-            Some(o) => (p, o.offset, o.leader_epoch, o.metadata.clone()),
-            None => (p, -1, -1, String::new()),
+            Some(o) => (
+                p,
+                o.offset,
+                o.leader_epoch,
+                o.metadata.clone(),
+                errors::NONE,
+            ),
+            None => (p, -1, -1, String::new(), errors::NONE),
         }
     };
     match topics {
@@ -794,7 +888,11 @@ fn read_offsets(
     }
 }
 
-pub async fn describe(shard: Rc<Shard>, partition: i32, group_id: String) -> GroupDescription {
+pub async fn describe<H: GroupHost>(
+    shard: Rc<H>,
+    partition: i32,
+    group_id: String,
+) -> GroupDescription {
     let dead = |error: i16| GroupDescription {
         error,
         state: GroupState::Dead.name(),
@@ -805,7 +903,7 @@ pub async fn describe(shard: Rc<Shard>, partition: i32, group_id: String) -> Gro
     if let Err(code) = partition_ready(&shard, partition) {
         return dead(code);
     }
-    let groups = shard.groups.groups.borrow();
+    let groups = shard.groups().groups.borrow();
     let Some(g) = groups
         .get(&group_id)
         .filter(|g| g.state() != GroupState::Dead)
@@ -845,9 +943,9 @@ pub async fn describe(shard: Rc<Shard>, partition: i32, group_id: String) -> Gro
 }
 
 /// The groups of this core: (id, protocol type, state).
-pub fn list(shard: &Rc<Shard>) -> Vec<(String, String, &'static str)> {
+pub fn list<H: GroupHost>(shard: &Rc<H>) -> Vec<(String, String, &'static str)> {
     shard
-        .groups
+        .groups()
         .groups
         .borrow()
         .values()
@@ -864,12 +962,12 @@ pub fn list(shard: &Rc<Shard>) -> Vec<(String, String, &'static str)> {
 
 /// DeleteGroups of one group: the group is `Dead` at once (later requests see it deleted), its offsets
 /// and the group itself go once the tombstones are durable; if they fail the group is `Empty` again.
-pub async fn delete(shard: Rc<Shard>, partition: i32, group_id: String) -> i16 {
+pub async fn delete<H: GroupHost>(shard: Rc<H>, partition: i32, group_id: String) -> i16 {
     if let Err(code) = partition_ready(&shard, partition) {
         return code;
     }
     let (keys, was) = {
-        let mut groups = shard.groups.groups.borrow_mut();
+        let mut groups = shard.groups().groups.borrow_mut();
         let Some(g) = groups.get_mut(&group_id) else {
             return errors::GROUP_ID_NOT_FOUND;
         };
@@ -878,10 +976,10 @@ pub async fn delete(shard: Rc<Shard>, partition: i32, group_id: String) -> i16 {
             return code;
         }
         let next = g.next_deadline();
-        shard.groups.deadlines.borrow_mut().set(&group_id, next);
+        shard.groups().deadlines.borrow_mut().set(&group_id, next);
         // Tombstones for the applied offsets and for those still on their way.
         let mut keys: BTreeSet<(String, i32)> = g.offsets.keys().cloned().collect();
-        keys.extend(shard.groups.staged.borrow().offset_keys(&group_id));
+        keys.extend(shard.groups().staged.borrow().offset_keys(&group_id));
         (keys, was)
     };
     let mut writes: StagedRecords = keys
@@ -900,7 +998,7 @@ pub async fn delete(shard: Rc<Shard>, partition: i32, group_id: String) -> i16 {
     match write_staged(&shard, partition, &group_id, writes).await {
         Ok(()) => errors::NONE,
         Err(code) => {
-            if let Some(g) = shard.groups.groups.borrow_mut().get_mut(&group_id) {
+            if let Some(g) = shard.groups().groups.borrow_mut().get_mut(&group_id) {
                 g.undo_delete(was);
             }
             code
@@ -910,15 +1008,15 @@ pub async fn delete(shard: Rc<Shard>, partition: i32, group_id: String) -> i16 {
 
 /// OffsetDelete: `Err` is a group-level error, else one code per partition. The offsets go once their
 /// tombstones are durable.
-pub async fn delete_offsets(
-    shard: Rc<Shard>,
+pub async fn delete_offsets<H: GroupHost>(
+    shard: Rc<H>,
     partition: i32,
     group_id: String,
     topics: Vec<(String, Vec<i32>)>,
 ) -> Result<Vec<(String, Vec<(i32, i16)>)>, i16> {
     partition_ready(&shard, partition)?;
     let (answers, writes) = {
-        let groups = shard.groups.groups.borrow();
+        let groups = shard.groups().groups.borrow();
         let Some(g) = groups
             .get(&group_id)
             .filter(|g| g.state() != GroupState::Dead)
@@ -930,7 +1028,7 @@ pub async fn delete_offsets(
         }
         let subscribed = g.subscribed_topics().unwrap_or_default();
         let staged: HashSet<(String, i32)> = shard
-            .groups
+            .groups()
             .staged
             .borrow()
             .offset_keys(&group_id)
@@ -965,4 +1063,155 @@ pub async fn delete_offsets(
     };
     write_staged(&shard, partition, &group_id, writes).await?;
     Ok(answers)
+}
+
+/// TxnOffsetCommit: the offsets are written to the group's partition as a transactional batch of the
+/// producer (Kafka's format) and kept aside until the transaction ends ([`complete_txn`]). One code per
+/// partition, in request order, answered when durable. The caller verified that the group's partition
+/// is in the producer's transaction.
+pub async fn txn_commit<H: GroupHost>(
+    shard: Rc<H>,
+    partition: i32,
+    group_id: String,
+    producer: (i64, i16),
+    who: CommitIdentity,
+    topics: Vec<(String, Vec<CommitPartition>)>,
+) -> Vec<Vec<i16>> {
+    let all = |code: i16| -> Vec<Vec<i16>> {
+        topics.iter().map(|(_, ps)| vec![code; ps.len()]).collect()
+    };
+    let part = match partition_ready(&shard, partition) {
+        Ok(p) => p,
+        Err(code) => return all(code),
+    };
+    let now = now_ms();
+    // A producer that names no member (a client without group metadata) commits without checks, as
+    // Kafka allows it; otherwise the member and generation are checked as for OffsetCommit.
+    let anonymous = who.generation < 0 && who.member_id.is_empty() && who.instance_id.is_none();
+    if !anonymous {
+        let code = if !group_exists(&shard, &group_id) {
+            errors::ILLEGAL_GENERATION
+        } else {
+            with_group(&shard, &group_id, false, |g| {
+                g.validate_offset_commit(
+                    who.generation,
+                    &who.member_id,
+                    who.instance_id.as_deref(),
+                    now,
+                )
+            })
+            .unwrap_or(errors::ILLEGAL_GENERATION)
+        };
+        if code != errors::NONE {
+            return all(code);
+        }
+    }
+    let mut records: Records = Vec::new();
+    let mut kept: Vec<TxnOffset> = Vec::new();
+    let codes: Vec<Vec<i16>> = topics
+        .iter()
+        .map(|(topic, ps)| {
+            ps.iter()
+                .map(|p| {
+                    let metadata = p.metadata.clone().unwrap_or_default();
+                    if metadata.len() > OFFSET_METADATA_BYTES_MAX {
+                        return errors::OFFSET_METADATA_TOO_LARGE;
+                    }
+                    let v = OffsetValue {
+                        offset: p.offset,
+                        leader_epoch: p.leader_epoch,
+                        metadata,
+                        commit_timestamp_ms: now,
+                    };
+                    records.push((
+                        recs::offset_key(&group_id, topic, p.partition),
+                        Some(recs::offset_value(&v)),
+                    ));
+                    kept.push((group_id.clone(), topic.clone(), p.partition, v));
+                    errors::NONE
+                })
+                .collect()
+        })
+        .collect();
+    if records.is_empty() {
+        return codes;
+    }
+    let refs: Vec<crate::records::KeyValue<'_>> = records
+        .iter()
+        .map(|(k, v)| (Some(k.as_slice()), v.as_deref()))
+        .collect();
+    let mut batch = crate::records::build_batch(&refs, now);
+    crate::records::make_transactional(&mut batch, producer.0, producer.1);
+    let written = match part.append(Bytes::from(batch)) {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::error!(partition, error = %e, "writing a transactional offset commit failed");
+            let code = match e.code {
+                errors::MESSAGE_TOO_LARGE | errors::RECORD_LIST_TOO_LARGE => {
+                    errors::INVALID_COMMIT_OFFSET_SIZE
+                }
+                errors::INVALID_PRODUCER_EPOCH => errors::PRODUCER_FENCED,
+                _ => errors::COORDINATOR_NOT_AVAILABLE,
+            };
+            return all(code);
+        }
+    };
+    // Kept aside at once (log order); dropped again if the write does not become durable.
+    let key = (partition, producer.0);
+    let before = {
+        let mut pending = shard.groups().txn_offsets.borrow_mut();
+        let list = pending.entry(key).or_default();
+        let before = list.len();
+        list.extend(kept);
+        before
+    };
+    if let Err(code) = wait_durable(&part, partition, written.last_offset).await {
+        if let Some(list) = shard.groups().txn_offsets.borrow_mut().get_mut(&key) {
+            list.truncate(before);
+        }
+        return all(code);
+    }
+    codes
+}
+
+/// The transaction of `producer_id` ended on `__consumer_offsets` partition `partition` (its marker is
+/// durable): its offsets become the groups' committed offsets (COMMIT) or are dropped (ABORT).
+pub fn complete_txn<H: GroupHost>(shard: &Rc<H>, partition: i32, producer_id: i64, commit: bool) {
+    let Some(list) = shard
+        .groups()
+        .txn_offsets
+        .borrow_mut()
+        .remove(&(partition, producer_id))
+    else {
+        return;
+    };
+    if !commit {
+        return;
+    }
+    let now = now_ms();
+    let mut groups = shard.groups().groups.borrow_mut();
+    for (group, topic, p, v) in list {
+        groups
+            .entry(group.clone())
+            .or_insert_with(|| Group::new(&group, now))
+            .offsets
+            .insert((topic, p), v);
+    }
+}
+
+/// Whether an ongoing transaction holds an offset of `group_id` for this topic partition (OffsetFetch
+/// with `require_stable` answers UNSTABLE_OFFSET_COMMIT for it).
+pub fn txn_offset_pending<H: GroupHost>(
+    shard: &Rc<H>,
+    group_id: &str,
+    topic: &str,
+    partition: i32,
+) -> bool {
+    shard
+        .groups()
+        .txn_offsets
+        .borrow()
+        .values()
+        .flatten()
+        .any(|(g, t, p, _)| g == group_id && t == topic && *p == partition)
 }

@@ -32,7 +32,7 @@ pub async fn scrape(shard: &Rc<Shard>) -> String {
                 snap.fetch_session_evictions = sessions.evictions();
                 snap.tail_cache_bytes = crate::storage::tail_cache::core_bytes();
                 snap.read_ahead_bytes = crate::storage::readahead::held_bytes();
-                snap.response_bytes = crate::net::response_budget().in_use() as usize;
+                snap.response_bytes = crate::shard::budget::response_budget().in_use() as usize;
                 snap
             })
             .await;

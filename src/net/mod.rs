@@ -33,9 +33,10 @@ use glommio::channels::local_channel;
 use glommio::net::{TcpListener, TcpStream};
 use glommio::sync::{Semaphore, StaticPermit};
 
-use crate::dispatch;
+use crate::dispatch::{self, Reply};
 use crate::limits;
 use crate::protocol;
+use crate::shard::budget::response_budget;
 use crate::shard::Shard;
 
 /// Checks that no other live process listens on the port before this broker binds it.
@@ -156,85 +157,6 @@ pub fn bind(host: &str, port: u16) -> io::Result<TcpListener> {
             sock,
         ))
     })
-}
-
-/// Bytes of responses being built or written on one core: a Fetch charges what it may read before it
-/// reads (and reads no more than it got), shrinks the charge to what it read, and the charge is
-/// released once the answer is written.
-/// While it is spent, this core's connections read no new requests (backpressure), so the memory of
-/// answers in flight stays bounded whatever the clients ask for.
-///
-/// Owned by its core (a thread-local of that core: [`response_budget`]).
-pub struct ResponseBudget {
-    sem: Semaphore,
-    max: u64,
-}
-
-thread_local! {
-    static RESPONSE_BUDGET: Rc<ResponseBudget> = Rc::new(ResponseBudget {
-        sem: Semaphore::new(limits::RESPONSE_BYTES_CORE_MAX),
-        max: limits::RESPONSE_BYTES_CORE_MAX,
-    });
-}
-
-/// This core's response budget.
-pub fn response_budget() -> Rc<ResponseBudget> {
-    RESPONSE_BUDGET.with(Rc::clone)
-}
-
-impl ResponseBudget {
-    /// Charges what is free of `bytes`, without waiting: a Fetch then plans its answer within what it
-    /// got (its first batch is still returned whole: a consumer always progresses). Never waiting here
-    /// means pipelined requests cannot deadlock on each other's charges.
-    pub fn take_up_to(self: &Rc<Self>, bytes: usize) -> Charge {
-        let units = (bytes as u64).min(self.sem.available());
-        let units = match self.sem.try_acquire(units) {
-            Ok(true) => units,
-            _ => 0,
-        };
-        Charge {
-            budget: self.clone(),
-            units,
-        }
-    }
-
-    /// Bytes charged now.
-    pub fn in_use(&self) -> u64 {
-        self.max - self.sem.available()
-    }
-
-    /// Waits until some of the budget is free.
-    async fn wait_room(&self) {
-        if self.sem.available() == 0 && self.sem.acquire(1).await.is_ok() {
-            self.sem.signal(1);
-        }
-    }
-}
-
-/// A charge to a core's [`ResponseBudget`], released on drop.
-pub struct Charge {
-    budget: Rc<ResponseBudget>,
-    units: u64,
-}
-
-impl Charge {
-    /// Bytes charged.
-    pub fn bytes(&self) -> usize {
-        self.units as usize
-    }
-
-    /// Lowers the charge to `bytes` (what the answer really holds), releasing the rest now.
-    pub fn shrink_to(&mut self, bytes: usize) {
-        let keep = (bytes as u64).min(self.units);
-        self.budget.sem.signal(self.units - keep);
-        self.units = keep;
-    }
-}
-
-impl Drop for Charge {
-    fn drop(&mut self) {
-        self.budget.sem.signal(self.units);
-    }
 }
 
 /// Open client connections over the whole broker (every core), for `max.connections`.
@@ -419,20 +341,6 @@ impl AsyncWrite for Half {
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut *self.0.borrow_mut()).poll_close(cx)
     }
-}
-
-/// What a handler answers for one request.
-pub enum Reply {
-    /// A response frame, length prefix included.
-    Frame(Bytes),
-    /// A response frame as chunks whose concatenation is the frame (a Fetch answer: record bytes stay
-    /// the slices the log holds). Written with vectored writes; the charge to the core's response budget
-    /// is released once they are written.
-    Frames(Vec<Bytes>, Option<Charge>),
-    /// No response (Produce with acks=0).
-    Nothing,
-    /// Close the connection without answering (what Kafka does for a request it cannot parse).
-    Close(String),
 }
 
 /// A response on its way.
@@ -699,33 +607,5 @@ async fn read_loop(ctx: &ReadCtx<'_>, reader: &mut Half) -> io::Result<()> {
         if ctx.tx.send(task).await.is_err() {
             return Ok(()); // the writer is gone (write error); it reports why
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn response_budget_charges_what_is_free_and_releases_on_shrink_and_drop() {
-        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
-            .spawn(|| async {
-                let budget = response_budget();
-                let max = limits::RESPONSE_BYTES_CORE_MAX as usize;
-                let mut a = budget.take_up_to(max - 10);
-                assert_eq!(a.bytes(), max - 10);
-                // Only what is free is charged; a request never waits here.
-                let b = budget.take_up_to(100);
-                assert_eq!(b.bytes(), 10);
-                assert_eq!(budget.in_use(), max as u64);
-                a.shrink_to(1000);
-                assert_eq!(budget.in_use(), 1010);
-                drop(b);
-                drop(a);
-                assert_eq!(budget.in_use(), 0);
-            })
-            .expect("executor starts")
-            .join()
-            .expect("test body completes");
     }
 }

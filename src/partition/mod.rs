@@ -294,6 +294,19 @@ impl Partition {
     pub fn append_produce(&self, records: Bytes) -> Result<AppendResult, PartitionError> {
         let headers =
             records::validate_produce_batches(&records, self.log.config().max_message_bytes)?;
+        // Kafka's LogValidator: a client's batch with a producer id needs a sequence.
+        if let Some(h) = headers
+            .iter()
+            .find(|h| h.producer_id >= 0 && h.base_sequence < 0)
+        {
+            return Err(PartitionError::new(
+                crate::protocol::errors::INVALID_RECORD,
+                format!(
+                    "Invalid sequence number {} in record batch with producerId {}",
+                    h.base_sequence, h.producer_id
+                ),
+            ));
+        }
         self.append_validated(records, headers)
     }
 
@@ -452,9 +465,12 @@ impl Partition {
             }
             next += h.last_offset_delta as i64 + 1;
         }
-        let info = self
-            .log
-            .append(&records, &headers, self.leader_epoch.get())?;
+        let info = self.log.append_with_snapshot(
+            &records,
+            &headers,
+            self.leader_epoch.get(),
+            Some(&|| self.producers.borrow().to_snapshot()),
+        )?;
         assert_eq!(info.base_offset, base, "offsets assigned as predicted");
         assert_eq!(info.last_offset, next - 1, "offsets assigned as predicted");
         self.producers.borrow_mut().merge_from(overlay);
@@ -507,9 +523,13 @@ impl Partition {
             last_offset: t.last_offset,
             last_stable_offset: self.producers.borrow().stable_offset_after(&t),
         });
-        let info = self
-            .log
-            .append_with_txn(&batch, &headers, self.leader_epoch.get(), aborted)?;
+        let info = self.log.append_with_txn(
+            &batch,
+            &headers,
+            self.leader_epoch.get(),
+            Some(&|| self.producers.borrow().to_snapshot()),
+            aborted,
+        )?;
         assert_eq!(info.base_offset, offset, "offsets assigned as predicted");
         let mut producers = self.producers.borrow_mut();
         producers.merge_from(overlay);
@@ -765,6 +785,86 @@ mod tests {
                 records::validate_batches(&bytes, usize::MAX).unwrap().len(),
                 4
             );
+            p.close().await.unwrap();
+        });
+    }
+
+    #[test]
+    fn crash_after_several_rolls_restores_dedupe_from_the_roll_snapshot() {
+        run(|| async {
+            let tmp = tempfile::tempdir().unwrap();
+            let config = LogConfig {
+                segment_bytes: 2048,
+                ..LogConfig::default()
+            };
+            let p = Partition::open(tmp.path(), "topic", 3, Uuid::nil(), 1, 0, config)
+                .await
+                .unwrap();
+            let batch = |pid: i64, seq: i32| {
+                Bytes::from(build(&BatchSpec {
+                    records: 1,
+                    value_bytes: 100,
+                    producer_id: pid,
+                    producer_epoch: 0,
+                    base_sequence: seq,
+                    ..Default::default()
+                }))
+            };
+            // Producer 43 writes only into the first segment; producer 42 then rolls the log several times.
+            let early: Vec<AppendResult> =
+                (0..3).map(|s| p.append(batch(43, s)).unwrap()).collect();
+            let mut last = 0;
+            let mut offsets = Vec::new();
+            for s in 0..60 {
+                let r = p.append(batch(42, s)).unwrap();
+                offsets.push(r.base_offset);
+                last = r.last_offset;
+            }
+            p.wait_durable(last).await.unwrap();
+            let segments = p.log().segment_count();
+            assert!(segments >= 4, "the test needs several rolls: {segments}");
+
+            // kill -9 now: the files as they are, the recovery point the rolls advanced to.
+            let crash = tempfile::tempdir().unwrap();
+            let (from, to) = (tmp.path().join("topic-3"), crash.path().join("topic-3"));
+            std::fs::create_dir_all(&to).unwrap();
+            for e in std::fs::read_dir(&from).unwrap() {
+                let e = e.unwrap();
+                std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+            }
+            let rp = crate::storage::checkpoint::get(tmp.path(), "topic", 3).unwrap();
+            assert!(
+                rp > early[2].last_offset,
+                "the rolls moved the recovery point"
+            );
+            crate::storage::checkpoint::set(crash.path(), "topic", 3, Some(rp));
+            let _ = crate::storage::take_recovery_totals();
+            let q = Partition::open(crash.path(), "topic", 3, Uuid::nil(), 1, 0, config)
+                .await
+                .unwrap();
+            let stats = crate::storage::take_recovery_totals();
+            // Only the active segment was read: producer 43's state came from the roll snapshot.
+            assert!(stats.segments_scanned <= 1, "{stats:?}");
+            assert_eq!(stats.segments_from_index, segments - stats.segments_scanned);
+            assert_eq!(q.producer_count(), 2);
+            let dup = q.append(batch(43, 2)).unwrap();
+            assert_eq!(
+                (dup.base_offset, dup.duplicate),
+                (early[2].base_offset, true)
+            );
+            for s in 55..60 {
+                let dup = q.append(batch(42, s)).unwrap();
+                assert!(dup.duplicate);
+                assert_eq!(dup.base_offset, offsets[s as usize]);
+            }
+            assert_eq!(
+                q.append(batch(42, 61)).unwrap_err().code,
+                OUT_OF_ORDER_SEQUENCE_NUMBER
+            );
+            assert_eq!(q.append(batch(42, 60)).unwrap().base_offset, last + 1);
+            assert_eq!(q.append(batch(43, 3)).unwrap().base_offset, last + 2);
+            q.wait_durable(last + 2).await.unwrap();
+            q.close().await.unwrap();
             p.close().await.unwrap();
         });
     }

@@ -198,6 +198,12 @@ impl ProducerStateManager {
         if epoch < entry.epoch {
             return Err(INVALID_PRODUCER_EPOCH);
         }
+        if first_seq == NO_SEQUENCE {
+            // A batch a coordinator wrote (transactional offsets): only the epoch is checked, as Kafka
+            // checks appends that do not come from a client (clients' batches always carry a sequence:
+            // `Partition::append_produce` refuses them otherwise).
+            return Ok(SequenceCheck::Append);
+        }
         if let Some(dup) = entry.find_duplicate(epoch, first_seq, last_seq) {
             return Ok(SequenceCheck::Duplicate(dup));
         }

@@ -627,6 +627,21 @@ pub fn parse_end_txn_marker(batch: &[u8], h: &BatchHeader) -> Option<EndTxnMarke
     })
 }
 
+/// Turns a batch from [`build_batch`] into a transactional batch of `producer_id` at `epoch` (no
+/// sequence, as Kafka's coordinators write their records) and recomputes the CRC.
+pub fn make_transactional(batch: &mut [u8], producer_id: i64, epoch: i16) {
+    if batch.len() < HEADER_BYTES {
+        return;
+    }
+    let attributes = i16::from_be_bytes([batch[ATTRIBUTES_OFFSET], batch[ATTRIBUTES_OFFSET + 1]])
+        | ATTR_TRANSACTIONAL_BIT;
+    batch[ATTRIBUTES_OFFSET..ATTRIBUTES_OFFSET + 2].copy_from_slice(&attributes.to_be_bytes());
+    batch[43..51].copy_from_slice(&producer_id.to_be_bytes());
+    batch[51..53].copy_from_slice(&epoch.to_be_bytes());
+    let crc = compute_crc(batch);
+    batch[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+}
+
 /// Test-only builder of valid v2 batches with uncompressed varint records. Shared with the storage and
 /// partition tests.
 #[cfg(test)]

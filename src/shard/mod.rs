@@ -6,6 +6,7 @@
 //! `shard.invoke_on(owner, move |s| ...)`. There are no locks: a closure runs on its target core with that
 //! core's `Rc<Shard>`, and only values that are `Send` (bytes, strings, `Arc` snapshots) cross.
 
+pub mod budget;
 pub mod controller;
 pub mod mesh;
 
@@ -71,9 +72,42 @@ pub struct Shard {
     pub controller: controller::ControllerState,
     /// The consumer groups this core coordinates (those of its `__consumer_offsets` partitions).
     pub groups: crate::group::coordinator::GroupCoordinator,
+    /// The transactional ids this core coordinates (those of its `__transaction_state` partitions).
+    pub txns: crate::txn::coordinator::TxnCoordinator,
     /// The fetch sessions (KIP-227) of the connections this core accepted: its share of
     /// `max.incremental.fetch.session.cache.slots`, with session ids from its own range.
     pub fetch_sessions: RefCell<FetchSessionCache>,
+}
+
+/// The group coordinator runs on the shard that owns the group's `__consumer_offsets` partition.
+impl crate::group::coordinator::GroupHost for Shard {
+    fn groups(&self) -> &crate::group::coordinator::GroupCoordinator {
+        &self.groups
+    }
+
+    fn group_config(&self) -> &crate::config::GroupConfig {
+        &self.config.group
+    }
+
+    fn topic_partitions(&self, topic: &str) -> Option<i32> {
+        self.topic(topic).map(|t| t.partitions)
+    }
+
+    fn partition(&self, topic: &str, partition: i32) -> Option<Rc<Partition>> {
+        Shard::partition(self, topic, partition)
+    }
+
+    fn stopping(&self) -> bool {
+        self.stopping.get()
+    }
+
+    fn spawn_detached(f: impl Future<Output = ()> + 'static) {
+        spawn_detached(f)
+    }
+
+    fn sleep(d: std::time::Duration) -> impl Future<Output = ()> {
+        sleep(d)
+    }
 }
 
 impl Shard {
@@ -106,6 +140,7 @@ impl Shard {
             stopping: Cell::new(false),
             controller: controller::ControllerState::default(),
             groups: Default::default(),
+            txns: Default::default(),
             fetch_sessions: RefCell::new(fetch_sessions),
         })
     }
@@ -344,6 +379,9 @@ impl Shard {
                                 if topic.name == crate::group::OFFSETS_TOPIC {
                                     // Replay the groups and offsets this core now coordinates.
                                     crate::group::coordinator::load_partition(self, p, part).await;
+                                } else if topic.name == crate::txn::TXN_TOPIC {
+                                    // Replay the transactional ids this core now coordinates.
+                                    crate::txn::coordinator::load_partition(self, p, part).await;
                                 }
                             }
                             Err(e) => {

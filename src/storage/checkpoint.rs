@@ -31,6 +31,28 @@ type Table = BTreeMap<(String, i32), i64>;
 static TABLES: Mutex<Vec<((PathBuf, &'static str), Table)>> = Mutex::new(Vec::new());
 /// Serializes writers of the file (two cores may checkpoint at the same moment).
 static WRITING: Mutex<()> = Mutex::new(());
+/// Per log directory: the recovery points as the file on disk holds them (loaded at start-up, replaced
+/// by every successful write). A crash recovers from these, not from the table above, so the producer
+/// snapshot a partition's entry here points at must outlive every newer one until the file moves on.
+static WRITTEN: Mutex<Vec<(PathBuf, Table)>> = Mutex::new(Vec::new());
+
+fn set_written(log_dir: &Path, table: Table) {
+    let mut written = WRITTEN.lock().unwrap_or_else(|e| e.into_inner());
+    match written.iter_mut().find(|(d, _)| d == log_dir) {
+        Some((_, t)) => *t = table,
+        None => written.push((log_dir.to_path_buf(), table)),
+    }
+}
+
+/// The recovery point of a partition as `recovery-point-offset-checkpoint` on disk holds it now (what
+/// recovery after a crash at this instant would start from), if the file names the partition.
+pub(crate) fn written(log_dir: &Path, topic: &str, partition: i32) -> Option<i64> {
+    let written = WRITTEN.lock().unwrap_or_else(|e| e.into_inner());
+    written
+        .iter()
+        .find(|(d, _)| d == log_dir)
+        .and_then(|(_, t)| t.get(&(topic.to_string(), partition)).copied())
+}
 
 /// Why a checkpoint file was not accepted.
 #[derive(Debug, PartialEq, Eq)]
@@ -134,10 +156,11 @@ pub fn load_file(log_dir: &Path, file: &'static str) -> usize {
         }
     };
     let n = entries.len();
-    with_file_table(log_dir, file, |t| {
-        t.clear();
-        t.extend(entries.into_iter().map(|(tp, p, o)| ((tp, p), o)));
-    });
+    let table: Table = entries.into_iter().map(|(tp, p, o)| ((tp, p), o)).collect();
+    if file == RECOVERY_POINT_FILE_NAME {
+        set_written(log_dir, table.clone());
+    }
+    with_file_table(log_dir, file, |t| *t = table);
     n
 }
 
@@ -208,6 +231,12 @@ pub fn write_file(log_dir: &Path, file: &'static str) -> std::io::Result<()> {
     std::fs::rename(&tmp, &path)?;
     super::fault_journal::sync_dir(log_dir)?;
     super::fault_journal::file_synced(&path, text.as_bytes());
+    if file == RECOVERY_POINT_FILE_NAME {
+        set_written(
+            log_dir,
+            entries.into_iter().map(|(tp, p, o)| ((tp, p), o)).collect(),
+        );
+    }
     Ok(())
 }
 

@@ -220,7 +220,7 @@ const TXN_INDEX: usize = 3;
 
 /// At recovery, before the segments are listed: finishes every committed swap (`<base>.log.swap`
 /// present) and deletes every uncommitted one (`.cleaned` files, and `.swap` indexes without their log).
-/// Blocking (start-up). Returns how many swaps were finished.
+/// Blocking: recovery runs it on the blocking pool. Returns how many swaps were finished.
 pub fn recover_swaps(dir: &Path) -> std::io::Result<usize> {
     let mut committed = Vec::new();
     let mut stray = Vec::new();

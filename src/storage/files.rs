@@ -3,7 +3,7 @@
 //! small synced files (indexes, producer snapshots) and the blocking pool for calls that can block.
 
 use std::cell::RefCell;
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use glommio::io::DmaFile;
 
 use super::{fault_journal, segment, Shared, StorageError};
-use super::{CLEAN_SHUTDOWN_FILE_NAME, PROBE_FILE_BYTES, PROBE_FILE_NAME, SNAPSHOTS_KEPT};
+use super::{CLEAN_SHUTDOWN_FILE_NAME, PROBE_FILE_BYTES, PROBE_FILE_NAME};
 
 /// Logs whose `close` failed since the process started: a clean-shutdown marker is written only if none.
 pub(super) static CLOSE_FAILURES: AtomicUsize = AtomicUsize::new(0);
@@ -103,13 +103,22 @@ pub async fn prepare_executor(data_dir: &Path) -> Result<(), StorageError> {
     if PREPARED.with(|p| p.borrow().contains(&key)) {
         return Ok(());
     }
-    std::fs::create_dir_all(data_dir).map_err(|e| StorageError::io(data_dir, e))?;
     let probe = data_dir.join(PROBE_FILE_NAME);
-    let big_enough = std::fs::metadata(&probe).is_ok_and(|m| m.len() >= PROBE_FILE_BYTES as u64);
-    if !big_enough {
-        // Blocking std I/O, once per data directory at start-up.
-        let content = vec![0x52u8; PROBE_FILE_BYTES];
-        std::fs::write(&probe, content).map_err(|e| StorageError::io(&probe, e))?;
+    {
+        // Blocking calls, once per executor and data directory: on the blocking pool (the first partition
+        // a core opens may be one created while it serves).
+        let (d, p) = (data_dir.to_path_buf(), probe.clone());
+        blocking(move || {
+            std::fs::create_dir_all(&d)?;
+            let big_enough =
+                std::fs::metadata(&p).is_ok_and(|m| m.len() >= PROBE_FILE_BYTES as u64);
+            if !big_enough {
+                std::fs::write(&p, vec![0x52u8; PROBE_FILE_BYTES])?;
+            }
+            Ok::<(), std::io::Error>(())
+        })
+        .await
+        .map_err(|e| StorageError::io(&probe, e))?;
     }
     let f = DmaFile::open(&probe)
         .await
@@ -125,6 +134,7 @@ pub async fn prepare_executor(data_dir: &Path) -> Result<(), StorageError> {
 /// the same fact in `log-start-offset-checkpoint`). Text: the offset in decimal.
 pub(crate) const LOG_START_FILE: &str = "ringtide-log-start-offset";
 
+/// Reads the log start offset file, if any. Blocking: call it through [`blocking`].
 pub(super) fn read_log_start(dir: &Path) -> Option<i64> {
     std::fs::read_to_string(dir.join(LOG_START_FILE))
         .ok()?
@@ -227,22 +237,58 @@ pub(crate) async fn write_txn_index(
     Ok(())
 }
 
-/// Writes the producer snapshot `<offset>.snapshot` (synced) and deletes the snapshots older than the
-/// newest [`SNAPSHOTS_KEPT`]. A snapshot whose directory entry a machine crash loses only makes the next
-/// recovery replay from an older one.
+/// Writes the producer snapshot `<offset>.snapshot` (synced), then deletes the snapshots Kafka's rules no
+/// longer keep (see [`doomed_snapshots`]). A snapshot whose directory entry a machine crash loses only
+/// makes the next recovery replay from an older one (or from the log start).
 pub(crate) async fn write_snapshot(
     shared: &Shared,
     offset: i64,
     bytes: Vec<u8>,
 ) -> Result<(), StorageError> {
     write_small_file(&shared.dir.join(segment::snapshot_file_name(offset)), bytes).await?;
-    let doomed: Vec<i64> = {
+    {
         let mut st = shared.state.borrow_mut();
-        if st.snapshots.back() != Some(&offset) {
-            st.snapshots.push_back(offset);
+        let at = st.snapshots.partition_point(|&o| o < offset);
+        if st.snapshots.get(at) != Some(&offset) {
+            st.snapshots.insert(at, offset);
         }
-        let extra = st.snapshots.len().saturating_sub(SNAPSHOTS_KEPT);
-        st.snapshots.drain(..extra).collect()
+    }
+    prune_snapshots(shared).await
+}
+
+/// Which producer snapshots to delete, as Kafka keeps them: one per segment, named by its base offset,
+/// deleted with the segment (retention, DeleteRecords); snapshots at no segment's base (the recovery
+/// point checkpoints' and the clean stop's) only while they are the newest. Two are never deleted: the
+/// newest, and the newest at or below `written_recovery_point` (the recovery point in the checkpoint file
+/// on disk now: a crash at this instant recovers from that snapshot). `snapshots` is sorted.
+pub(crate) fn doomed_snapshots(
+    snapshots: &VecDeque<i64>,
+    segment_bases: &[i64],
+    log_start_offset: i64,
+    written_recovery_point: Option<i64>,
+) -> Vec<i64> {
+    let newest = snapshots.back().copied();
+    let protected =
+        written_recovery_point.and_then(|rp| snapshots.iter().rev().find(|&&o| o <= rp).copied());
+    snapshots
+        .iter()
+        .copied()
+        .filter(|&o| {
+            let of_live_segment = o >= log_start_offset && segment_bases.binary_search(&o).is_ok();
+            Some(o) != newest && Some(o) != protected && !of_live_segment
+        })
+        .collect()
+}
+
+/// Deletes the snapshots [`doomed_snapshots`] names (through io_uring).
+pub(crate) async fn prune_snapshots(shared: &Shared) -> Result<(), StorageError> {
+    let doomed = {
+        let mut st = shared.state.borrow_mut();
+        let bases: Vec<i64> = st.segments.iter().map(|s| s.base_offset).collect();
+        let written = super::checkpoint::written(&shared.log_dir, &shared.topic, shared.partition);
+        let doomed = doomed_snapshots(&st.snapshots, &bases, st.log_start_offset, written);
+        st.snapshots.retain(|o| !doomed.contains(o));
+        doomed
     };
     for o in doomed {
         let p = shared.dir.join(segment::snapshot_file_name(o));

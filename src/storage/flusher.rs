@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use glommio::io::DmaFile;
 
 use super::limits::{BLOCK_BYTES, DISK_FULL_RETRY_MS, WRITE_RUN_BYTES_MAX};
-use super::segment::log_file_name;
+use super::segment::{log_file_name, snapshot_file_name};
 use super::{open_segment_file, write_small_file, Op, Shared, StorageError};
 
 fn align_down(v: u64) -> u64 {
@@ -205,8 +205,14 @@ impl Flusher {
                     self.write_run(&ops[i..j]).await.map_err(|e| (i, e))?;
                     i = j;
                 }
-                Op::Roll { old_base, new_base } => {
-                    self.roll(*old_base, *new_base).await.map_err(|e| (i, e))?;
+                Op::Roll {
+                    old_base,
+                    new_base,
+                    snapshot,
+                } => {
+                    self.roll(*old_base, *new_base, snapshot.as_deref())
+                        .await
+                        .map_err(|e| (i, e))?;
                     i += 1;
                 }
                 Op::Checkpoint {
@@ -419,25 +425,52 @@ impl Flusher {
         Ok(())
     }
 
-    async fn roll(&mut self, old_base: i64, new_base: i64) -> Result<(), StorageError> {
+    /// Seals the segment at `old_base` and starts the one at `new_base`. Everything below `new_base` is
+    /// synced once the old segment is finished, so the producer snapshot taken at the roll (`snapshot`, the
+    /// state at `new_base`) is written then, and `new_base` becomes the recovery point: the sealed
+    /// segments' index files and that snapshot describe the log up to it.
+    async fn roll(
+        &mut self,
+        old_base: i64,
+        new_base: i64,
+        snapshot: Option<&[u8]>,
+    ) -> Result<(), StorageError> {
         self.finish_segment(old_base).await?;
         if let Some(seg) = self.shared.state.borrow_mut().segment_mut(old_base) {
             seg.sealed = true;
         }
         let path = self.shared.dir.join(log_file_name(new_base));
         let file = open_segment_file(&path, true).await?;
-        // Make the new directory entry durable (on the blocking pool, once per roll).
+        let snapshot_path = self.shared.dir.join(snapshot_file_name(new_base));
+        if let Some(bytes) = snapshot {
+            write_small_file(&snapshot_path, bytes.to_vec()).await?;
+        }
+        // Make the new directory entries (segment, snapshot) durable (on the blocking pool, once per roll).
         let dir = self.shared.dir.clone();
         super::blocking(move || super::fault_journal::sync_dir(&dir))
             .await
             .map_err(|e| StorageError::io(&self.shared.dir, e))?;
         self.tail.clear();
-        let mut st = self.shared.state.borrow_mut();
-        st.segment_mut(new_base)
-            .expect("rolled-to segment exists")
-            .file = Some(Rc::new(file));
+        {
+            let mut st = self.shared.state.borrow_mut();
+            st.segment_mut(new_base)
+                .expect("rolled-to segment exists")
+                .file = Some(Rc::new(file));
+            if snapshot.is_some() {
+                let at = st.snapshots.partition_point(|&o| o < new_base);
+                if st.snapshots.get(at) != Some(&new_base) {
+                    st.snapshots.insert(at, new_base);
+                }
+            }
+            if new_base > st.recovery_point {
+                st.recovery_point = new_base;
+                let s = &self.shared;
+                super::checkpoint::set(&s.log_dir, &s.topic, s.partition, Some(new_base));
+            }
+            st.waiters.wake_all();
+        }
         tracing::debug!(segment = %path.display(), "rolled to a new segment");
-        Ok(())
+        super::prune_snapshots(&self.shared).await
     }
 
     /// Everything queued before this op is written; sync it, then write what describes the log up to

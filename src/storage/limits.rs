@@ -43,9 +43,6 @@ pub const SCAN_WINDOW_BYTES: usize = 1 << 20;
 /// Largest answer of one `read` (Kafka clients ask for 1 MiB per partition by default; 50 MiB total).
 pub const READ_BYTES_MAX: usize = 64 << 20;
 
-/// Producer snapshot files kept per partition (the newest and the one before it, in case the newest
-/// one's recovery point never reached the checkpoint file).
-pub const SNAPSHOTS_KEPT: usize = 2;
 /// `log.flush.offset.checkpoint.interval.ms` default (Kafka's): how often the recovery points are
 /// checkpointed.
 pub const RECOVERY_POINT_CHECKPOINT_INTERVAL_MS_DEFAULT: u64 = 60_000;
@@ -60,7 +57,6 @@ pub const PROBE_FILE_NAME: &str = ".ringtide-probe";
 pub const PROBE_FILE_BYTES: usize = BLOCK_BYTES as usize;
 
 const _: () = assert!(BLOCK_BYTES.is_power_of_two());
-const _: () = assert!(SNAPSHOTS_KEPT >= 2);
 const _: () = assert!(SEGMENT_BYTES_MIN <= SEGMENT_BYTES_DEFAULT);
 const _: () = assert!(SEGMENT_BYTES_DEFAULT <= SEGMENT_BYTES_MAX);
 const _: () = assert!((WRITE_RUN_BYTES_MAX as u64).is_multiple_of(BLOCK_BYTES));

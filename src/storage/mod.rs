@@ -246,9 +246,14 @@ pub(crate) enum Op {
         next_offset: i64,
         records: u64,
     },
+    /// Finish the segment at `old_base` (sync, truncate, exact index files), create the one at
+    /// `new_base`, write the producer snapshot taken when the roll was decided (`<new_base>.snapshot`, as
+    /// Kafka's roll takes one named by the new segment's base offset), and advance the recovery point to
+    /// `new_base` (as Kafka's flush of the rolled segment does).
     Roll {
         old_base: i64,
         new_base: i64,
+        snapshot: Option<Vec<u8>>,
     },
     /// A recovery-point checkpoint at `offset` (a log end offset): once everything before it is synced,
     /// write the index files of the segment at `segment_base` if it is still the active one (a roll
@@ -456,12 +461,15 @@ impl PartitionLog {
             .expect("recovery yields a segment")
             .next_offset;
         // DeleteRecords may have moved the log start past the first segment's base offset.
-        let log_start = read_log_start(&dir)
-            .filter(|&o| o <= leo)
-            .unwrap_or(i64::MIN)
-            .max(recovered.segments[0].base_offset);
-        // Snapshots past the recovered end describe data that is gone; the one loaded (if any) and older
-        // ones stay.
+        let log_start = {
+            let d = dir.clone();
+            blocking(move || read_log_start(&d)).await
+        }
+        .filter(|&o| o <= leo)
+        .unwrap_or(i64::MIN)
+        .max(recovered.segments[0].base_offset);
+        // Snapshots past the recovered end describe data that is gone (Kafka deletes them at truncation);
+        // of the others, those Kafka's rules no longer keep go once the log is set up.
         let mut snapshots = recovered.snapshots;
         let stale: Vec<i64> = snapshots.iter().copied().filter(|&o| o > leo).collect();
         snapshots.retain(|&o| o <= leo);
@@ -518,6 +526,7 @@ impl PartitionLog {
                 swaps: 0,
             }),
         });
+        prune_snapshots(&shared).await?;
         tail_cache::register(&shared);
         glommio::spawn_local(flusher::run(shared.clone(), recovered.tail_block)).detach();
         Ok(PartitionLog { shared })
@@ -582,25 +591,40 @@ impl PartitionLog {
     /// Appends already validated batches (`headers` from [`records::validate_batches`] over `batches`).
     /// Synchronous: assigns offsets, stamps the leader epoch (and LogAppendTime if configured) on a copy,
     /// queues the copy for the flusher, and returns. Use [`PartitionLog::wait_durable`] before acking.
+    /// A log without producer state: a roll writes no producer snapshot.
     pub fn append(
         &self,
         batches: &[u8],
         headers: &[BatchHeader],
         leader_epoch: i32,
     ) -> Result<AppendInfo, StorageError> {
-        self.append_with_txn(batches, headers, leader_epoch, None)
+        self.append_with_snapshot(batches, headers, leader_epoch, None)
     }
 
-    /// [`PartitionLog::append`] of a transaction marker: `aborted`, the entry of an aborted transaction
-    /// whose ABORT marker is the last batch of `batches` (its `last_offset` is the marker's offset, as
-    /// the caller predicted it from the log end offset), goes to the `.txnindex` of the segment the
-    /// marker lands in. The entry reaches the disk with that segment's index files: when the segment is
-    /// rolled or closed, or at the checkpoint that moves the recovery point past it.
+    /// [`PartitionLog::append`] of a log with producer state: if the append rolls the log, `snapshot()`
+    /// (the producer state before these batches, which describes the log up to the new segment's base
+    /// offset) is taken now and written by the flusher once the rolled segment is synced.
+    pub fn append_with_snapshot(
+        &self,
+        batches: &[u8],
+        headers: &[BatchHeader],
+        leader_epoch: i32,
+        snapshot: Option<&dyn Fn() -> Vec<u8>>,
+    ) -> Result<AppendInfo, StorageError> {
+        self.append_with_txn(batches, headers, leader_epoch, snapshot, None)
+    }
+
+    /// [`PartitionLog::append_with_snapshot`] of a transaction marker: `aborted`, the entry of an aborted
+    /// transaction whose ABORT marker is the last batch of `batches` (its `last_offset` is the marker's
+    /// offset, as the caller predicted it from the log end offset), goes to the `.txnindex` of the segment
+    /// the marker lands in. The entry reaches the disk with that segment's index files: when the segment
+    /// is rolled or closed, or at the checkpoint that moves the recovery point past it.
     pub fn append_with_txn(
         &self,
         batches: &[u8],
         headers: &[BatchHeader],
         leader_epoch: i32,
+        snapshot: Option<&dyn Fn() -> Vec<u8>>,
         aborted: Option<AbortedTxn>,
     ) -> Result<AppendInfo, StorageError> {
         assert!(!headers.is_empty(), "append of no batches");
@@ -635,6 +659,7 @@ impl PartitionLog {
             st.pending.push_back(Op::Roll {
                 old_base,
                 new_base: leo,
+                snapshot: snapshot.map(|f| f()),
             });
         }
 

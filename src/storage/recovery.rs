@@ -27,8 +27,8 @@ use super::segment::{
     TIME_INDEX_ENTRY_BYTES,
 };
 use super::{
-    ensure_window, header_at, now_ms, open_segment_file, write_small_file, DiskRead, LogConfig,
-    StorageError,
+    blocking, ensure_window, header_at, now_ms, open_segment_file, write_small_file, DiskRead,
+    LogConfig, StorageError,
 };
 use crate::records::{self, BatchHeader, EndTxnMarker};
 
@@ -159,29 +159,24 @@ async fn recover_once(
     recovery_point: Option<i64>,
     hooks: &mut dyn RecoveryHooks,
 ) -> Result<Recovered, StorageError> {
-    let mut bases = Vec::new();
-    let mut index_bases = HashSet::new();
-    let mut snapshots = Vec::new();
-    super::cleaner::recover_swaps(dir).map_err(|e| StorageError::io(dir, e))?;
-    let entries = std::fs::read_dir(dir).map_err(|e| StorageError::io(dir, e))?;
-    for entry in entries {
-        let entry = entry.map_err(|e| StorageError::io(dir, e))?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if let Some(b) = parse_file_name(&name, "log") {
-            bases.push(b);
-        } else if let Some(b) = parse_file_name(&name, "index")
-            .or_else(|| parse_file_name(&name, "timeindex"))
-            .or_else(|| parse_file_name(&name, "txnindex"))
-        {
-            index_bases.insert((b, name));
-        } else if let Some(o) = parse_file_name(&name, SNAPSHOT_EXT) {
-            snapshots.push(o);
-        } else if name == super::LOG_START_FILE {
-            // The DeleteRecords checkpoint; read by `PartitionLog::open`.
-        } else {
-            tracing::warn!(file = %entry.path().display(), "ignoring stray file in partition directory");
-        }
+    // Reading the directory (and finishing an interrupted cleaner swap) is blocking I/O: on the blocking
+    // pool, since a partition created while serving (CreateTopics, auto-creation) recovers on a serving
+    // core.
+    let listing = {
+        let d = dir.to_path_buf();
+        blocking(move || list_dir(&d))
+            .await
+            .map_err(|e| StorageError::io(dir, e))?
+    };
+    for stray in &listing.stray {
+        tracing::warn!(file = %dir.join(stray).display(), "ignoring stray file in partition directory");
     }
+    let Listing {
+        mut bases,
+        index_bases,
+        mut snapshots,
+        ..
+    } = listing;
     bases.sort_unstable();
     for (b, name) in &index_bases {
         if bases.binary_search(b).is_err() {
@@ -234,7 +229,9 @@ async fn recover_once(
         .filter(|&&o| recovery_point.is_none_or(|rp| o <= rp) && o <= rebuild_txn_from)
     {
         let path = dir.join(snapshot_file_name(o));
-        let loaded = std::fs::read(&path)
+        let p = path.clone();
+        let loaded = blocking(move || std::fs::read(&p))
+            .await
             .map_err(|e| e.to_string())
             .and_then(|bytes| hooks.load_snapshot(o, &bytes));
         match loaded {
@@ -268,11 +265,25 @@ async fn recover_once(
             .file_size()
             .await
             .map_err(|e| StorageError::io(&path, e))?;
-        let created_ms = std::fs::metadata(&path)
-            .ok()
-            .and_then(|m| m.modified().ok())
-            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-            .map_or_else(now_ms, |d| d.as_millis() as i64);
+        let mut seg = Segment::new(dir, base, 0, None);
+        // The file's age and its index files, read on the blocking pool.
+        let (modified_ms, on_disk) = {
+            let (p, ip, tp) = (path.clone(), seg.index_path(), seg.time_index_path());
+            blocking(move || {
+                let modified_ms = std::fs::metadata(&p)
+                    .ok()
+                    .and_then(|m| m.modified().ok())
+                    .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                    .map(|d| d.as_millis() as i64);
+                (
+                    modified_ms,
+                    (std::fs::read(ip).ok(), std::fs::read(tp).ok()),
+                )
+            })
+            .await
+        };
+        let created_ms = modified_ms.unwrap_or_else(now_ms);
+        seg.created_ms = created_ms;
         let interval = config.index_interval_bytes;
         let disk = DiskRead {
             segment_base: base,
@@ -281,11 +292,6 @@ async fn recover_once(
             start: 0,
             limit: file_size,
         };
-        let mut seg = Segment::new(dir, base, created_ms, None);
-        let on_disk = (
-            std::fs::read(seg.index_path()).ok(),
-            std::fs::read(seg.time_index_path()).ok(),
-        );
         let verify = if last { verify_from } else { i64::MAX };
         // From the index files: every batch before the last indexed one is accounted for.
         let mut loaded = match &on_disk {
@@ -442,6 +448,48 @@ async fn recover_once(
         created_first_segment: false,
         stats,
     })
+}
+
+/// What a partition directory holds, by kind of file.
+struct Listing {
+    /// Base offsets of the segments (`.log`), unsorted.
+    bases: Vec<i64>,
+    /// Index files (`.index`, `.timeindex`): base offset and file name.
+    index_bases: HashSet<(i64, String)>,
+    /// Offsets of the producer snapshots, unsorted.
+    snapshots: Vec<i64>,
+    /// Names of files that are none of these.
+    stray: Vec<String>,
+}
+
+/// Finishes or discards an interrupted cleaner swap, then lists the directory. Blocking: call it through
+/// [`blocking`].
+fn list_dir(dir: &Path) -> std::io::Result<Listing> {
+    super::cleaner::recover_swaps(dir)?;
+    let mut listing = Listing {
+        bases: Vec::new(),
+        index_bases: HashSet::new(),
+        snapshots: Vec::new(),
+        stray: Vec::new(),
+    };
+    for entry in std::fs::read_dir(dir)? {
+        let name = entry?.file_name().to_string_lossy().into_owned();
+        if let Some(b) = parse_file_name(&name, "log") {
+            listing.bases.push(b);
+        } else if let Some(b) = parse_file_name(&name, "index")
+            .or_else(|| parse_file_name(&name, "timeindex"))
+            .or_else(|| parse_file_name(&name, "txnindex"))
+        {
+            listing.index_bases.insert((b, name));
+        } else if let Some(o) = parse_file_name(&name, SNAPSHOT_EXT) {
+            listing.snapshots.push(o);
+        } else if name == super::LOG_START_FILE {
+            // The DeleteRecords checkpoint; read by `PartitionLog::open`.
+        } else {
+            listing.stray.push(name);
+        }
+    }
+    Ok(listing)
 }
 
 /// Loads a segment's `.index` and `.timeindex` (Kafka's formats) into `seg` if they pass Kafka's sanity

@@ -51,6 +51,8 @@ impl PartitionLog {
                 }
             }
         }
+        // The producer snapshots of the deleted segments go with them (Kafka's deleteSegments).
+        prune_snapshots(&self.shared).await?;
         Ok(start)
     }
 
@@ -115,6 +117,9 @@ impl PartitionLog {
                     }
                 }
             }
+        }
+        if n > 0 {
+            prune_snapshots(&self.shared).await?;
         }
         Ok(n)
     }

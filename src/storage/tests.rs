@@ -976,3 +976,186 @@ fn index_pointing_at_the_wrong_batch_is_rebuilt() {
         }
     });
 }
+
+/// Appends `n` batches of ~900 bytes (a roll every ~17 with `small_config`), each with a producer snapshot
+/// source that names the log end offset it was taken at, and waits until they are durable.
+async fn append_with_snapshots(log: &PartitionLog, n: usize) -> i64 {
+    let mut last = 0;
+    for i in 0..n {
+        let b = batch(1, 900, 1_000 + i as i64);
+        let hs = validate_batches(&b, 1 << 20).unwrap();
+        let leo = log.log_end_offset();
+        let snapshot = move || format!("state at {leo}").into_bytes();
+        last = log
+            .append_with_snapshot(&b, &hs, 0, Some(&snapshot))
+            .unwrap()
+            .last_offset;
+    }
+    log.wait_durable(last).await.unwrap();
+    last
+}
+
+/// The offsets of the producer snapshot files in a partition directory, oldest first.
+fn snapshot_files(dir: &Path) -> Vec<i64> {
+    let mut v: Vec<i64> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| {
+            let name = e.unwrap().file_name().to_string_lossy().into_owned();
+            segment::parse_file_name(&name, segment::SNAPSHOT_EXT)
+        })
+        .collect();
+    v.sort_unstable();
+    v
+}
+
+fn segment_bases(log: &PartitionLog) -> Vec<i64> {
+    let st = log.shared.state.borrow();
+    st.segments.iter().map(|s| s.base_offset).collect()
+}
+
+#[test]
+fn roll_writes_a_producer_snapshot_named_by_the_new_segment() {
+    run(|| async {
+        let tmp = tempfile::tempdir().unwrap();
+        let log = open(tmp.path(), small_config()).await;
+        append_with_snapshots(&log, 80).await;
+        let bases = segment_bases(&log);
+        assert!(bases.len() >= 4, "the test needs several rolls: {bases:?}");
+        let dir = partition_dir(tmp.path());
+        // One snapshot per rolled-to segment, holding the producer state taken at its base offset.
+        assert_eq!(snapshot_files(&dir), bases[1..].to_vec());
+        for &b in &bases[1..] {
+            let bytes = std::fs::read(dir.join(segment::snapshot_file_name(b))).unwrap();
+            assert_eq!(bytes, format!("state at {b}").into_bytes());
+        }
+        // The roll advanced the recovery point to the newest segment's base (Kafka's flush at roll).
+        let newest = *bases.last().unwrap();
+        assert_eq!(log.shared.state.borrow().recovery_point, newest);
+        assert_eq!(checkpoint::get(tmp.path(), TOPIC, 0), Some(newest));
+        // A log without producer state rolls without snapshots.
+        let plain = tempfile::tempdir().unwrap();
+        let (log2, _) = write_batches(plain.path(), 60).await;
+        assert!(log2.segment_count() >= 2);
+        assert!(snapshot_files(&partition_dir(plain.path())).is_empty());
+        log2.close().await.unwrap();
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn retention_deletes_the_snapshots_of_deleted_segments() {
+    run(|| async {
+        let tmp = tempfile::tempdir().unwrap();
+        let config = LogConfig {
+            retention_bytes: 40 * 1024,
+            retention_ms: -1,
+            ..small_config()
+        };
+        let log = open(tmp.path(), config).await;
+        append_with_snapshots(&log, 200).await;
+        let deleted = log.enforce_retention(now_ms()).await.unwrap();
+        assert!(deleted >= 2, "the test needs segments deleted");
+        let bases = segment_bases(&log);
+        let dir = partition_dir(tmp.path());
+        // No checkpoint file protects anything: the snapshots of the live segments remain.
+        assert_eq!(snapshot_files(&dir), bases.to_vec());
+        assert_eq!(log.shared.state.borrow().snapshots, bases);
+        // DeleteRecords too.
+        let start = bases[2];
+        log.delete_records_before(start).await.unwrap();
+        assert_eq!(snapshot_files(&dir), bases[2..].to_vec());
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn the_snapshot_at_or_below_the_written_recovery_point_survives() {
+    run(|| async {
+        let tmp = tempfile::tempdir().unwrap();
+        let log = open(tmp.path(), small_config()).await;
+        append_with_snapshots(&log, 40).await;
+        let dir = partition_dir(tmp.path());
+        let first = segment_bases(&log);
+        assert!(first.len() >= 3, "{first:?}");
+        // The checkpoint file on disk names the second segment's base offset; then the log moves on.
+        let protected = first[1];
+        checkpoint::set(tmp.path(), TOPIC, 0, Some(protected));
+        checkpoint::write(tmp.path()).unwrap();
+        assert_eq!(checkpoint::written(tmp.path(), TOPIC, 0), Some(protected));
+        // A recovery point checkpoint's snapshot (at no segment's base) ...
+        let cp = log
+            .checkpoint(|| b"checkpoint".to_vec())
+            .await
+            .unwrap()
+            .expect("moved");
+        assert!(!first.contains(&cp));
+        assert!(snapshot_files(&dir).contains(&cp));
+        append_with_snapshots(&log, 60).await;
+        // ... goes once it is not the newest (the file on disk does not name it).
+        assert!(!snapshot_files(&dir).contains(&cp));
+        // Retention by time deletes every sealed segment, and their snapshots but the protected one.
+        log.set_config(LogConfig {
+            retention_ms: 0,
+            ..small_config()
+        });
+        log.enforce_retention(now_ms() + 10).await.unwrap();
+        let bases = segment_bases(&log);
+        assert_eq!(bases.len(), 1);
+        assert_eq!(snapshot_files(&dir), vec![protected, bases[0]]);
+        // Crash now: recovery starts from the protected snapshot (the newest at or below the file's
+        // recovery point; the log's start moved past it, so every remaining batch is replayed).
+        let crash = tempfile::tempdir().unwrap();
+        copy_dir(&dir, &partition_dir(crash.path()));
+        checkpoint::set(crash.path(), TOPIC, 0, Some(protected));
+        let mut hooks = CountingHooks::default();
+        let log2 = PartitionLog::open(crash.path(), TOPIC, 0, small_config(), &mut hooks)
+            .await
+            .unwrap();
+        assert_eq!(
+            hooks.snapshot,
+            Some((protected, format!("state at {protected}").into_bytes()))
+        );
+        log2.close().await.unwrap();
+        // Once the file names a newer recovery point, the next snapshot write lets the old one go.
+        checkpoint::write(tmp.path()).unwrap();
+        let now = checkpoint::written(tmp.path(), TOPIC, 0).unwrap();
+        assert!(now > protected);
+        append_with_snapshots(&log, 20).await;
+        assert!(!snapshot_files(&dir).contains(&protected));
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn doomed_snapshots_follow_kafkas_rules() {
+    let s = |v: &[i64]| v.iter().copied().collect::<VecDeque<i64>>();
+    // Per segment base, kept while the segment lives; strays only while newest.
+    assert_eq!(
+        doomed_snapshots(&s(&[10, 15, 20, 30, 35]), &[0, 10, 20, 30], 0, None),
+        vec![15]
+    );
+    assert_eq!(
+        doomed_snapshots(&s(&[10, 15, 20, 30, 35]), &[0, 10, 20, 30], 0, Some(17)),
+        Vec::<i64>::new()
+    );
+    // Segments 0 and 10 deleted: their snapshots go, unless one is the newest at or below the written
+    // recovery point.
+    assert_eq!(
+        doomed_snapshots(&s(&[10, 20, 30]), &[20, 30], 20, None),
+        vec![10]
+    );
+    assert_eq!(
+        doomed_snapshots(&s(&[10, 20, 30]), &[20, 30], 20, Some(12)),
+        Vec::<i64>::new()
+    );
+    // A base below the log start (DeleteRecords inside a segment) keeps no snapshot.
+    assert_eq!(
+        doomed_snapshots(&s(&[20, 30]), &[20, 30], 25, None),
+        vec![20]
+    );
+    // The newest always stays.
+    assert_eq!(
+        doomed_snapshots(&s(&[40]), &[0], 0, None),
+        Vec::<i64>::new()
+    );
+}

@@ -76,3 +76,42 @@ def test_restart_sigterm_then_sigkill(fresh_broker, topic_name):
     acked.update(produce(b.bootstrap, topic_name, 8000, 1000))
     check_all(b.bootstrap, topic_name, acked)
     assert len(acked) == 9000
+
+
+def test_idempotent_dedupe_survives_a_crash_after_several_rolls(fresh_broker, topic_name):
+    """Every segment roll writes the producer snapshot `<base offset of the new segment>.snapshot` (Kafka's
+    roll does); after kill -9, retries of the producer's last batches, written across several rolls, are
+    still answered as duplicates with their original offsets, and a gap is still refused."""
+    import prodraw
+    from test_protocol_errors import connect
+
+    b = fresh_broker
+    create_topic(b.bootstrap, topic_name, 1, config={"segment.bytes": str(1 << 20)})
+    s = connect(b)
+    pid, epoch = prodraw.init_producer_id(s)
+    sent, offsets = [], []
+    for seq in range(40):
+        batch = prodraw.batch(records=1, value=b"r" * 100_000, producer_id=pid, producer_epoch=epoch,
+                              base_sequence=seq)
+        r = prodraw.one(s, 8, topic_name, 0, batch, correlation_id=100 + seq)
+        assert r["error"] == 0, r
+        sent.append(batch)
+        offsets.append(r["base_offset"])
+    s.close()
+    part = b.data_dir / f"{topic_name}-0"
+    bases = sorted(int(p.name.split(".")[0]) for p in part.glob("*.log"))
+    snapshots = {int(p.name.split(".")[0]) for p in part.glob("*.snapshot")}
+    assert len(bases) >= 3, bases
+    assert set(bases[1:]) <= snapshots, (bases, sorted(snapshots))
+
+    b.restart(signal.SIGKILL)
+    s = connect(b)
+    for seq in range(35, 40):
+        r = prodraw.one(s, 8, topic_name, 0, sent[seq], correlation_id=200 + seq)
+        assert (r["error"], r["base_offset"]) == (0, offsets[seq]), (seq, r)
+    gap = prodraw.batch(records=1, producer_id=pid, producer_epoch=epoch, base_sequence=42)
+    assert prodraw.one(s, 8, topic_name, 0, gap, correlation_id=300)["error"] == 45  # OUT_OF_ORDER_SEQUENCE_NUMBER
+    nxt = prodraw.batch(records=1, producer_id=pid, producer_epoch=epoch, base_sequence=40)
+    r = prodraw.one(s, 8, topic_name, 0, nxt, correlation_id=301)
+    assert (r["error"], r["base_offset"]) == (0, offsets[-1] + 1), r
+    s.close()

@@ -1,0 +1,647 @@
+//! Transaction APIs: InitProducerId (with a transactional id), AddPartitionsToTxn, AddOffsetsToTxn,
+//! EndTxn, TxnOffsetCommit, DescribeTransactions, ListTransactions; FindCoordinator's key type 1 and the
+//! Produce check of transactional batches use [`ensure_txn_topic`] and [`verify_partitions`].
+//!
+//! Each handler decodes the request into plain values, finds the id's `__transaction_state` partition and
+//! hops to the core that owns it (`invoke_on(owner, ...)`), where [`crate::txn::coordinator`] holds the
+//! id. This broker coordinates every transactional id.
+
+use std::rc::Rc;
+use std::sync::Arc;
+
+use kafka_protocol::messages::add_partitions_to_txn_response::{
+    AddPartitionsToTxnPartitionResult, AddPartitionsToTxnResult, AddPartitionsToTxnTopicResult,
+};
+use kafka_protocol::messages::txn_offset_commit_response::{
+    TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::StrBytes;
+
+use super::admin::{create_topics, NewTopic};
+use crate::group::coordinator::{CommitIdentity, CommitPartition};
+use crate::metadata::TopicMeta;
+use crate::protocol::errors;
+use crate::shard::Shard;
+use crate::txn::{self, TXN_TOPIC};
+
+/// Creates `__transaction_state` on first need (as Kafka does on the first FindCoordinator of key type 1).
+pub async fn ensure_txn_topic(shard: &Rc<Shard>) -> Result<Arc<TopicMeta>, i16> {
+    if let Some(t) = shard.topic(TXN_TOPIC) {
+        return Ok(t);
+    }
+    let mut configs = std::collections::BTreeMap::new();
+    // Kafka's settings: compacted, never deleted by age.
+    configs.insert("cleanup.policy".to_string(), "compact".to_string());
+    configs.insert(
+        "segment.bytes".to_string(),
+        shard.config.txn.state_topic_segment_bytes.to_string(),
+    );
+    let topic = NewTopic {
+        name: TXN_TOPIC.to_string(),
+        partitions: shard.config.txn.state_topic_partitions,
+        configs,
+    };
+    for r in create_topics(shard, vec![topic], false).await {
+        if let Err((code, msg)) = r {
+            if code != errors::TOPIC_ALREADY_EXISTS {
+                tracing::error!(code, msg, "creating __transaction_state failed");
+            }
+        }
+    }
+    shard
+        .topic(TXN_TOPIC)
+        .ok_or(errors::COORDINATOR_NOT_AVAILABLE)
+}
+
+/// The id's partition and the core that owns it.
+fn locate(shard: &Rc<Shard>, id: &str) -> Result<(usize, i32), i16> {
+    let topic = shard.topic(TXN_TOPIC).ok_or(errors::NOT_COORDINATOR)?;
+    let partition = txn::partition_for(shard, id);
+    Ok((shard.owner_of(&topic, partition), partition))
+}
+
+/// Kafka answers PRODUCER_FENCED as INVALID_PRODUCER_EPOCH to versions that predate it.
+fn fenced_for(version: i16, since: i16, code: i16) -> i16 {
+    if code == errors::PRODUCER_FENCED && version < since {
+        errors::INVALID_PRODUCER_EPOCH
+    } else {
+        code
+    }
+}
+
+/// InitProducerId with a transactional id (the admin handler passes it here).
+pub async fn init_producer_id(
+    shard: &Rc<Shard>,
+    req: &InitProducerIdRequest,
+    version: i16,
+) -> InitProducerIdResponse {
+    let mut resp = InitProducerIdResponse::default();
+    resp.producer_id = ProducerId(-1);
+    resp.producer_epoch = -1;
+    let id = req
+        .transactional_id
+        .as_ref()
+        .map(|t| t.0.to_string())
+        .unwrap_or_default();
+    let code = if id.is_empty() {
+        Err(errors::INVALID_REQUEST)
+    } else if req.transaction_timeout_ms <= 0
+        || req.transaction_timeout_ms > shard.config.txn.max_timeout_ms
+    {
+        Err(errors::INVALID_TRANSACTION_TIMEOUT)
+    } else if (req.producer_id.0 == -1) != (req.producer_epoch == -1) {
+        Err(errors::INVALID_REQUEST)
+    } else {
+        match locate(shard, &id) {
+            Err(code) => Err(code),
+            Ok((owner, partition)) => {
+                let timeout = req.transaction_timeout_ms;
+                let expected =
+                    (req.producer_id.0 != -1).then_some((req.producer_id.0, req.producer_epoch));
+                // Cross-core hop to the core coordinating the id.
+                shard
+                    .invoke_on(owner, move |s| {
+                        txn::coordinator::init_producer_id(s, partition, id, timeout, expected)
+                    })
+                    .await
+            }
+        }
+    };
+    match code {
+        Ok((pid, epoch)) => {
+            resp.producer_id = ProducerId(pid);
+            resp.producer_epoch = epoch;
+        }
+        Err(code) => resp.error_code = fenced_for(version, 4, code),
+    }
+    resp
+}
+
+/// Whether the topic partition exists on this broker.
+fn exists(shard: &Rc<Shard>, topic: &str, partition: i32) -> bool {
+    shard
+        .topic(topic)
+        .is_some_and(|t| partition >= 0 && partition < t.partitions)
+}
+
+/// Adds (or with `verify_only` checks) partitions of one transaction; one code per partition, in order.
+async fn add_or_verify(
+    shard: &Rc<Shard>,
+    id: String,
+    producer_id: i64,
+    epoch: i16,
+    partitions: Vec<(String, i32)>,
+    verify_only: bool,
+    missing: i16,
+) -> Vec<i16> {
+    if id.is_empty() {
+        return vec![errors::INVALID_REQUEST; partitions.len()];
+    }
+    if !verify_only {
+        // Unknown partitions fail, and the others are not attempted (Kafka's answer).
+        let unknown: Vec<bool> = partitions
+            .iter()
+            .map(|(t, p)| !exists(shard, t, *p))
+            .collect();
+        if unknown.iter().any(|u| *u) {
+            return unknown
+                .into_iter()
+                .map(|u| {
+                    if u {
+                        errors::UNKNOWN_TOPIC_OR_PARTITION
+                    } else {
+                        errors::OPERATION_NOT_ATTEMPTED
+                    }
+                })
+                .collect();
+        }
+    }
+    let (owner, partition) = match locate(shard, &id) {
+        Ok(x) => x,
+        Err(code) => return vec![code; partitions.len()],
+    };
+    let n = partitions.len();
+    // Cross-core hop to the core coordinating the id.
+    shard
+        .invoke_on(owner, move |s| async move {
+            if verify_only {
+                txn::coordinator::verify(
+                    &s,
+                    partition,
+                    &id,
+                    producer_id,
+                    epoch,
+                    &partitions,
+                    missing,
+                )
+            } else {
+                let code = txn::coordinator::add_partitions(
+                    s,
+                    partition,
+                    id,
+                    producer_id,
+                    epoch,
+                    partitions,
+                )
+                .await;
+                vec![code; n]
+            }
+        })
+        .await
+}
+
+/// The partitions of `topics` in request order.
+fn flatten(
+    topics: &[add_partitions_to_txn_request::AddPartitionsToTxnTopic],
+) -> Vec<(String, i32)> {
+    topics
+        .iter()
+        .flat_map(|t| t.partitions.iter().map(|p| (t.name.0.to_string(), *p)))
+        .collect()
+}
+
+/// Answers per topic, in request order, from one code per partition.
+fn topic_results(
+    topics: &[add_partitions_to_txn_request::AddPartitionsToTxnTopic],
+    codes: &[i16],
+) -> Vec<AddPartitionsToTxnTopicResult> {
+    let mut codes = codes.iter();
+    topics
+        .iter()
+        .map(|t| {
+            let mut r = AddPartitionsToTxnTopicResult::default();
+            r.name = t.name.clone();
+            r.results_by_partition = t
+                .partitions
+                .iter()
+                .map(|p| {
+                    let mut pr = AddPartitionsToTxnPartitionResult::default();
+                    pr.partition_index = *p;
+                    pr.partition_error_code = codes.next().copied().unwrap_or(errors::NONE);
+                    pr
+                })
+                .collect();
+            r
+        })
+        .collect()
+}
+
+pub async fn handle_add_partitions(
+    shard: &Rc<Shard>,
+    _header: &RequestHeader,
+    req: AddPartitionsToTxnRequest,
+    version: i16,
+) -> Option<AddPartitionsToTxnResponse> {
+    let mut resp = AddPartitionsToTxnResponse::default();
+    if version < 4 {
+        let parts = flatten(&req.v3_and_below_topics);
+        let codes = add_or_verify(
+            shard,
+            req.v3_and_below_transactional_id.0.to_string(),
+            req.v3_and_below_producer_id.0,
+            req.v3_and_below_producer_epoch,
+            parts,
+            false,
+            errors::INVALID_TXN_STATE,
+        )
+        .await;
+        let codes: Vec<i16> = codes
+            .into_iter()
+            .map(|c| fenced_for(version, 2, c))
+            .collect();
+        resp.results_by_topic_v3_and_below = topic_results(&req.v3_and_below_topics, &codes);
+        return Some(resp);
+    }
+    let missing = if version >= 5 {
+        errors::TRANSACTION_ABORTABLE
+    } else {
+        errors::INVALID_TXN_STATE
+    };
+    for t in &req.transactions {
+        let codes = add_or_verify(
+            shard,
+            t.transactional_id.0.to_string(),
+            t.producer_id.0,
+            t.producer_epoch,
+            flatten(&t.topics),
+            t.verify_only,
+            missing,
+        )
+        .await;
+        let mut r = AddPartitionsToTxnResult::default();
+        r.transactional_id = t.transactional_id.clone();
+        r.topic_results = topic_results(&t.topics, &codes);
+        resp.results_by_transaction.push(r);
+    }
+    Some(resp)
+}
+
+pub async fn handle_add_offsets(
+    shard: &Rc<Shard>,
+    _header: &RequestHeader,
+    req: AddOffsetsToTxnRequest,
+    version: i16,
+) -> Option<AddOffsetsToTxnResponse> {
+    let mut resp = AddOffsetsToTxnResponse::default();
+    let offsets_partitions = shard
+        .topic(crate::group::OFFSETS_TOPIC)
+        .map(|t| t.partitions)
+        .unwrap_or(shard.config.group.offsets_topic_partitions);
+    let group_partition = crate::group::coordinator_partition(&req.group_id.0, offsets_partitions);
+    if super::group::ensure_offsets_topic(shard).await.is_err() {
+        resp.error_code = errors::COORDINATOR_NOT_AVAILABLE;
+        return Some(resp);
+    }
+    let codes = add_or_verify(
+        shard,
+        req.transactional_id.0.to_string(),
+        req.producer_id.0,
+        req.producer_epoch,
+        vec![(crate::group::OFFSETS_TOPIC.to_string(), group_partition)],
+        false,
+        errors::INVALID_TXN_STATE,
+    )
+    .await;
+    resp.error_code = fenced_for(version, 2, codes.first().copied().unwrap_or(errors::NONE));
+    Some(resp)
+}
+
+pub async fn handle_end_txn(
+    shard: &Rc<Shard>,
+    _header: &RequestHeader,
+    req: EndTxnRequest,
+    version: i16,
+) -> Option<EndTxnResponse> {
+    let mut resp = EndTxnResponse::default();
+    resp.producer_id = ProducerId(-1);
+    resp.producer_epoch = -1;
+    let id = req.transactional_id.0.to_string();
+    let code = if id.is_empty() {
+        errors::INVALID_REQUEST
+    } else {
+        match locate(shard, &id) {
+            Err(code) => code,
+            Ok((owner, partition)) => {
+                let (pid, epoch, commit) = (req.producer_id.0, req.producer_epoch, req.committed);
+                // Cross-core hop to the core coordinating the id.
+                shard
+                    .invoke_on(owner, move |s| {
+                        txn::coordinator::end_txn(s, partition, id, pid, epoch, commit)
+                    })
+                    .await
+            }
+        }
+    };
+    resp.error_code = fenced_for(version, 2, code);
+    if version >= 5 && code == errors::NONE {
+        resp.producer_id = req.producer_id;
+        resp.producer_epoch = req.producer_epoch;
+    }
+    Some(resp)
+}
+
+/// Checks with the id's coordinator that each partition is in the producer's ongoing transaction
+/// (KIP-890 part 1, Kafka's `transaction.partition.verification.enable`, on by default); one code per
+/// partition: NONE, or `missing` / the coordinator's error.
+pub async fn verify_partitions(
+    shard: &Rc<Shard>,
+    id: &str,
+    producer_id: i64,
+    epoch: i16,
+    partitions: Vec<(String, i32)>,
+    missing: i16,
+) -> Vec<i16> {
+    add_or_verify(
+        shard,
+        id.to_string(),
+        producer_id,
+        epoch,
+        partitions,
+        true,
+        missing,
+    )
+    .await
+}
+
+pub async fn handle_txn_offset_commit(
+    shard: &Rc<Shard>,
+    _header: &RequestHeader,
+    req: TxnOffsetCommitRequest,
+    version: i16,
+) -> Option<TxnOffsetCommitResponse> {
+    let group_id = req.group_id.0.to_string();
+    let topics: Vec<(String, Vec<CommitPartition>)> = req
+        .topics
+        .iter()
+        .map(|t| {
+            (
+                t.name.0.to_string(),
+                t.partitions
+                    .iter()
+                    .map(|p| CommitPartition {
+                        partition: p.partition_index,
+                        offset: p.committed_offset,
+                        leader_epoch: p.committed_leader_epoch,
+                        metadata: p.committed_metadata.as_ref().map(|m| m.to_string()),
+                    })
+                    .collect(),
+            )
+        })
+        .collect();
+    let answer = |codes: Vec<Vec<i16>>| {
+        let mut resp = TxnOffsetCommitResponse::default();
+        resp.topics = req
+            .topics
+            .iter()
+            .zip(codes)
+            .map(|(t, codes)| {
+                let mut tr = TxnOffsetCommitResponseTopic::default();
+                tr.name = t.name.clone();
+                tr.partitions = t
+                    .partitions
+                    .iter()
+                    .zip(codes)
+                    .map(|(p, code)| {
+                        let mut pr = TxnOffsetCommitResponsePartition::default();
+                        pr.partition_index = p.partition_index;
+                        pr.error_code = fenced_for(version, 2, code);
+                        pr
+                    })
+                    .collect();
+                tr
+            })
+            .collect();
+        resp
+    };
+    let all = |code: i16| -> Vec<Vec<i16>> {
+        topics.iter().map(|(_, ps)| vec![code; ps.len()]).collect()
+    };
+    if group_id.is_empty() {
+        return Some(answer(all(errors::INVALID_GROUP_ID)));
+    }
+    let Some(offsets) = shard.topic(crate::group::OFFSETS_TOPIC) else {
+        return Some(answer(all(errors::NOT_COORDINATOR)));
+    };
+    let partition = crate::group::coordinator_partition(&group_id, offsets.partitions);
+    // The group's partition must be in the transaction (AddOffsetsToTxn came first).
+    let missing = if version >= 4 {
+        errors::TRANSACTION_ABORTABLE
+    } else {
+        errors::INVALID_TXN_STATE
+    };
+    let verified = verify_partitions(
+        shard,
+        &req.transactional_id.0,
+        req.producer_id.0,
+        req.producer_epoch,
+        vec![(crate::group::OFFSETS_TOPIC.to_string(), partition)],
+        missing,
+    )
+    .await;
+    let code = verified.first().copied().unwrap_or(errors::NONE);
+    if code != errors::NONE {
+        return Some(answer(all(code)));
+    }
+    let owner = shard.owner_of(&offsets, partition);
+    let who = CommitIdentity {
+        generation: req.generation_id,
+        member_id: req.member_id.to_string(),
+        instance_id: req.group_instance_id.as_ref().map(|s| s.to_string()),
+        version,
+    };
+    let producer = (req.producer_id.0, req.producer_epoch);
+    // Cross-core hop to the core coordinating the group.
+    let codes = shard
+        .invoke_on(owner, move |s| {
+            crate::group::coordinator::txn_commit(s, partition, group_id, producer, who, topics)
+        })
+        .await;
+    Some(answer(codes))
+}
+
+pub async fn handle_describe_transactions(
+    shard: &Rc<Shard>,
+    _header: &RequestHeader,
+    req: DescribeTransactionsRequest,
+    _version: i16,
+) -> Option<DescribeTransactionsResponse> {
+    let mut resp = DescribeTransactionsResponse::default();
+    for id in req.transactional_ids {
+        let mut st = describe_transactions_response::TransactionState::default();
+        st.transactional_id = id.clone();
+        st.producer_id = ProducerId(-1);
+        st.producer_epoch = -1;
+        st.transaction_start_time_ms = -1;
+        let name = id.0.to_string();
+        let found = if name.is_empty() {
+            Err(errors::INVALID_REQUEST)
+        } else {
+            match locate(shard, &name) {
+                Err(_) => Err(errors::TRANSACTIONAL_ID_NOT_FOUND),
+                Ok((owner, partition)) => {
+                    // Cross-core hop to the core coordinating the id.
+                    shard
+                        .invoke_on(owner, move |s| async move {
+                            txn::coordinator::describe(&s, partition, &name)
+                        })
+                        .await
+                }
+            }
+        };
+        match found {
+            Err(code) => st.error_code = code,
+            Ok(m) => {
+                st.transaction_state = StrBytes::from_static_str(m.state.name());
+                st.transaction_timeout_ms = m.timeout_ms;
+                st.transaction_start_time_ms = m.start_ms;
+                st.producer_id = ProducerId(m.producer_id);
+                st.producer_epoch = m.producer_epoch;
+                st.topics = txn::records::group_by_topic(&m.partitions)
+                    .into_iter()
+                    .map(|(t, ps)| {
+                        let mut td = describe_transactions_response::TopicData::default();
+                        td.topic = TopicName(StrBytes::from_string(t.to_string()));
+                        td.partitions = ps;
+                        td
+                    })
+                    .collect();
+            }
+        }
+        resp.transaction_states.push(st);
+    }
+    Some(resp)
+}
+
+pub async fn handle_list_transactions(
+    shard: &Rc<Shard>,
+    _header: &RequestHeader,
+    req: ListTransactionsRequest,
+    _version: i16,
+) -> Option<ListTransactionsResponse> {
+    let mut resp = ListTransactionsResponse::default();
+    const STATES: [&str; 8] = [
+        "Empty",
+        "Ongoing",
+        "PrepareCommit",
+        "PrepareAbort",
+        "CompleteCommit",
+        "CompleteAbort",
+        "Dead",
+        "PrepareEpochFence",
+    ];
+    let wanted_states: Vec<String> = req.state_filters.iter().map(|s| s.to_string()).collect();
+    resp.unknown_state_filters = req
+        .state_filters
+        .iter()
+        .filter(|s| !STATES.contains(&s.as_str()))
+        .cloned()
+        .collect();
+    let pids: Vec<i64> = req.producer_id_filters.iter().map(|p| p.0).collect();
+    let now = crate::group::now_ms();
+    let min_age = req.duration_filter;
+    let pattern = req.transactional_id_pattern.as_ref().map(|p| p.to_string());
+    if pattern.is_some() {
+        // A regular expression Ringtide cannot evaluate as Java does: refuse rather than answer wrongly.
+        resp.error_code = errors::INVALID_REQUEST;
+        return Some(resp);
+    }
+    let mut all = Vec::new();
+    for core in 0..shard.cores {
+        // Cross-core hop: every core coordinates some ids.
+        let listed = shard
+            .invoke_on(core, move |s| async move { txn::coordinator::list(&s) })
+            .await;
+        all.extend(listed);
+    }
+    all.sort_by(|a, b| a.0.cmp(&b.0));
+    for (id, pid, state, start_ms) in all {
+        if !wanted_states.is_empty() && !wanted_states.iter().any(|w| w == state.name()) {
+            continue;
+        }
+        if !pids.is_empty() && !pids.contains(&pid) {
+            continue;
+        }
+        if min_age >= 0 && !(start_ms >= 0 && now - start_ms >= min_age) {
+            continue;
+        }
+        let mut st = list_transactions_response::TransactionState::default();
+        st.transactional_id = TransactionalId(StrBytes::from_string(id));
+        st.producer_id = ProducerId(pid);
+        st.transaction_state = StrBytes::from_static_str(state.name());
+        resp.transaction_states.push(st);
+    }
+    Some(resp)
+}
+
+/// WriteTxnMarkers (Kafka's coordinator-to-leader request; `kafka-transactions abort` sends it to abort
+/// a hanging transaction): each marker is appended on every named partition's owning core and answered
+/// once durable.
+pub async fn handle_write_txn_markers(
+    shard: &Rc<Shard>,
+    _header: &RequestHeader,
+    req: WriteTxnMarkersRequest,
+    _version: i16,
+) -> Option<WriteTxnMarkersResponse> {
+    use write_txn_markers_response::{
+        WritableTxnMarkerPartitionResult, WritableTxnMarkerResult, WritableTxnMarkerTopicResult,
+    };
+    let mut resp = WriteTxnMarkersResponse::default();
+    for m in req.markers {
+        let (pid, epoch, commit, coordinator_epoch) = (
+            m.producer_id.0,
+            m.producer_epoch,
+            m.transaction_result,
+            m.coordinator_epoch,
+        );
+        let mut result = WritableTxnMarkerResult::default();
+        result.producer_id = m.producer_id;
+        for t in m.topics {
+            let name = t.name.0.to_string();
+            let writes = t.partition_indexes.iter().map(|&p| {
+                let name = name.clone();
+                async move {
+                    let Some(meta) = shard.topic(&name).filter(|m| p >= 0 && p < m.partitions)
+                    else {
+                        return errors::UNKNOWN_TOPIC_OR_PARTITION;
+                    };
+                    let owner = shard.owner_of(&meta, p);
+                    // Cross-core hop to the partition's owner, which appends the marker.
+                    shard
+                        .invoke_on(owner, move |s| async move {
+                            txn::coordinator::write_marker(
+                                s,
+                                name,
+                                p,
+                                pid,
+                                epoch,
+                                coordinator_epoch,
+                                commit,
+                            )
+                            .await
+                            .err()
+                            .unwrap_or(errors::NONE)
+                        })
+                        .await
+                }
+            });
+            let codes = futures::future::join_all(writes).await;
+            let mut tr = WritableTxnMarkerTopicResult::default();
+            tr.name = t.name;
+            tr.partitions = t
+                .partition_indexes
+                .iter()
+                .zip(codes)
+                .map(|(&p, code)| {
+                    let mut pr = WritableTxnMarkerPartitionResult::default();
+                    pr.partition_index = p;
+                    pr.error_code = code;
+                    pr
+                })
+                .collect();
+            result.topics.push(tr);
+        }
+        resp.markers.push(result);
+    }
+    Some(resp)
+}

@@ -1,0 +1,595 @@
+//! The per-core transaction coordinator: the transactional ids of the `__transaction_state` partitions
+//! this core owns, their writes to that log, and the markers that end their transactions.
+//!
+//! Every function here runs on the core that owns the id's partition (handlers hop there with
+//! `invoke_on`). A change is validated and marked pending in one synchronous step, written to the log,
+//! and applied (and answered) once durable; while it is pending, other requests for the id get
+//! CONCURRENT_TRANSACTIONS, as in Kafka.
+//!
+//! Ending a transaction (EndTxn, a fence by InitProducerId, a timeout): PrepareCommit/PrepareAbort is
+//! written; then a COMMIT/ABORT marker is appended on every partition of the transaction, each on the
+//! core that owns it (`invoke_on`), and waited durable; a marker on a `__consumer_offsets` partition also
+//! makes the group coordinator apply (or drop) the transaction's offsets; then CompleteCommit/
+//! CompleteAbort is written. EndTxn is answered after the complete record, so a client that commits and
+//! then reads with `read_committed` sees its records (Kafka answers after the prepare record and writes
+//! the markers afterwards). A restart finds a Prepare state in the log and writes the markers again
+//! (markers are idempotent for the partitions: the second one ends nothing).
+//!
+//! Fault model: a failed write answers a retriable coordinator error and leaves the id as it was; a
+//! marker that cannot be written (I/O error) is retried every [`MARKER_RETRY_MS`] until it succeeds, the
+//! partition is gone, or the broker stops (Kafka's marker channel also retries until then).
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::records::{self as recs, TxnValue};
+use super::state::{epoch_exhausted, TxnMetadata, TxnState};
+use super::TXN_TOPIC;
+use crate::group::now_ms;
+use crate::partition::Partition;
+use crate::protocol::errors;
+use crate::shard::Shard;
+
+/// How long a marker that could not be written waits before the next try.
+const MARKER_RETRY_MS: u64 = 100;
+
+/// Transaction state of one core. Owned by that core (a field of its `Shard`).
+#[derive(Default)]
+pub struct TxnCoordinator {
+    txns: RefCell<HashMap<String, TxnMetadata>>,
+    /// `__transaction_state` partitions of this core whose records have been replayed.
+    loaded: RefCell<HashSet<i32>>,
+    timers_started: Cell<bool>,
+}
+
+fn partition_ready(shard: &Rc<Shard>, partition: i32) -> Result<Rc<Partition>, i16> {
+    let Some(p) = shard.partition(TXN_TOPIC, partition) else {
+        return Err(errors::NOT_COORDINATOR);
+    };
+    if !shard.txns.loaded.borrow().contains(&partition) {
+        return Err(errors::COORDINATOR_LOAD_IN_PROGRESS);
+    }
+    Ok(p)
+}
+
+/// Appends `records` to the partition and waits until they are durable. Errors as Kafka's
+/// `TransactionStateManager.appendTransactionToLog` maps them.
+async fn persist(part: &Partition, records: &[(Vec<u8>, Option<Vec<u8>>)]) -> Result<(), i16> {
+    let refs: Vec<crate::records::KeyValue<'_>> = records
+        .iter()
+        .map(|(k, v)| (Some(k.as_slice()), v.as_deref()))
+        .collect();
+    let batch = crate::records::build_batch(&refs, now_ms());
+    let map = |code: i16| match code {
+        errors::NOT_LEADER_OR_FOLLOWER => errors::NOT_COORDINATOR,
+        errors::MESSAGE_TOO_LARGE | errors::RECORD_LIST_TOO_LARGE => errors::UNKNOWN_SERVER_ERROR,
+        _ => errors::COORDINATOR_NOT_AVAILABLE,
+    };
+    let appended = part.append(Bytes::from(batch)).map_err(|e| {
+        tracing::error!(error = %e, "writing to __transaction_state failed");
+        map(e.code)
+    })?;
+    part.wait_durable(appended.last_offset).await.map_err(|e| {
+        tracing::error!(error = %e, "syncing __transaction_state failed");
+        map(e.code)
+    })
+}
+
+/// Writes `next` as the id's new state; on success it replaces the id's metadata (not pending).
+/// The id must have been marked pending by the caller; on failure it is un-marked and left as it was.
+async fn write(shard: &Rc<Shard>, part: &Partition, next: TxnMetadata) -> Result<(), i16> {
+    let id = next.transactional_id.clone();
+    let record = (recs::key(&id), Some(recs::value(&TxnValue::of(&next))));
+    let result = persist(part, &[record]).await;
+    let mut txns = shard.txns.txns.borrow_mut();
+    match result {
+        Ok(()) => {
+            let mut applied = next;
+            applied.pending = false;
+            txns.insert(id, applied);
+            Ok(())
+        }
+        Err(code) => {
+            if let Some(m) = txns.get_mut(&id) {
+                m.pending = false;
+            }
+            Err(code)
+        }
+    }
+}
+
+/// Marks the id pending and returns its metadata, or the error of `check`.
+fn begin<R>(
+    shard: &Rc<Shard>,
+    id: &str,
+    check: impl FnOnce(&TxnMetadata) -> Result<R, i16>,
+) -> Result<(TxnMetadata, R), i16> {
+    let mut txns = shard.txns.txns.borrow_mut();
+    let m = txns
+        .get_mut(id)
+        .ok_or(errors::INVALID_PRODUCER_ID_MAPPING)?;
+    let r = check(m)?;
+    m.pending = true;
+    Ok((m.clone(), r))
+}
+
+fn unmark(shard: &Rc<Shard>, id: &str) {
+    if let Some(m) = shard.txns.txns.borrow_mut().get_mut(id) {
+        m.pending = false;
+    }
+}
+
+async fn allocate_producer_id(shard: &Rc<Shard>) -> Result<i64, i16> {
+    // Cross-core hop: producer ids are allocated by core 0.
+    shard
+        .invoke_on(0, |s| async move {
+            s.controller_allocate_producer_id()
+                .await
+                .map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "allocating a producer id failed");
+            errors::COORDINATOR_NOT_AVAILABLE
+        })
+}
+
+/// InitProducerId with a transactional id (Kafka's `handleInitProducerId`): the id's producer id with
+/// its epoch bumped, a new producer id for a new id or an exhausted epoch; an ongoing transaction is
+/// fenced (aborted with a bumped epoch) and the client told to retry (CONCURRENT_TRANSACTIONS).
+pub async fn init_producer_id(
+    shard: Rc<Shard>,
+    partition: i32,
+    id: String,
+    timeout_ms: i32,
+    expected: Option<(i64, i16)>,
+) -> Result<(i64, i16), i16> {
+    let part = partition_ready(&shard, partition)?;
+    if !shard.txns.txns.borrow().contains_key(&id) {
+        let pid = allocate_producer_id(&shard).await?;
+        shard
+            .txns
+            .txns
+            .borrow_mut()
+            .entry(id.clone())
+            .or_insert_with(|| TxnMetadata::new(&id, pid, timeout_ms, now_ms()));
+    }
+    enum Step {
+        Bump(TxnMetadata),
+        Rotate,
+        Fence,
+    }
+    let now = now_ms();
+    let (current, step) = begin(&shard, &id, |m| {
+        if m.pending {
+            return Err(errors::CONCURRENT_TRANSACTIONS);
+        }
+        if let Some((pid, epoch)) = expected {
+            if !m.accepts_expected(pid, epoch) {
+                return Err(errors::PRODUCER_FENCED);
+            }
+        }
+        match m.state {
+            TxnState::PrepareAbort | TxnState::PrepareCommit => {
+                Err(errors::CONCURRENT_TRANSACTIONS)
+            }
+            TxnState::Empty | TxnState::CompleteAbort | TxnState::CompleteCommit => {
+                if epoch_exhausted(m.producer_epoch)
+                    && expected.is_none_or(|(_, e)| e == m.producer_epoch)
+                {
+                    Ok(Step::Rotate)
+                } else {
+                    m.increment_epoch(timeout_ms, expected.map(|(_, e)| e), now)
+                        .map(Step::Bump)
+                }
+            }
+            TxnState::Ongoing => Ok(Step::Fence),
+            TxnState::Dead | TxnState::PrepareEpochFence => Err(errors::CONCURRENT_TRANSACTIONS),
+        }
+    })?;
+    let next = match step {
+        Step::Bump(next) => next,
+        Step::Rotate => match allocate_producer_id(&shard).await {
+            Ok(pid) => current.rotate_producer_id(pid, timeout_ms, now, expected.is_some()),
+            Err(code) => {
+                unmark(&shard, &id);
+                return Err(code);
+            }
+        },
+        Step::Fence => {
+            let fenced = current.prepare_end(false, current.producer_epoch.wrapping_add(1), now);
+            tracing::info!(transactional_id = %id, "fencing the ongoing transaction of a new producer instance");
+            end_prepared(&shard, &part, fenced).await?;
+            return Err(errors::CONCURRENT_TRANSACTIONS);
+        }
+    };
+    let answer = (next.producer_id, next.producer_epoch);
+    write(&shard, &part, next).await?;
+    tracing::info!(transactional_id = %id, producer_id = answer.0, epoch = answer.1, partition, "initialized transactional id");
+    Ok(answer)
+}
+
+/// AddPartitionsToTxn / AddOffsetsToTxn: the partitions join the ongoing transaction.
+pub async fn add_partitions(
+    shard: Rc<Shard>,
+    partition: i32,
+    id: String,
+    producer_id: i64,
+    epoch: i16,
+    partitions: Vec<(String, i32)>,
+) -> i16 {
+    let part = match partition_ready(&shard, partition) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    let now = now_ms();
+    let begun = begin(&shard, &id, |m| {
+        match m.check_add(producer_id, epoch, &partitions)? {
+            true => Ok(m.add_partitions(&partitions, now)),
+            false => Err(errors::NONE),
+        }
+    });
+    match begun {
+        Ok((_, next)) => write(&shard, &part, next)
+            .await
+            .err()
+            .unwrap_or(errors::NONE),
+        Err(code) => code,
+    }
+}
+
+/// The verify-only form (AddPartitionsToTxn v4+, and the Produce and TxnOffsetCommit checks of KIP-890
+/// part 1): per partition, NONE if it is in the id's ongoing transaction with this producer id and
+/// epoch, else `missing`.
+pub fn verify(
+    shard: &Rc<Shard>,
+    partition: i32,
+    id: &str,
+    producer_id: i64,
+    epoch: i16,
+    partitions: &[(String, i32)],
+    missing: i16,
+) -> Vec<i16> {
+    let all = |code| vec![code; partitions.len()];
+    if let Err(code) = partition_ready(shard, partition) {
+        return all(code);
+    }
+    let txns = shard.txns.txns.borrow();
+    let Some(m) = txns.get(id) else {
+        return all(errors::INVALID_PRODUCER_ID_MAPPING);
+    };
+    if m.producer_id != producer_id {
+        return all(errors::INVALID_PRODUCER_ID_MAPPING);
+    }
+    if m.producer_epoch != epoch {
+        return all(errors::PRODUCER_FENCED);
+    }
+    partitions
+        .iter()
+        .map(|p| {
+            if m.state == TxnState::Ongoing && m.partitions.contains(p) {
+                errors::NONE
+            } else {
+                missing
+            }
+        })
+        .collect()
+}
+
+/// EndTxn from a client (Kafka's `handleEndTransaction`).
+pub async fn end_txn(
+    shard: Rc<Shard>,
+    partition: i32,
+    id: String,
+    producer_id: i64,
+    epoch: i16,
+    commit: bool,
+) -> i16 {
+    let part = match partition_ready(&shard, partition) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    let now = now_ms();
+    let begun = begin(&shard, &id, |m| {
+        match m.check_end(producer_id, epoch, commit, true)? {
+            true => Ok(m.prepare_end(commit, epoch, now)),
+            false => Err(errors::NONE),
+        }
+    });
+    match begun {
+        Ok((_, prepared)) => end_prepared(&shard, &part, prepared)
+            .await
+            .err()
+            .unwrap_or(errors::NONE),
+        Err(code) => code,
+    }
+}
+
+/// Writes a Prepare state (the id is pending), then the markers, then the Complete state.
+async fn end_prepared(
+    shard: &Rc<Shard>,
+    part: &Partition,
+    prepared: TxnMetadata,
+) -> Result<(), i16> {
+    write(shard, part, prepared.clone()).await?;
+    complete(shard, part, prepared).await
+}
+
+/// Writes the markers of a prepared transaction and then its Complete state.
+async fn complete(shard: &Rc<Shard>, part: &Partition, prepared: TxnMetadata) -> Result<(), i16> {
+    let id = prepared.transactional_id.clone();
+    if let Some(m) = shard.txns.txns.borrow_mut().get_mut(&id) {
+        m.pending = true;
+    }
+    write_markers(shard, &prepared, part.leader_epoch()).await;
+    write(shard, part, prepared.complete(now_ms())).await
+}
+
+/// Appends the COMMIT/ABORT marker of `m` on every partition of its transaction, each on its owning
+/// core, and waits until each is durable. Partitions that no longer exist are skipped.
+async fn write_markers(shard: &Rc<Shard>, m: &TxnMetadata, coordinator_epoch: i32) {
+    let commit = m.state == TxnState::PrepareCommit;
+    let (pid, epoch) = (m.producer_id, m.producer_epoch);
+    let writes = m.partitions.iter().map(|(topic, p)| {
+        let (topic, p) = (topic.clone(), *p);
+        async move {
+            loop {
+                let Some(meta) = shard.topic(&topic) else {
+                    return; // deleted: nothing to end
+                };
+                let owner = shard.owner_of(&meta, p);
+                let name = topic.clone();
+                // Cross-core hop to the partition's owner, which appends the marker.
+                let result = shard
+                    .invoke_on(owner, move |s| async move {
+                        write_marker(s, name, p, pid, epoch, coordinator_epoch, commit).await
+                    })
+                    .await;
+                match result {
+                    Ok(()) => return,
+                    Err(code) if shard.stopping.get() => {
+                        tracing::warn!(topic = %topic, partition = p, code, "transaction marker not written before stop");
+                        return;
+                    }
+                    Err(code) => {
+                        tracing::warn!(topic = %topic, partition = p, code, "transaction marker failed, retrying");
+                        crate::shard::sleep(Duration::from_millis(MARKER_RETRY_MS)).await;
+                    }
+                }
+            }
+        }
+    });
+    futures::future::join_all(writes).await;
+}
+
+/// On the partition's owner: appends the marker and waits until it is durable. Also the body of the
+/// WriteTxnMarkers API (Kafka's inter-broker request, which `kafka-transactions abort` sends too).
+pub async fn write_marker(
+    shard: Rc<Shard>,
+    topic: String,
+    partition: i32,
+    producer_id: i64,
+    epoch: i16,
+    coordinator_epoch: i32,
+    commit: bool,
+) -> Result<(), i16> {
+    let Some(part) = shard.partition(&topic, partition) else {
+        // Gone since (deleted, or not open yet on a restart: then the topic check above retries).
+        return if shard
+            .topic(&topic)
+            .is_some_and(|t| partition < t.partitions)
+        {
+            Err(errors::NOT_LEADER_OR_FOLLOWER)
+        } else {
+            Ok(())
+        };
+    };
+    let appended = part
+        .append_marker(producer_id, epoch, coordinator_epoch, commit)
+        .map_err(|e| e.code)?;
+    part.wait_durable(appended.last_offset)
+        .await
+        .map_err(|e| e.code)?;
+    if topic == crate::group::OFFSETS_TOPIC {
+        crate::group::coordinator::complete_txn(&shard, partition, producer_id, commit);
+    }
+    Ok(())
+}
+
+/// A transactional id as DescribeTransactions shows it.
+pub fn describe(shard: &Rc<Shard>, partition: i32, id: &str) -> Result<TxnMetadata, i16> {
+    partition_ready(shard, partition)?;
+    shard
+        .txns
+        .txns
+        .borrow()
+        .get(id)
+        .filter(|m| m.state != TxnState::Dead)
+        .cloned()
+        .ok_or(errors::TRANSACTIONAL_ID_NOT_FOUND)
+}
+
+/// Every transactional id of this core's loaded partitions: (id, producer id, state, start time).
+pub fn list(shard: &Rc<Shard>) -> Vec<(String, i64, TxnState, i64)> {
+    shard
+        .txns
+        .txns
+        .borrow()
+        .values()
+        .filter(|m| m.state != TxnState::Dead)
+        .map(|m| {
+            (
+                m.transactional_id.clone(),
+                m.producer_id,
+                m.state,
+                m.start_ms,
+            )
+        })
+        .collect()
+}
+
+/// Replays a `__transaction_state` partition this core just opened, and finishes the transactions the
+/// log left prepared.
+pub async fn load_partition(shard: &Rc<Shard>, partition: i32, part: Rc<Partition>) {
+    let mut latest: BTreeMap<String, Option<TxnValue>> = BTreeMap::new();
+    let mut offset = part.log_start_offset();
+    let end = part.high_watermark();
+    let mut records = 0usize;
+    while offset < end {
+        let bytes = match part.read(offset, 1 << 20).await {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(partition, offset, error = %e, "reading __transaction_state failed");
+                break;
+            }
+        };
+        let mut next = offset;
+        for (_, h) in crate::records::iter_batches(&bytes).flatten() {
+            next = next.max(h.last_offset() + 1);
+        }
+        if next == offset {
+            break;
+        }
+        crate::group::records::for_each_record(&bytes, |k, v| {
+            records += 1;
+            match recs::decode(k, v) {
+                Some(r) => {
+                    latest.insert(r.transactional_id, r.value);
+                }
+                None => tracing::warn!(
+                    partition,
+                    "skipping an unreadable __transaction_state record"
+                ),
+            }
+        });
+        offset = next;
+    }
+    let mut unfinished = Vec::new();
+    {
+        let mut txns = shard.txns.txns.borrow_mut();
+        for (id, value) in latest {
+            let Some(v) = value else { continue };
+            let m = TxnMetadata::restore(&id, &v);
+            if matches!(m.state, TxnState::PrepareCommit | TxnState::PrepareAbort) {
+                unfinished.push(m.clone());
+            }
+            txns.insert(id, m);
+        }
+    }
+    tracing::info!(
+        partition,
+        records,
+        unfinished = unfinished.len(),
+        "loaded __transaction_state partition"
+    );
+    shard.txns.loaded.borrow_mut().insert(partition);
+    ensure_timers(shard);
+    for m in unfinished {
+        let shard = shard.clone();
+        let part = part.clone();
+        crate::shard::spawn_detached(async move {
+            let id = m.transactional_id.clone();
+            if let Err(code) = complete(&shard, &part, m).await {
+                tracing::error!(transactional_id = %id, code, "completing a prepared transaction failed");
+            }
+        });
+    }
+}
+
+fn ensure_timers(shard: &Rc<Shard>) {
+    if shard.txns.timers_started.replace(true) {
+        return;
+    }
+    crate::shard::spawn_detached(run_timers(shard.clone()));
+}
+
+/// Every `transaction.abort.timed.out.transaction.cleanup.interval.ms`: aborts transactions past their
+/// timeout (fencing the producer's epoch, as Kafka does). Every
+/// `transaction.remove.expired.transaction.cleanup.interval.ms`: forgets ids idle for
+/// `transactional.id.expiration.ms` (a tombstone in the log).
+async fn run_timers(shard: Rc<Shard>) {
+    let cfg = shard.config.txn.clone();
+    let mut next_expiry = now_ms() + cfg.remove_expired_interval_ms as i64;
+    while !shard.stopping.get() {
+        crate::shard::sleep(Duration::from_millis(cfg.abort_timed_out_interval_ms)).await;
+        let now = now_ms();
+        abort_timed_out(&shard, now);
+        if now >= next_expiry {
+            next_expiry = now + cfg.remove_expired_interval_ms as i64;
+            expire_ids(&shard, now, cfg.id_expiration_ms).await;
+        }
+    }
+}
+
+fn abort_timed_out(shard: &Rc<Shard>, now: i64) {
+    let due: Vec<String> = shard
+        .txns
+        .txns
+        .borrow()
+        .values()
+        .filter(|m| !m.pending && m.timed_out(now))
+        .map(|m| m.transactional_id.clone())
+        .collect();
+    for id in due {
+        let partition = super::partition_for(shard, &id);
+        let Ok(part) = partition_ready(shard, partition) else {
+            continue;
+        };
+        let Ok((current, ())) = begin(shard, &id, |m| {
+            if m.pending || !m.timed_out(now) {
+                Err(errors::CONCURRENT_TRANSACTIONS)
+            } else {
+                Ok(())
+            }
+        }) else {
+            continue;
+        };
+        tracing::info!(transactional_id = %id, "aborting a transaction past its timeout");
+        let fenced = current.prepare_end(false, current.producer_epoch.wrapping_add(1), now);
+        let shard = shard.clone();
+        crate::shard::spawn_detached(async move {
+            if let Err(code) = end_prepared(&shard, &part, fenced).await {
+                tracing::warn!(transactional_id = %id, code, "aborting a timed-out transaction failed");
+            }
+        });
+    }
+}
+
+async fn expire_ids(shard: &Rc<Shard>, now: i64, expiration_ms: i64) {
+    let due: Vec<(String, i32)> = shard
+        .txns
+        .txns
+        .borrow()
+        .values()
+        .filter(|m| {
+            !m.pending
+                && m.state.expiration_allowed()
+                && m.last_update_ms.saturating_add(expiration_ms) <= now
+        })
+        .map(|m| {
+            (
+                m.transactional_id.clone(),
+                super::partition_for(shard, &m.transactional_id),
+            )
+        })
+        .collect();
+    for (id, partition) in due {
+        let Ok(part) = partition_ready(shard, partition) else {
+            continue;
+        };
+        if begin(shard, &id, |m| if m.pending { Err(0) } else { Ok(()) }).is_err() {
+            continue;
+        }
+        match persist(&part, &[(recs::key(&id), None)]).await {
+            Ok(()) => {
+                tracing::info!(transactional_id = %id, "transactional id expired");
+                shard.txns.txns.borrow_mut().remove(&id);
+            }
+            Err(_) => unmark(shard, &id),
+        }
+    }
+}
