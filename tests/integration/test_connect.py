@@ -267,6 +267,22 @@ def distributed_props(bootstrap, tag, **extra):
     }
 
 
+def check_internal_topics(bootstrap, tag):
+    """The worker created its three topics compacted, with one replica."""
+    from confluent_kafka.admin import AdminClient, ConfigResource
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    names = [f"connect-{kind}-{tag}" for kind in ("configs", "offsets", "status")]
+    md = admin.list_topics(timeout=10).topics
+    for name in names:
+        assert name in md, f"{name} missing: {sorted(md)}"
+        assert all(len(p.replicas) == 1 for p in md[name].partitions.values()), f"{name}: replicas"
+        res = ConfigResource(ConfigResource.Type.TOPIC, name)
+        cfg = admin.describe_configs([res])[res].result(timeout=10)
+        assert cfg["cleanup.policy"].value == "compact", f"{name}: cleanup.policy={cfg['cleanup.policy'].value}"
+    # Connect's defaults: 1 partition for configs, 25 for offsets, 5 for status
+    assert [len(md[n].partitions) for n in names] == [1, 25, 5]
+
+
 def wait_sink(worker, path, n, timeout):
     """Until the sink file holds line n-1 (the last one) and at least n lines."""
     deadline = time.monotonic() + timeout
@@ -375,6 +391,7 @@ def test_distributed_worker_killed_mid_copy(broker, tmp_path, workers):
                                    "file": str(dst), "topics": topic})
     w.wait_running(src_name)
     w.wait_running(sink_name)
+    check_internal_topics(broker.bootstrap, tag)
 
     # The source tails the file while it grows (20,000 lines/s); the worker is killed with records in
     # flight once 40% are in the sink file, and started again at once while the file still grows.
