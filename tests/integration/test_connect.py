@@ -51,8 +51,9 @@ STRING_CONVERTER = "org.apache.kafka.connect.storage.StringConverter"
 
 
 def connect_libs():
+    """$CONNECT_HOME/libs (tests/run exports it), else $RINGTIDE_CACHE/connect-$CONNECT_VERSION/libs."""
     cache = Path(os.environ.get("RINGTIDE_CACHE", Path.home() / ".cache" / "ringtide"))
-    libs = cache / f"connect-{CONNECT_VERSION}" / "libs"
+    libs = Path(os.environ.get("CONNECT_HOME", cache / f"connect-{CONNECT_VERSION}")) / "libs"
     if not (libs / ".complete").exists():
         pytest.fail(f"Kafka Connect jars missing in {libs}; run tests/run (it downloads them)")
     return libs
