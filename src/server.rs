@@ -443,7 +443,11 @@ async fn cleaner_loop(shard: std::rc::Rc<Shard>) {
         };
         match p.clean(now_ms, map_entries, io_rate).await {
             Ok(Some(stats)) => {
-                crate::metrics::cleaned(&stats);
+                crate::metrics::cleaned(
+                    stats.bytes_read,
+                    stats.bytes_written,
+                    stats.records_removed,
+                );
                 tracing::info!(
                     topic = %tp.topic, partition = tp.partition, dirty_ratio = ratio,
                     segments = stats.segments, read = stats.bytes_read, written = stats.bytes_written,

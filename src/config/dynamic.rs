@@ -11,7 +11,8 @@
 
 use std::collections::BTreeMap;
 
-use super::keys::{broker_key, ConfigType};
+use super::broker_key;
+use super::keys::ConfigType;
 
 /// Broker keys Ringtide applies without a restart; each feeds a topic's log settings (`log_config`).
 /// `min.insync.replicas` is honoured as Kafka 4 honours it: an `acks=all` write needs

@@ -124,21 +124,3 @@ impl TopicKey {
 
 /// A group config key (KIP-848 and share groups), with the broker key that supplies its default.
 pub type GroupKey = TopicKey;
-
-pub fn broker_key(name: &str) -> Option<&'static BrokerKey> {
-    super::kafka_keys::BROKER_KEYS
-        .iter()
-        .find(|k| k.name == name)
-}
-
-pub fn topic_key(name: &str) -> Option<&'static TopicKey> {
-    super::kafka_keys::TOPIC_KEYS
-        .iter()
-        .find(|k| k.name == name)
-}
-
-pub fn group_key(name: &str) -> Option<&'static GroupKey> {
-    super::kafka_keys::GROUP_KEYS
-        .iter()
-        .find(|k| k.name == name)
-}

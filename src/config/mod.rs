@@ -1082,6 +1082,21 @@ pub fn log_config(
     }
 }
 
+/// Kafka 4.4's broker key `name` (its type, default, whether it can change at runtime), if it is one.
+pub fn broker_key(name: &str) -> Option<&'static keys::BrokerKey> {
+    kafka_keys::BROKER_KEYS.iter().find(|k| k.name == name)
+}
+
+/// Kafka 4.4's topic key `name`, if it is one.
+pub fn topic_key(name: &str) -> Option<&'static keys::TopicKey> {
+    kafka_keys::TOPIC_KEYS.iter().find(|k| k.name == name)
+}
+
+/// Kafka 4.4's group key `name`, if it is one.
+pub fn group_key(name: &str) -> Option<&'static keys::GroupKey> {
+    kafka_keys::GROUP_KEYS.iter().find(|k| k.name == name)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -358,7 +358,7 @@ pub async fn handle_create_partitions(
     Some(resp)
 }
 
-/// InitProducerId, as Kafka 4.4 answers it (with a transactional id: [`super::txn::init_producer_id`]).
+/// InitProducerId without a transactional id, as Kafka 4.4 answers it ([`super::txn::handle_init_producer_id`] routes).
 ///
 /// Kafka (`KafkaApis.handleInitProducerIdRequest`) first requires `producer_id` and `producer_epoch`
 /// (v3+; -1 in older versions) to be both -1 or both set, else INVALID_REQUEST. Then, for a null
@@ -369,14 +369,11 @@ pub async fn handle_init_producer_id(
     shard: &Rc<Shard>,
     _header: &RequestHeader,
     req: InitProducerIdRequest,
-    version: i16,
+    _version: i16,
 ) -> Option<InitProducerIdResponse> {
     let mut resp = InitProducerIdResponse::default();
     resp.producer_id = ProducerId(-1);
     resp.producer_epoch = -1;
-    if req.transactional_id.is_some() {
-        return Some(super::txn::init_producer_id(shard, &req, version).await);
-    }
     if (req.producer_id.0 == -1) != (req.producer_epoch == -1) {
         resp.error_code = errors::INVALID_REQUEST;
         return Some(resp);

@@ -18,7 +18,8 @@ use kafka_protocol::protocol::StrBytes;
 
 use crate::config::dynamic::{self, BrokerLayers, Layer, Refusal};
 use crate::config::kafka_keys::{BROKER_KEYS, GROUP_KEYS, TOPIC_KEYS};
-use crate::config::keys::{broker_key, group_key, topic_key, ConfigType, TopicKey};
+use crate::config::keys::{ConfigType, TopicKey};
+use crate::config::{broker_key, group_key, topic_key};
 use crate::config::{Config, Source};
 use crate::metadata::{ClusterMeta, TopicMeta};
 use crate::protocol::errors;

@@ -6,7 +6,6 @@
 //! holds the group. This broker is the coordinator of every group.
 
 use std::rc::Rc;
-use std::sync::Arc;
 
 use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
 use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
@@ -27,47 +26,15 @@ use kafka_protocol::messages::offset_fetch_response::{
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 
-use super::admin::{create_topics, NewTopic};
 use crate::group::coordinator::{self, CommitIdentity, CommitPartition, FetchedOffset};
 use crate::group::state::{JoinParams, LeaveParams, SyncParams};
 use crate::group::{coordinator_partition, OFFSETS_TOPIC};
-use crate::metadata::TopicMeta;
 use crate::protocol::acl::{self, ResourceType};
 use crate::protocol::errors;
 use crate::shard::Shard;
 
 fn s(v: &str) -> StrBytes {
     StrBytes::from_string(v.to_string())
-}
-
-/// Creates `__consumer_offsets` on first need (as Kafka does on the first FindCoordinator).
-pub(super) async fn ensure_offsets_topic(shard: &Rc<Shard>) -> Result<Arc<TopicMeta>, i16> {
-    if let Some(t) = shard.topic(OFFSETS_TOPIC) {
-        return Ok(t);
-    }
-    let mut configs = std::collections::BTreeMap::new();
-    configs.insert("cleanup.policy".to_string(), "compact".to_string());
-    configs.insert(
-        "segment.bytes".to_string(),
-        shard.config.group.offsets_topic_segment_bytes.to_string(),
-    );
-    // Kafka's settings: compacted (the cleaner keeps every group's latest offsets and metadata, so a
-    // start loads a bounded amount), never deleted by age.
-    let topic = NewTopic {
-        name: OFFSETS_TOPIC.to_string(),
-        partitions: shard.config.group.offsets_topic_partitions,
-        configs,
-    };
-    for r in create_topics(shard, vec![topic], false).await {
-        if let Err((code, msg)) = r {
-            if code != errors::TOPIC_ALREADY_EXISTS {
-                tracing::error!(code, msg, "creating __consumer_offsets failed");
-            }
-        }
-    }
-    shard
-        .topic(OFFSETS_TOPIC)
-        .ok_or(errors::COORDINATOR_NOT_AVAILABLE)
 }
 
 /// The group's partition and the core that owns it.
@@ -91,12 +58,12 @@ pub async fn handle_find_coordinator(
         vec![req.key.clone()]
     };
     let answer = match req.key_type {
-        0 => ensure_offsets_topic(shard)
+        0 => super::internal_topics::ensure_offsets_topic(shard)
             .await
             .map(|_| ())
             .err()
             .unwrap_or(errors::NONE),
-        1 => super::txn::ensure_txn_topic(shard)
+        1 => super::internal_topics::ensure_txn_topic(shard)
             .await
             .map(|_| ())
             .err()

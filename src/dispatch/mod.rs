@@ -8,6 +8,7 @@ pub mod api_versions;
 pub mod configs;
 pub mod fetch;
 pub mod group;
+pub mod internal_topics;
 pub mod metadata;
 pub mod ops;
 pub mod produce;
@@ -88,7 +89,7 @@ handlers! {
     ApiVersions: ApiVersionsRequest => api_versions::handle, kafka 0..=5;
     CreateTopics: CreateTopicsRequest => admin::handle_create_topics, kafka 2..=7;
     DeleteTopics: DeleteTopicsRequest => admin::handle_delete_topics, kafka 1..=6;
-    InitProducerId: InitProducerIdRequest => admin::handle_init_producer_id, kafka 0..=5;
+    InitProducerId: InitProducerIdRequest => txn::handle_init_producer_id, kafka 0..=5;
     DescribeConfigs: DescribeConfigsRequest => configs::handle_describe, kafka 1..=4;
     AlterConfigs: AlterConfigsRequest => configs::handle_alter, kafka 0..=2;
     CreatePartitions: CreatePartitionsRequest => admin::handle_create_partitions, kafka 0..=3;

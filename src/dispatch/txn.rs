@@ -7,7 +7,6 @@
 //! id. This broker coordinates every transactional id.
 
 use std::rc::Rc;
-use std::sync::Arc;
 
 use kafka_protocol::messages::add_partitions_to_txn_response::{
     AddPartitionsToTxnPartitionResult, AddPartitionsToTxnResult, AddPartitionsToTxnTopicResult,
@@ -18,41 +17,10 @@ use kafka_protocol::messages::txn_offset_commit_response::{
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 
-use super::admin::{create_topics, NewTopic};
 use crate::group::coordinator::{CommitIdentity, CommitPartition};
-use crate::metadata::TopicMeta;
 use crate::protocol::errors;
 use crate::shard::Shard;
 use crate::txn::{self, TXN_TOPIC};
-
-/// Creates `__transaction_state` on first need (as Kafka does on the first FindCoordinator of key type 1).
-pub async fn ensure_txn_topic(shard: &Rc<Shard>) -> Result<Arc<TopicMeta>, i16> {
-    if let Some(t) = shard.topic(TXN_TOPIC) {
-        return Ok(t);
-    }
-    let mut configs = std::collections::BTreeMap::new();
-    // Kafka's settings: compacted, never deleted by age.
-    configs.insert("cleanup.policy".to_string(), "compact".to_string());
-    configs.insert(
-        "segment.bytes".to_string(),
-        shard.config.txn.state_topic_segment_bytes.to_string(),
-    );
-    let topic = NewTopic {
-        name: TXN_TOPIC.to_string(),
-        partitions: shard.config.txn.state_topic_partitions,
-        configs,
-    };
-    for r in create_topics(shard, vec![topic], false).await {
-        if let Err((code, msg)) = r {
-            if code != errors::TOPIC_ALREADY_EXISTS {
-                tracing::error!(code, msg, "creating __transaction_state failed");
-            }
-        }
-    }
-    shard
-        .topic(TXN_TOPIC)
-        .ok_or(errors::COORDINATOR_NOT_AVAILABLE)
-}
 
 /// The id's partition and the core that owns it.
 fn locate(shard: &Rc<Shard>, id: &str) -> Result<(usize, i32), i16> {
@@ -289,7 +257,10 @@ pub async fn handle_add_offsets(
         .map(|t| t.partitions)
         .unwrap_or(shard.config.group.offsets_topic_partitions);
     let group_partition = crate::group::coordinator_partition(&req.group_id.0, offsets_partitions);
-    if super::group::ensure_offsets_topic(shard).await.is_err() {
+    if super::internal_topics::ensure_offsets_topic(shard)
+        .await
+        .is_err()
+    {
         resp.error_code = errors::COORDINATOR_NOT_AVAILABLE;
         return Some(resp);
     }
@@ -704,4 +675,18 @@ pub async fn handle_describe_producers(
         resp.topics.push(tr);
     }
     Some(resp)
+}
+
+/// InitProducerId: with a transactional id the coordinator answers ([`init_producer_id`]); without one
+/// the idempotent-producer path ([`super::admin::handle_init_producer_id`]).
+pub async fn handle_init_producer_id(
+    shard: &Rc<Shard>,
+    header: &RequestHeader,
+    req: InitProducerIdRequest,
+    version: i16,
+) -> Option<InitProducerIdResponse> {
+    if req.transactional_id.is_some() {
+        return Some(init_producer_id(shard, &req, version).await);
+    }
+    super::admin::handle_init_producer_id(shard, header, req, version).await
 }

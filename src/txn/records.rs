@@ -13,39 +13,14 @@
 
 use std::collections::BTreeSet;
 
-use super::state::{TxnMetadata, TxnState};
+use super::state::TxnState;
+pub use super::state::TxnValue;
 
 /// A decoded `__transaction_state` record: the transactional id and its metadata (`None`: tombstone).
 #[derive(Debug, Clone, PartialEq)]
 pub struct TxnRecord {
     pub transactional_id: String,
     pub value: Option<TxnValue>,
-}
-
-/// The value of a `__transaction_state` record.
-#[derive(Debug, Clone, PartialEq)]
-pub struct TxnValue {
-    pub producer_id: i64,
-    pub producer_epoch: i16,
-    pub timeout_ms: i32,
-    pub state: TxnState,
-    pub partitions: BTreeSet<(String, i32)>,
-    pub last_update_ms: i64,
-    pub start_ms: i64,
-}
-
-impl TxnValue {
-    pub fn of(m: &TxnMetadata) -> TxnValue {
-        TxnValue {
-            producer_id: m.producer_id,
-            producer_epoch: m.producer_epoch,
-            timeout_ms: m.timeout_ms,
-            state: m.state,
-            partitions: m.partitions.clone(),
-            last_update_ms: m.last_update_ms,
-            start_ms: m.start_ms,
-        }
-    }
 }
 
 fn put_str(out: &mut Vec<u8>, s: &str) {

@@ -61,6 +61,32 @@ impl TxnState {
     }
 }
 
+/// The value of a `__transaction_state` record (encoded and decoded by [`super::records`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TxnValue {
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub timeout_ms: i32,
+    pub state: TxnState,
+    pub partitions: BTreeSet<(String, i32)>,
+    pub last_update_ms: i64,
+    pub start_ms: i64,
+}
+
+impl TxnValue {
+    pub fn of(m: &TxnMetadata) -> TxnValue {
+        TxnValue {
+            producer_id: m.producer_id,
+            producer_epoch: m.producer_epoch,
+            timeout_ms: m.timeout_ms,
+            state: m.state,
+            partitions: m.partitions.clone(),
+            last_update_ms: m.last_update_ms,
+            start_ms: m.start_ms,
+        }
+    }
+}
+
 /// Kafka's "no producer id" / "no epoch".
 pub const NO_PRODUCER_ID: i64 = -1;
 pub const NO_PRODUCER_EPOCH: i16 = -1;
@@ -110,7 +136,7 @@ impl TxnMetadata {
     }
 
     /// The metadata a log value restores (at load).
-    pub fn restore(transactional_id: &str, v: &super::records::TxnValue) -> Self {
+    pub fn restore(transactional_id: &str, v: &TxnValue) -> Self {
         TxnMetadata {
             transactional_id: transactional_id.to_string(),
             producer_id: v.producer_id,
