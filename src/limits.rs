@@ -137,3 +137,7 @@ pub const LOG_CLEANER_BACKOFF_MS_MIN: u64 = 10;
 /// Smallest `segment.bytes` a topic may have (Kafka's topic-level minimum, also for
 /// `offsets.topic.segment.bytes`).
 pub const SEGMENT_BYTES_TOPIC_MIN: u64 = 1024 * 1024;
+
+/// How much of an internal topic (`__consumer_offsets`, `__transaction_state`) one read brings in while
+/// its coordinator replays a partition at open (at least one batch, whatever its size).
+pub const COORDINATOR_LOAD_WINDOW_BYTES: usize = 1 << 20;

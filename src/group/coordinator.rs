@@ -448,37 +448,18 @@ pub async fn load_partition<H: GroupHost>(shard: &Rc<H>, partition: i32, part: R
     let mut offsets: BTreeMap<(String, String, i32), Option<OffsetValue>> = BTreeMap::new();
     let mut groups: BTreeMap<String, Option<recs::GroupValue>> = BTreeMap::new();
     let mut txn_pending: HashMap<i64, Vec<TxnOffset>> = HashMap::new();
-    let mut offset = part.log_start_offset();
-    let end = part.high_watermark();
     let mut records = 0usize;
-    while offset < end {
-        let bytes = match part.read(offset, 1 << 20).await {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::error!(partition, offset, error = %e, "reading __consumer_offsets failed");
-                break;
-            }
-        };
-        let mut next = offset;
-        for (_, h) in crate::records::iter_batches(&bytes).flatten() {
-            next = next.max(h.last_offset() + 1);
-        }
-        if next == offset {
-            break;
-        }
-        for (at, h) in crate::records::iter_batches(&bytes).flatten() {
-            let Some(batch) = bytes.get(at..at + h.total_size()) else {
-                break;
-            };
+    let replayed = part
+        .replay_batches(crate::limits::COORDINATOR_LOAD_WINDOW_BYTES, |batch, h| {
             if h.is_control() {
                 // The end of a transaction: its offsets become committed, or are dropped.
                 let pending = txn_pending.remove(&h.producer_id).unwrap_or_default();
-                if crate::records::parse_end_txn_marker(batch, &h).is_some_and(|m| m.commit) {
+                if crate::records::parse_end_txn_marker(batch, h).is_some_and(|m| m.commit) {
                     for (g, t, p, v) in pending {
                         offsets.insert((g, t, p), Some(v));
                     }
                 }
-                continue;
+                return;
             }
             recs::for_each_record(batch, |k, v| {
                 records += 1;
@@ -506,8 +487,10 @@ pub async fn load_partition<H: GroupHost>(shard: &Rc<H>, partition: i32, part: R
                     None => {}
                 }
             });
-        }
-        offset = next;
+        })
+        .await;
+    if let Err(e) = replayed {
+        tracing::error!(partition, error = %e, "reading __consumer_offsets failed");
     }
     // Transactions still open when the log ends wait for their marker.
     for (pid, list) in txn_pending {
@@ -684,6 +667,31 @@ pub async fn leave<H: GroupHost>(
     Ok(codes)
 }
 
+/// The record of one committed offset and its value; `None` if its metadata is longer than
+/// `offset.metadata.max.bytes` (OFFSET_METADATA_TOO_LARGE).
+fn offset_record(
+    group_id: &str,
+    topic: &str,
+    p: &CommitPartition,
+    now: i64,
+) -> Option<(Record, OffsetValue)> {
+    let metadata = p.metadata.clone().unwrap_or_default();
+    if metadata.len() > OFFSET_METADATA_BYTES_MAX {
+        return None;
+    }
+    let v = OffsetValue {
+        offset: p.offset,
+        leader_epoch: p.leader_epoch,
+        metadata,
+        commit_timestamp_ms: now,
+    };
+    let record = (
+        recs::offset_key(group_id, topic, p.partition),
+        Some(recs::offset_value(&v)),
+    );
+    Some((record, v))
+}
+
 /// OffsetCommit: one code per partition, in request order, acknowledged when durable.
 ///
 /// Validation, append and staging run before the first await (request order); the offsets become
@@ -730,20 +738,9 @@ pub async fn commit<H: GroupHost>(
         .map(|(topic, ps)| {
             ps.iter()
                 .map(|p| {
-                    let metadata = p.metadata.clone().unwrap_or_default();
-                    if metadata.len() > OFFSET_METADATA_BYTES_MAX {
+                    let Some((record, v)) = offset_record(&group_id, topic, p, now) else {
                         return errors::OFFSET_METADATA_TOO_LARGE;
-                    }
-                    let v = OffsetValue {
-                        offset: p.offset,
-                        leader_epoch: p.leader_epoch,
-                        metadata,
-                        commit_timestamp_ms: now,
                     };
-                    let record = (
-                        recs::offset_key(&group_id, topic, p.partition),
-                        Some(recs::offset_value(&v)),
-                    );
                     let w = Write::Offset {
                         topic: topic.clone(),
                         partition: p.partition,
@@ -1113,20 +1110,10 @@ pub async fn txn_commit<H: GroupHost>(
         .map(|(topic, ps)| {
             ps.iter()
                 .map(|p| {
-                    let metadata = p.metadata.clone().unwrap_or_default();
-                    if metadata.len() > OFFSET_METADATA_BYTES_MAX {
+                    let Some((record, v)) = offset_record(&group_id, topic, p, now) else {
                         return errors::OFFSET_METADATA_TOO_LARGE;
-                    }
-                    let v = OffsetValue {
-                        offset: p.offset,
-                        leader_epoch: p.leader_epoch,
-                        metadata,
-                        commit_timestamp_ms: now,
                     };
-                    records.push((
-                        recs::offset_key(&group_id, topic, p.partition),
-                        Some(recs::offset_value(&v)),
-                    ));
+                    records.push(record);
                     kept.push((group_id.clone(), topic.clone(), p.partition, v));
                     errors::NONE
                 })

@@ -609,6 +609,34 @@ impl Partition {
         Ok(self.log.read(offset, max_bytes, hw).await?)
     }
 
+    /// Reads the log from its start to the high watermark in windows of `window` bytes and hands every
+    /// batch (its bytes and header) to `f`, in log order: how the coordinators replay their internal
+    /// topics when a partition opens. Stops early at a window that makes no progress.
+    pub async fn replay_batches(
+        &self,
+        window: usize,
+        mut f: impl FnMut(&[u8], &records::BatchHeader),
+    ) -> Result<(), PartitionError> {
+        let mut offset = self.log_start_offset();
+        let end = self.high_watermark();
+        while offset < end {
+            let bytes = self.read(offset, window).await?;
+            let mut next = offset;
+            for (at, h) in records::iter_batches(&bytes).flatten() {
+                let Some(batch) = bytes.get(at..at + h.total_size()) else {
+                    break;
+                };
+                f(batch, &h);
+                next = next.max(h.last_offset() + 1);
+            }
+            if next == offset {
+                break;
+            }
+            offset = next;
+        }
+        Ok(())
+    }
+
     /// The fetch read (see [`PartitionLog::read_batches`]): whole batches below `max_offset` as slices.
     pub async fn read_batches(
         &self,

@@ -27,6 +27,7 @@
 //! typed [`RecordError`].
 
 pub mod codec;
+pub mod reader;
 
 /// Size of the v2 batch header in bytes.
 pub const HEADER_BYTES: usize = 61;

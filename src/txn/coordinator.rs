@@ -452,37 +452,25 @@ pub fn list<H: TxnHost>(shard: &Rc<H>) -> Vec<(String, i64, TxnState, i64)> {
 /// log left prepared.
 pub async fn load_partition<H: TxnHost>(shard: &Rc<H>, partition: i32, part: Rc<Partition>) {
     let mut latest: BTreeMap<String, Option<TxnValue>> = BTreeMap::new();
-    let mut offset = part.log_start_offset();
-    let end = part.high_watermark();
     let mut records = 0usize;
-    while offset < end {
-        let bytes = match part.read(offset, 1 << 20).await {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::error!(partition, offset, error = %e, "reading __transaction_state failed");
-                break;
-            }
-        };
-        let mut next = offset;
-        for (_, h) in crate::records::iter_batches(&bytes).flatten() {
-            next = next.max(h.last_offset() + 1);
-        }
-        if next == offset {
-            break;
-        }
-        crate::group::records::for_each_record(&bytes, |k, v| {
-            records += 1;
-            match recs::decode(k, v) {
-                Some(r) => {
-                    latest.insert(r.transactional_id, r.value);
+    let replayed = part
+        .replay_batches(crate::limits::COORDINATOR_LOAD_WINDOW_BYTES, |batch, _| {
+            crate::group::records::for_each_record(batch, |k, v| {
+                records += 1;
+                match recs::decode(k, v) {
+                    Some(r) => {
+                        latest.insert(r.transactional_id, r.value);
+                    }
+                    None => tracing::warn!(
+                        partition,
+                        "skipping an unreadable __transaction_state record"
+                    ),
                 }
-                None => tracing::warn!(
-                    partition,
-                    "skipping an unreadable __transaction_state record"
-                ),
-            }
-        });
-        offset = next;
+            });
+        })
+        .await;
+    if let Err(e) = replayed {
+        tracing::error!(partition, error = %e, "reading __transaction_state failed");
     }
     let mut unfinished = Vec::new();
     {
