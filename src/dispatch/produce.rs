@@ -248,9 +248,15 @@ pub async fn handle(
                     errors::UNKNOWN_TOPIC_OR_PARTITION,
                     None,
                 )),
-                Some(_) if not_in_txn.contains_key(&(t.name.0.to_string(), p.index)) => Err(
-                    PartitionOutcome::error(not_in_txn[&(t.name.0.to_string(), p.index)], None),
-                ),
+                Some(_)
+                    if !not_in_txn.is_empty()
+                        && not_in_txn.contains_key(&(t.name.0.to_string(), p.index)) =>
+                {
+                    Err(PartitionOutcome::error(
+                        not_in_txn[&(t.name.0.to_string(), p.index)],
+                        None,
+                    ))
+                }
                 Some(m) => {
                     let records = p.records.unwrap_or_default();
                     match crate::records::check_produce_records(&records) {
