@@ -23,6 +23,7 @@ use crate::group::coordinator::{CommitIdentity, CommitPartition};
 use crate::metadata::TopicMeta;
 use crate::protocol::errors;
 use crate::shard::Shard;
+use crate::txn::state::{TV_0, TV_2};
 use crate::txn::{self, TXN_TOPIC};
 
 /// Creates `__transaction_state` on first need (as Kafka does on the first FindCoordinator of key type 1).
@@ -125,7 +126,9 @@ fn exists(shard: &Rc<Shard>, topic: &str, partition: i32) -> bool {
         .is_some_and(|t| partition >= 0 && partition < t.partitions)
 }
 
-/// Adds (or with `verify_only` checks) partitions of one transaction; one code per partition, in order.
+/// Adds (or with `verify_only` checks) partitions of one transaction, an add recorded with the client's
+/// transaction version `client_tv`; one code per partition, in order.
+#[allow(clippy::too_many_arguments)]
 async fn add_or_verify(
     shard: &Rc<Shard>,
     id: String,
@@ -134,6 +137,7 @@ async fn add_or_verify(
     partitions: Vec<(String, i32)>,
     verify_only: bool,
     missing: i16,
+    client_tv: i16,
 ) -> Vec<i16> {
     if id.is_empty() {
         return vec![errors::INVALID_REQUEST; partitions.len()];
@@ -183,6 +187,7 @@ async fn add_or_verify(
                     producer_id,
                     epoch,
                     partitions,
+                    client_tv,
                 )
                 .await;
                 vec![code; n]
@@ -244,6 +249,7 @@ pub async fn handle_add_partitions(
             parts,
             false,
             errors::INVALID_TXN_STATE,
+            TV_0,
         )
         .await;
         let codes: Vec<i16> = codes
@@ -267,6 +273,9 @@ pub async fn handle_add_partitions(
             flatten(&t.topics),
             t.verify_only,
             missing,
+            // Versions 4+ come from brokers (Kafka's `transactionVersionForAddPartitionsToTxn`): the
+            // implicit add of a transactional produce of transaction version 2.
+            TV_2,
         )
         .await;
         let mut r = AddPartitionsToTxnResult::default();
@@ -301,6 +310,7 @@ pub async fn handle_add_offsets(
         vec![(crate::group::OFFSETS_TOPIC.to_string(), group_partition)],
         false,
         errors::INVALID_TXN_STATE,
+        TV_0,
     )
     .await;
     resp.error_code = fenced_for(version, 2, codes.first().copied().unwrap_or(errors::NONE));
@@ -317,26 +327,33 @@ pub async fn handle_end_txn(
     resp.producer_id = ProducerId(-1);
     resp.producer_epoch = -1;
     let id = req.transactional_id.0.to_string();
-    let code = if id.is_empty() {
-        errors::INVALID_REQUEST
+    // Kafka's `transactionVersionForEndTxn`: v5+ is a client of transaction version 2.
+    let client_tv = if version >= 5 { TV_2 } else { TV_0 };
+    let result = if id.is_empty() {
+        Err(errors::INVALID_REQUEST)
     } else {
         match locate(shard, &id) {
-            Err(code) => code,
+            Err(code) => Err(code),
             Ok((owner, partition)) => {
                 let (pid, epoch, commit) = (req.producer_id.0, req.producer_epoch, req.committed);
                 // Cross-core hop to the core coordinating the id.
                 shard
                     .invoke_on(owner, move |s| {
-                        txn::coordinator::end_txn(s, partition, id, pid, epoch, commit)
+                        txn::coordinator::end_txn(s, partition, id, pid, epoch, commit, client_tv)
                     })
                     .await
             }
         }
     };
-    resp.error_code = fenced_for(version, 2, code);
-    if version >= 5 && code == errors::NONE {
-        resp.producer_id = req.producer_id;
-        resp.producer_epoch = req.producer_epoch;
+    match result {
+        Ok((pid, epoch)) => {
+            if version >= 5 {
+                // The producer id and epoch the client continues with (bumped by this EndTxn).
+                resp.producer_id = ProducerId(pid);
+                resp.producer_epoch = epoch;
+            }
+        }
+        Err(code) => resp.error_code = fenced_for(version, 2, code),
     }
     Some(resp)
 }
@@ -360,6 +377,30 @@ pub async fn verify_partitions(
         partitions,
         true,
         missing,
+        TV_0,
+    )
+    .await
+}
+
+/// The implicit AddPartitionsToTxn of transaction version 2 (KIP-890 part 2): a transactional Produce
+/// v12+ and a TxnOffsetCommit v5+ add their partitions to the producer's transaction themselves, where
+/// older clients sent AddPartitionsToTxn / AddOffsetsToTxn first. One code per partition.
+pub async fn add_partitions_implicitly(
+    shard: &Rc<Shard>,
+    id: &str,
+    producer_id: i64,
+    epoch: i16,
+    partitions: Vec<(String, i32)>,
+) -> Vec<i16> {
+    add_or_verify(
+        shard,
+        id.to_string(),
+        producer_id,
+        epoch,
+        partitions,
+        false,
+        errors::NONE,
+        TV_2,
     )
     .await
 }
@@ -424,21 +465,35 @@ pub async fn handle_txn_offset_commit(
         return Some(answer(all(errors::NOT_COORDINATOR)));
     };
     let partition = crate::group::coordinator_partition(&group_id, offsets.partitions);
-    // The group's partition must be in the transaction (AddOffsetsToTxn came first).
-    let missing = if version >= 4 {
-        errors::TRANSACTION_ABORTABLE
+    // The group's partition must be in the transaction: v5+ (transaction version 2) adds it, as Kafka's
+    // `txnOffsetCommitRequestVersionToTransactionSupportedOperation`; before, AddOffsetsToTxn came first
+    // and it is only verified.
+    let group_partition = vec![(crate::group::OFFSETS_TOPIC.to_string(), partition)];
+    let verified = if version >= 5 {
+        add_partitions_implicitly(
+            shard,
+            &req.transactional_id.0,
+            req.producer_id.0,
+            req.producer_epoch,
+            group_partition,
+        )
+        .await
     } else {
-        errors::INVALID_TXN_STATE
+        let missing = if version >= 4 {
+            errors::TRANSACTION_ABORTABLE
+        } else {
+            errors::INVALID_TXN_STATE
+        };
+        verify_partitions(
+            shard,
+            &req.transactional_id.0,
+            req.producer_id.0,
+            req.producer_epoch,
+            group_partition,
+            missing,
+        )
+        .await
     };
-    let verified = verify_partitions(
-        shard,
-        &req.transactional_id.0,
-        req.producer_id.0,
-        req.producer_epoch,
-        vec![(crate::group::OFFSETS_TOPIC.to_string(), partition)],
-        missing,
-    )
-    .await;
     let code = verified.first().copied().unwrap_or(errors::NONE);
     if code != errors::NONE {
         return Some(answer(all(code)));
@@ -609,18 +664,18 @@ pub async fn handle_write_txn_markers(
                     // Cross-core hop to the partition's owner, which appends the marker.
                     shard
                         .invoke_on(owner, move |s| async move {
-                            txn::coordinator::write_marker(
-                                s,
-                                name,
-                                p,
-                                pid,
+                            // Version 1 has no transaction version: the legacy marker rules.
+                            let marker = txn::coordinator::Marker {
+                                producer_id: pid,
                                 epoch,
                                 coordinator_epoch,
                                 commit,
-                            )
-                            .await
-                            .err()
-                            .unwrap_or(errors::NONE)
+                                transaction_version: TV_0,
+                            };
+                            txn::coordinator::write_marker(s, name, p, marker)
+                                .await
+                                .err()
+                                .unwrap_or(errors::NONE)
                         })
                         .await
                 }

@@ -8,8 +8,10 @@
 //!   TransactionPartitions (nullable array of topic + partition ids), TransactionLastUpdateTimestampMs i64,
 //!   TransactionStartTimestampMs i64. A null value is the tombstone of an expired transactional id.
 //!
-//! Ringtide writes value version 0, which Kafka writes while the cluster's `transaction.version` feature is
-//! below 2 (Ringtide advertises no finalized features, so clients use transaction version 1). It reads both.
+//! Ringtide writes value version 1 with the tagged fields PreviousProducerId, NextProducerId and
+//! ClientTransactionVersion (each only when it differs from its default: -1, -1, 0), as Kafka 4.4 writes it
+//! while the cluster's finalized `transaction.version` is 1 or more (Ringtide finalizes level 2). It reads
+//! both versions; a version 0 value has none of the tagged fields (their defaults).
 
 use std::collections::BTreeSet;
 
@@ -32,7 +34,16 @@ pub struct TxnValue {
     pub partitions: BTreeSet<(String, i32)>,
     pub last_update_ms: i64,
     pub start_ms: i64,
+    /// Tag 0, PreviousProducerId (default -1).
+    pub prev_producer_id: i64,
+    /// Tag 1, NextProducerId (default -1).
+    pub next_producer_id: i64,
+    /// Tag 2, ClientTransactionVersion (default 0).
+    pub client_tv: i16,
 }
+
+/// The defaults of the tagged fields (and the values a version 0 record implies).
+const NO_ID: i64 = -1;
 
 impl TxnValue {
     pub fn of(m: &TxnMetadata) -> TxnValue {
@@ -44,8 +55,24 @@ impl TxnValue {
             partitions: m.partitions.clone(),
             last_update_ms: m.last_update_ms,
             start_ms: m.start_ms,
+            prev_producer_id: m.last_producer_id,
+            next_producer_id: m.next_producer_id,
+            client_tv: m.client_tv,
         }
     }
+}
+
+fn put_uvarint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8 & 0x7f) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn put_compact_str(out: &mut Vec<u8>, s: &str) {
+    put_uvarint(out, s.len() as u64 + 1);
+    out.extend_from_slice(s.as_bytes());
 }
 
 fn put_str(out: &mut Vec<u8>, s: &str) {
@@ -61,29 +88,47 @@ pub fn key(transactional_id: &str) -> Vec<u8> {
     out
 }
 
-/// The record value (version 0). Kafka writes null partitions for the Empty state.
+/// The record value (version 1, flexible). Kafka writes null partitions for the Empty state.
 pub fn value(v: &TxnValue) -> Vec<u8> {
     let mut out = Vec::with_capacity(64);
-    out.extend_from_slice(&0i16.to_be_bytes());
+    out.extend_from_slice(&1i16.to_be_bytes());
     out.extend_from_slice(&v.producer_id.to_be_bytes());
     out.extend_from_slice(&v.producer_epoch.to_be_bytes());
     out.extend_from_slice(&v.timeout_ms.to_be_bytes());
     out.push(v.state as u8);
     if v.state == TxnState::Empty {
-        out.extend_from_slice(&(-1i32).to_be_bytes());
+        put_uvarint(&mut out, 0);
     } else {
         let by_topic = group_by_topic(&v.partitions);
-        out.extend_from_slice(&(by_topic.len() as i32).to_be_bytes());
+        put_uvarint(&mut out, by_topic.len() as u64 + 1);
         for (topic, ids) in by_topic {
-            put_str(&mut out, topic);
-            out.extend_from_slice(&(ids.len() as i32).to_be_bytes());
+            put_compact_str(&mut out, topic);
+            put_uvarint(&mut out, ids.len() as u64 + 1);
             for id in ids {
                 out.extend_from_slice(&id.to_be_bytes());
             }
+            put_uvarint(&mut out, 0); // no tagged fields
         }
     }
     out.extend_from_slice(&v.last_update_ms.to_be_bytes());
     out.extend_from_slice(&v.start_ms.to_be_bytes());
+    // Tagged fields in tag order, each only when not its default.
+    let mut tags: Vec<(u64, Vec<u8>)> = Vec::new();
+    if v.prev_producer_id != NO_ID {
+        tags.push((0, v.prev_producer_id.to_be_bytes().to_vec()));
+    }
+    if v.next_producer_id != NO_ID {
+        tags.push((1, v.next_producer_id.to_be_bytes().to_vec()));
+    }
+    if v.client_tv != 0 {
+        tags.push((2, v.client_tv.to_be_bytes().to_vec()));
+    }
+    put_uvarint(&mut out, tags.len() as u64);
+    for (tag, data) in tags {
+        put_uvarint(&mut out, tag);
+        put_uvarint(&mut out, data.len() as u64);
+        out.extend_from_slice(&data);
+    }
     out
 }
 
@@ -162,11 +207,15 @@ impl<'a> Reader<'a> {
         }
     }
     fn skip_tags(&mut self) -> Option<()> {
+        self.tags(|_, _| Some(()))
+    }
+    /// Reads a tagged-field section, handing each (tag, bytes) to `f`.
+    fn tags(&mut self, mut f: impl FnMut(u64, &'a [u8]) -> Option<()>) -> Option<()> {
         let n = self.uvarint()?;
         for _ in 0..n {
-            self.uvarint()?;
+            let tag = self.uvarint()?;
             let len = usize::try_from(self.uvarint()?).ok()?;
-            self.take(len)?;
+            f(tag, self.take(len)?)?;
         }
         Some(())
     }
@@ -216,6 +265,18 @@ pub fn decode(key: &[u8], value: Option<&[u8]>) -> Option<TxnRecord> {
     }
     let last_update_ms = r.i64()?;
     let start_ms = r.i64()?;
+    let (mut prev_producer_id, mut next_producer_id, mut client_tv) = (NO_ID, NO_ID, 0i16);
+    if flexible {
+        r.tags(|tag, data| {
+            match tag {
+                0 => prev_producer_id = i64::from_be_bytes(data.try_into().ok()?),
+                1 => next_producer_id = i64::from_be_bytes(data.try_into().ok()?),
+                2 => client_tv = i16::from_be_bytes(data.try_into().ok()?),
+                _ => {} // NextProducerEpoch (3) and later tags: not used
+            }
+            Some(())
+        })?;
+    }
     Some(TxnRecord {
         transactional_id,
         value: Some(TxnValue {
@@ -226,6 +287,9 @@ pub fn decode(key: &[u8], value: Option<&[u8]>) -> Option<TxnRecord> {
             partitions,
             last_update_ms,
             start_ms,
+            prev_producer_id,
+            next_producer_id,
+            client_tv,
         }),
     })
 }
@@ -249,6 +313,13 @@ mod tests {
             partitions,
             last_update_ms: 1_700_000_000_123,
             start_ms: 1_700_000_000_000,
+            prev_producer_id: 3999,
+            next_producer_id: if state == TxnState::PrepareCommit {
+                4001
+            } else {
+                -1
+            },
+            client_tv: 2,
         }
     }
 
@@ -269,8 +340,9 @@ mod tests {
         assert_eq!(tomb.value, None);
     }
 
-    /// The bytes Kafka 4.4 writes for a TransactionLogValue (version 0, Ongoing, one topic "t" with
-    /// partitions 0 and 1), laid out field by field from the schema.
+    /// The bytes Kafka 4.4 writes for a TransactionLogValue (version 1, Ongoing, one topic "t" with
+    /// partitions 0 and 1, previous producer id 1, client transaction version 2), laid out field by field
+    /// from the schema.
     #[test]
     fn matches_kafka_layout() {
         let mut partitions = BTreeSet::new();
@@ -284,21 +356,67 @@ mod tests {
             partitions,
             last_update_ms: 4,
             start_ms: 5,
+            prev_producer_id: 1,
+            next_producer_id: -1,
+            client_tv: 2,
         };
-        let mut want = vec![0, 0];
+        let mut want = vec![0, 1];
         want.extend_from_slice(&1i64.to_be_bytes());
         want.extend_from_slice(&2i16.to_be_bytes());
         want.extend_from_slice(&3i32.to_be_bytes());
         want.push(1);
-        want.extend_from_slice(&1i32.to_be_bytes());
-        want.extend_from_slice(&[0, 1, b't']);
-        want.extend_from_slice(&2i32.to_be_bytes());
+        want.push(2); // one topic (compact: n + 1)
+        want.extend_from_slice(&[2, b't']);
+        want.push(3); // two partitions
         want.extend_from_slice(&0i32.to_be_bytes());
         want.extend_from_slice(&1i32.to_be_bytes());
+        want.push(0); // the topic's tagged fields
         want.extend_from_slice(&4i64.to_be_bytes());
         want.extend_from_slice(&5i64.to_be_bytes());
+        want.push(2); // two tagged fields: PreviousProducerId, ClientTransactionVersion
+        want.extend_from_slice(&[0, 8]);
+        want.extend_from_slice(&1i64.to_be_bytes());
+        want.extend_from_slice(&[2, 2, 0, 2]);
         assert_eq!(value(&v), want);
         assert_eq!(key("ab"), vec![0, 0, 0, 2, b'a', b'b']);
+        // The Empty state: null partitions, no tagged fields at their defaults.
+        let empty = TxnValue {
+            state: TxnState::Empty,
+            partitions: BTreeSet::new(),
+            prev_producer_id: -1,
+            client_tv: 0,
+            ..v
+        };
+        let bytes = value(&empty);
+        assert_eq!(bytes[17], 0);
+        assert_eq!(*bytes.last().unwrap(), 0);
+        assert_eq!(
+            decode(&key("x"), Some(&bytes)).unwrap().value.unwrap(),
+            empty
+        );
+    }
+
+    /// Version 0 (classic encoding), as Kafka writes it while `transaction.version` is 0: still read, with
+    /// the tagged fields at their defaults.
+    #[test]
+    fn reads_version_0() {
+        let mut b = vec![0, 0];
+        b.extend_from_slice(&9i64.to_be_bytes());
+        b.extend_from_slice(&1i16.to_be_bytes());
+        b.extend_from_slice(&100i32.to_be_bytes());
+        b.push(1); // Ongoing
+        b.extend_from_slice(&1i32.to_be_bytes());
+        b.extend_from_slice(&[0, 1, b'x']);
+        b.extend_from_slice(&1i32.to_be_bytes());
+        b.extend_from_slice(&3i32.to_be_bytes());
+        b.extend_from_slice(&7i64.to_be_bytes());
+        b.extend_from_slice(&8i64.to_be_bytes());
+        let got = decode(&key("t"), Some(&b)).unwrap().value.unwrap();
+        assert!(got.partitions.contains(&("x".to_string(), 3)));
+        assert_eq!(
+            (got.prev_producer_id, got.next_producer_id, got.client_tv),
+            (-1, -1, 0)
+        );
     }
 
     /// Version 1 (flexible), as Kafka writes with transaction version 2: compact strings and arrays and
@@ -322,6 +440,7 @@ mod tests {
         assert_eq!(got.state, TxnState::CompleteCommit);
         assert!(got.partitions.contains(&("x".to_string(), 3)));
         assert_eq!((got.last_update_ms, got.start_ms), (7, 8));
+        assert_eq!(got.client_tv, 2);
     }
 
     #[test]
