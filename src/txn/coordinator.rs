@@ -13,7 +13,12 @@
 //! CompleteAbort is written. EndTxn is answered after the complete record, so a client that commits and
 //! then reads with `read_committed` sees its records (Kafka answers after the prepare record and writes
 //! the markers afterwards). A restart finds a Prepare state in the log and writes the markers again
-//! (markers are idempotent for the partitions: the second one ends nothing).
+//! (markers are idempotent for the partitions: the second one ends nothing, and a marker of transaction
+//! version 2 at the producer's current epoch with no transaction ongoing is accepted as a repeat).
+//!
+//! Transaction versions (see [`super::state`]): EndTxn v5+, Produce v12+ (its implicit add),
+//! TxnOffsetCommit v5+ and AddPartitionsToTxn v4+ are transaction version 2, older versions 1; the
+//! version of the transaction's last transition travels with its markers, and is written to the log.
 //!
 //! Fault model: a failed write answers a retriable coordinator error and leaves the id as it was; a
 //! marker that cannot be written (I/O error) is retried every [`MARKER_RETRY_MS`] until it succeeds, the

@@ -289,7 +289,7 @@ impl TxnMetadata {
             TxnState::PrepareAbort
         };
         if supports_epoch_bump(client_tv) {
-            if !(self.producer_epoch == i16::MAX && !commit) {
+            if self.producer_epoch != i16::MAX || commit {
                 next.producer_epoch = self.producer_epoch.saturating_add(1);
             }
             next.last_producer_epoch = self.producer_epoch;
