@@ -123,11 +123,17 @@ def end_txn_v5(conn, txn_id, producer_id, epoch, commit, timeout=30):
         time.sleep(0.05)
 
 
-def describe(conn, txn_id):
-    r = conn.call(DescribeTransactionsRequest(transactional_ids=[txn_id]), DescribeTransactionsResponse, 0)
-    st = r.transaction_states[0]
-    assert st.error_code == NONE, st
-    return st
+def describe(conn, txn_id, timeout=30):
+    """DescribeTransactions of the id, once its markers are written (Kafka answers EndTxn after the
+    prepare record and writes the markers afterwards: PrepareCommit/PrepareAbort until then)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        r = conn.call(DescribeTransactionsRequest(transactional_ids=[txn_id]), DescribeTransactionsResponse, 0)
+        st = r.transaction_states[0]
+        assert st.error_code == NONE, st
+        if not st.transaction_state.startswith("Prepare") or time.monotonic() > deadline:
+            return st
+        time.sleep(0.05)
 
 
 def read_committed(bootstrap, topic, expect, timeout=30):
