@@ -298,3 +298,53 @@ def test_java_client_bumps_the_epoch_every_transaction(broker, tmp_path):
     sent = [line for line in p.stderr.splitlines() if "Sending transactional request" in line]
     assert any("EndTxnRequestData" in line for line in sent), sent
     assert not any("AddPartitionsToTxn" in line or "AddOffsetsToTxn" in line for line in sent), sent
+
+
+def test_transaction_log_keeps_transaction_version_2_across_a_restart(fresh_broker, kafka_run):
+    """__transaction_state holds TransactionLogValue v1 with ClientTransactionVersion 2, as Kafka 4.4
+    writes it (kafka-dump-log decodes it); after a restart the id continues at the bumped epoch and a retry
+    of the last EndTxn is still recognised."""
+    from test_groups import java_string_hash
+    broker = fresh_broker
+    topic = f"tv2r-{uid()}"
+    create_topic(broker.bootstrap, topic, 1)
+    txn_id = f"tv2r-{uid()}"
+    conn = Conn(broker)
+    try:
+        pid, e0 = init_producer_id(conn, txn_id)
+        assert produce_v12(conn, txn_id, topic, pid, e0, 0, b"before") == NONE
+        assert end_txn_v5(conn, txn_id, pid, e0, True) == (NONE, pid, e0 + 1)
+        assert describe(conn, txn_id).transaction_state == "CompleteCommit"
+    finally:
+        conn.close()
+    broker.stop()
+    h = java_string_hash(txn_id)
+    part = 0 if h == -(2 ** 31) else abs(h) % 50
+    logs = sorted((broker.data_dir / f"__transaction_state-{part}").glob("*.log"))
+    assert logs
+    p = kafka_run("dump-log", "--files", ",".join(map(str, logs)), "--transaction-log-decoder")
+    out = p.stdout + p.stderr
+    assert txn_id in out and "Exception" not in out, out[-3000:]
+    values = [line[line.index("payload:"):] for line in out.splitlines() if txn_id in line and "payload:" in line]
+    assert [v for v in values if '"transactionStatus":"Ongoing"' in v], out[-3000:]
+    for v in values:
+        assert '"version":"1"' in v, v
+        # The first InitProducerId is recorded before any client transaction version is known.
+        if '"transactionStatus":"Empty"' not in v:
+            assert '"clientTransactionVersion":2' in v, v
+    assert '"transactionStatus":"CompleteCommit"' in values[-1], values
+    broker.start()
+    conn = Conn(broker)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            code = end_txn_v5(conn, txn_id, pid, e0, True)
+            if code[0] not in RETRIABLE_COORDINATOR or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert code == (NONE, pid, e0 + 1)
+        assert produce_v12(conn, txn_id, topic, pid, e0 + 1, 0, b"after") == NONE
+        assert end_txn_v5(conn, txn_id, pid, e0 + 1, True) == (NONE, pid, e0 + 2)
+    finally:
+        conn.close()
+    assert read_committed(broker.bootstrap, topic, 2) == [b"before", b"after"]
