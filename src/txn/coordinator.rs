@@ -233,7 +233,18 @@ pub async fn init_producer_id<H: TxnHost>(
             }
         },
         Step::Fence => {
-            let fenced = current.fence_and_abort(now);
+            let next_id = if epoch_exhausted(current.producer_epoch) {
+                match allocate_producer_id(&shard).await {
+                    Ok(pid) => pid,
+                    Err(code) => {
+                        unmark(&shard, &id);
+                        return Err(code);
+                    }
+                }
+            } else {
+                NO_PRODUCER_ID
+            };
+            let fenced = current.fence_and_abort(next_id, now);
             tracing::info!(transactional_id = %id, "fencing the ongoing transaction of a new producer instance");
             end_prepared(&shard, &part, fenced).await?;
             return Err(errors::CONCURRENT_TRANSACTIONS);
@@ -651,9 +662,20 @@ fn abort_timed_out<H: TxnHost>(shard: &Rc<H>, now: i64) {
             continue;
         };
         tracing::info!(transactional_id = %id, "aborting a transaction past its timeout");
-        let fenced = current.fence_and_abort(now);
         let shard = shard.clone();
         H::spawn_detached(async move {
+            let next_id = if epoch_exhausted(current.producer_epoch) {
+                match allocate_producer_id(&shard).await {
+                    Ok(pid) => pid,
+                    Err(_) => {
+                        unmark(&shard, &id); // the next round tries again
+                        return;
+                    }
+                }
+            } else {
+                NO_PRODUCER_ID
+            };
+            let fenced = current.fence_and_abort(next_id, now);
             if let Err(code) = end_prepared(&shard, &part, fenced).await {
                 tracing::warn!(transactional_id = %id, code, "aborting a timed-out transaction failed");
             }

@@ -303,16 +303,12 @@ impl TxnMetadata {
         next
     }
 
-    /// Fencing an ongoing transaction (a new producer instance, a timeout): Kafka's
-    /// `prepareFenceProducerEpoch` (the epoch bumped, never returned to a client) followed by the abort
-    /// its `endTransaction` prepares with the broker's transaction version (2: bumped once more).
-    pub fn fence_and_abort(&self, now: i64) -> TxnMetadata {
-        let mut fenced = self.clone();
-        if self.producer_epoch != i16::MAX {
-            fenced.producer_epoch = self.producer_epoch + 1;
-        }
-        fenced.last_producer_epoch = NO_PRODUCER_EPOCH;
-        fenced.prepare_end(false, TV_2, NO_PRODUCER_ID, false, now)
+    /// Fencing an ongoing transaction (a new producer instance, a timeout): the abort Kafka 4.4's
+    /// `endTransaction` prepares with the broker's transaction version, 2. Its `prepareFenceProducerEpoch`
+    /// bump is dropped on that path, so the epoch is bumped once, by the abort itself, and the previous
+    /// one kept; an exhausted epoch ends with `next_producer_id` as any transaction of version 2 does.
+    pub fn fence_and_abort(&self, next_producer_id: i64, now: i64) -> TxnMetadata {
+        self.prepare_end(false, TV_2, next_producer_id, false, now)
     }
 
     /// After every marker is written: CompleteCommit or CompleteAbort, no partitions (Kafka's
@@ -696,11 +692,11 @@ mod tests {
         );
     }
 
-    /// Fencing bumps twice (the fence, then the abort of transaction version 2) and forgets the epoch
-    /// a client could retry with; at `i16::MAX` nothing overflows.
+    /// Fencing aborts as a transaction of version 2 (Kafka 4.4): one bump, the previous epoch kept, a
+    /// rotation when the epoch is exhausted, nothing past `i16::MAX`.
     #[test]
-    fn fencing_aborts_with_two_bumps() {
-        let fenced = ongoing().fence_and_abort(5);
+    fn fencing_aborts_with_one_bump() {
+        let fenced = ongoing().fence_and_abort(NO_PRODUCER_ID, 5);
         assert_eq!(
             (
                 fenced.state,
@@ -708,14 +704,16 @@ mod tests {
                 fenced.last_producer_epoch,
                 fenced.client_tv
             ),
-            (TxnState::PrepareAbort, 2, 1, TV_2)
+            (TxnState::PrepareAbort, 1, 0, TV_2)
         );
         let mut top = ongoing();
         top.producer_epoch = i16::MAX - 1;
-        let fenced = top.fence_and_abort(5);
+        let fenced = top.fence_and_abort(55, 5);
         assert_eq!(fenced.producer_epoch, i16::MAX);
+        let done = fenced.complete(6);
+        assert_eq!((done.producer_id, done.producer_epoch), (55, 0));
         let mut max = ongoing();
         max.producer_epoch = i16::MAX;
-        assert_eq!(max.fence_and_abort(5).producer_epoch, i16::MAX);
+        assert_eq!(max.fence_and_abort(56, 5).producer_epoch, i16::MAX);
     }
 }
