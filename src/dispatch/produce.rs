@@ -171,6 +171,7 @@ async fn unverified(
                     pid,
                     epoch,
                     parts.clone(),
+                    true,
                 )
                 .await;
                 let waited = started.elapsed().as_millis() as u64;

@@ -384,14 +384,30 @@ pub async fn verify_partitions(
 
 /// The implicit AddPartitionsToTxn of transaction version 2 (KIP-890 part 2): a transactional Produce
 /// v12+ and a TxnOffsetCommit v5+ add their partitions to the producer's transaction themselves, where
-/// older clients sent AddPartitionsToTxn / AddOffsetsToTxn first. One code per partition.
+/// older clients sent AddPartitionsToTxn / AddOffsetsToTxn first. With `skip_ongoing` (Produce) partitions
+/// already in the ongoing transaction are not asked for again. One code per partition.
 pub async fn add_partitions_implicitly(
     shard: &Rc<Shard>,
     id: &str,
     producer_id: i64,
     epoch: i16,
     partitions: Vec<(String, i32)>,
+    skip_ongoing: bool,
 ) -> Vec<i16> {
+    if skip_ongoing && !id.is_empty() {
+        if let Ok((owner, _)) = locate(shard, id) {
+            let (id, parts) = (id.to_string(), partitions.clone());
+            // Cross-core hop to the core coordinating the id.
+            let present = shard
+                .invoke_on(owner, move |s| async move {
+                    txn::coordinator::in_ongoing_txn(&s, &id, producer_id, epoch, &parts)
+                })
+                .await;
+            if present {
+                return vec![errors::NONE; partitions.len()];
+            }
+        }
+    }
     add_or_verify(
         shard,
         id.to_string(),
@@ -476,6 +492,7 @@ pub async fn handle_txn_offset_commit(
             req.producer_id.0,
             req.producer_epoch,
             group_partition,
+            false,
         )
         .await
     } else {

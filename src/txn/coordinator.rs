@@ -289,6 +289,25 @@ pub async fn add_partitions<H: TxnHost>(
     }
 }
 
+/// Whether all `partitions` are already in the id's ongoing transaction of this producer id and epoch,
+/// whatever write of the id is pending. The implicit add of a transactional Produce v12+ asks this
+/// first: Kafka's partition leader skips the coordinator for a producer whose transaction is already
+/// ongoing on the partition (`hasOngoingTransaction`), so such a produce never waits for another add.
+pub fn in_ongoing_txn<H: TxnHost>(
+    shard: &Rc<H>,
+    id: &str,
+    producer_id: i64,
+    epoch: i16,
+    partitions: &[(String, i32)],
+) -> bool {
+    shard.txns().txns.borrow().get(id).is_some_and(|m| {
+        m.producer_id == producer_id
+            && m.producer_epoch == epoch
+            && m.state == TxnState::Ongoing
+            && partitions.iter().all(|p| m.partitions.contains(p))
+    })
+}
+
 /// The verify-only form (AddPartitionsToTxn v4+, and the Produce and TxnOffsetCommit checks of KIP-890
 /// part 1): per partition, NONE if it is in the id's ongoing transaction with this producer id and
 /// epoch, else `missing`.
