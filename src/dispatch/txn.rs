@@ -666,6 +666,8 @@ pub async fn handle_write_txn_markers(
             m.transaction_result,
             m.coordinator_epoch,
         );
+        // v2+ (KIP-1228): the transaction version of the marker, 2 for the strict epoch rule.
+        let transaction_version = i16::from(m.transaction_version);
         let mut result = WritableTxnMarkerResult::default();
         result.producer_id = m.producer_id;
         for t in m.topics {
@@ -681,13 +683,12 @@ pub async fn handle_write_txn_markers(
                     // Cross-core hop to the partition's owner, which appends the marker.
                     shard
                         .invoke_on(owner, move |s| async move {
-                            // Version 1 has no transaction version: the legacy marker rules.
                             let marker = txn::coordinator::Marker {
                                 producer_id: pid,
                                 epoch,
                                 coordinator_epoch,
                                 commit,
-                                transaction_version: TV_0,
+                                transaction_version,
                             };
                             txn::coordinator::write_marker(s, name, p, marker)
                                 .await

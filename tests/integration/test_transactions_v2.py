@@ -348,3 +348,35 @@ def test_transaction_log_keeps_transaction_version_2_across_a_restart(fresh_brok
     finally:
         conn.close()
     assert read_committed(broker.bootstrap, topic, 2) == [b"before", b"after"]
+
+
+def test_write_txn_markers_v2_applies_the_strict_epoch_rule(broker):
+    """WriteTxnMarkers v2 (KIP-1228) names the transaction version of its markers: with version 2 a marker
+    at the producer's own epoch, while its transaction is ongoing on the partition, is refused
+    (INVALID_PRODUCER_EPOCH: the coordinator bumps the epoch for every marker); the legacy version takes
+    the same marker."""
+    from kafka.protocol.producer import WriteTxnMarkersRequest, WriteTxnMarkersResponse
+    topic = f"tv2m-{uid()}"
+    create_topic(broker.bootstrap, topic, 1)
+    txn_id = f"tv2m-{uid()}"
+    conn = Conn(broker)
+
+    def marker(epoch, tv, version):
+        m = WriteTxnMarkersRequest.WritableTxnMarker(
+            producer_id=pid, producer_epoch=epoch, transaction_result=False, coordinator_epoch=0,
+            transaction_version=tv, topics=[
+                WriteTxnMarkersRequest.WritableTxnMarker.WritableTxnMarkerTopic(name=topic, partition_indexes=[0])])
+        r = conn.call(WriteTxnMarkersRequest(markers=[m]), WriteTxnMarkersResponse, version)
+        return r.markers[0].topics[0].partitions[0].error_code
+
+    try:
+        pid, e0 = init_producer_id(conn, txn_id)
+        assert produce_v12(conn, txn_id, topic, pid, e0, 0, b"aborted") == NONE
+        assert marker(e0, 2, 2) == INVALID_PRODUCER_EPOCH
+        assert marker(e0, 0, 1) == NONE
+        # The coordinator still holds the transaction: its abort (a bumped epoch) ends it as usual.
+        assert end_txn_v5(conn, txn_id, pid, e0, False) == (NONE, pid, e0 + 1)
+        assert describe(conn, txn_id).transaction_state == "CompleteAbort"
+    finally:
+        conn.close()
+    assert read_committed(broker.bootstrap, topic, 0, timeout=5) == []
