@@ -141,3 +141,11 @@ pub const SEGMENT_BYTES_TOPIC_MIN: u64 = 1024 * 1024;
 /// How much of an internal topic (`__consumer_offsets`, `__transaction_state`) one read brings in while
 /// its coordinator replays a partition at open (at least one batch, whatever its size).
 pub const COORDINATOR_LOAD_WINDOW_BYTES: usize = 1 << 20;
+/// Kafka's `add.partitions.to.txn.retry.backoff.ms` default: how long a transactional Produce v12+ waits
+/// before asking the coordinator again to add its partitions when it answered CONCURRENT_TRANSACTIONS.
+pub const ADD_PARTITIONS_TO_TXN_RETRY_BACKOFF_MS: u64 = 20;
+/// Kafka's `add.partitions.to.txn.retry.backoff.max.ms` default: the longest such a produce keeps asking
+/// before it answers the client CONCURRENT_TRANSACTIONS.
+pub const ADD_PARTITIONS_TO_TXN_RETRY_BACKOFF_MAX_MS: u64 = 100;
+const _: () =
+    assert!(ADD_PARTITIONS_TO_TXN_RETRY_BACKOFF_MS <= ADD_PARTITIONS_TO_TXN_RETRY_BACKOFF_MAX_MS);

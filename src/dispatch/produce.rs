@@ -14,6 +14,7 @@ use kafka_protocol::messages::produce_response::{PartitionProduceResponse, Topic
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 
+use crate::limits;
 use crate::protocol::errors;
 use crate::shard::Shard;
 
@@ -133,13 +134,18 @@ fn transactional_producer(records: &[u8]) -> Option<(i64, i16)> {
 }
 
 /// The partitions of a transactional produce that are not in the producer's ongoing transaction, with
-/// the code each gets (KIP-890 part 1: the coordinator is asked before anything is appended).
+/// the code each gets. The coordinator is asked before anything is appended: Produce v12+ (transaction
+/// version 2, KIP-890 part 2) adds the partitions to the transaction itself, retrying while the
+/// coordinator answers CONCURRENT_TRANSACTIONS (Kafka's `add.partitions.to.txn.retry.backoff.*`); older
+/// versions only verify that the client added them (KIP-890 part 1). Errors as Kafka's
+/// `ReplicaManager` translates them for the producer.
 async fn unverified(
     shard: &Rc<Shard>,
     transactional_id: &str,
     batches: Vec<(String, i32, (i64, i16))>,
     version: i16,
 ) -> std::collections::HashMap<(String, i32), i16> {
+    let add = version >= 12;
     let missing = if version >= 11 {
         errors::TRANSACTION_ABORTABLE
     } else {
@@ -148,25 +154,61 @@ async fn unverified(
     let mut by_producer: std::collections::BTreeMap<(i64, i16), Vec<(String, i32)>> =
         std::collections::BTreeMap::new();
     for (t, p, producer) in batches {
-        by_producer.entry(producer).or_default().push((t, p));
+        // Unknown partitions get their own error and are not added.
+        let known = shard.topic(&t).is_some_and(|m| p >= 0 && p < m.partitions);
+        if known || !add {
+            by_producer.entry(producer).or_default().push((t, p));
+        }
     }
     let mut out = std::collections::HashMap::new();
     for ((pid, epoch), parts) in by_producer {
-        let codes = super::txn::verify_partitions(
-            shard,
-            transactional_id,
-            pid,
-            epoch,
-            parts.clone(),
-            missing,
-        )
-        .await;
+        let codes = if add {
+            let started = std::time::Instant::now();
+            loop {
+                let codes = super::txn::add_partitions_implicitly(
+                    shard,
+                    transactional_id,
+                    pid,
+                    epoch,
+                    parts.clone(),
+                    true,
+                )
+                .await;
+                let waited = started.elapsed().as_millis() as u64;
+                if !codes.contains(&errors::CONCURRENT_TRANSACTIONS)
+                    || waited >= limits::ADD_PARTITIONS_TO_TXN_RETRY_BACKOFF_MAX_MS
+                {
+                    break codes;
+                }
+                crate::shard::sleep(std::time::Duration::from_millis(
+                    limits::ADD_PARTITIONS_TO_TXN_RETRY_BACKOFF_MS,
+                ))
+                .await;
+            }
+        } else {
+            super::txn::verify_partitions(
+                shard,
+                transactional_id,
+                pid,
+                epoch,
+                parts.clone(),
+                missing,
+            )
+            .await
+        };
         for (tp, code) in parts.into_iter().zip(codes) {
             if code != errors::NONE {
-                // A producer fenced by a newer instance learns it from its epoch.
                 let code = match code {
+                    // A producer fenced by a newer instance learns it from its epoch.
                     errors::PRODUCER_FENCED => errors::INVALID_PRODUCER_EPOCH,
-                    errors::INVALID_PRODUCER_ID_MAPPING => missing,
+                    errors::INVALID_PRODUCER_ID_MAPPING if !add => missing,
+                    // Retriable coordinator errors that older clients do not retry on a produce.
+                    errors::COORDINATOR_NOT_AVAILABLE
+                    | errors::NOT_COORDINATOR
+                    | errors::COORDINATOR_LOAD_IN_PROGRESS => errors::NOT_ENOUGH_REPLICAS,
+                    // Transaction version 2 keeps CONCURRENT_TRANSACTIONS (common while a commit
+                    // completes); older versions did not expect it.
+                    errors::CONCURRENT_TRANSACTIONS if !add => errors::NOT_ENOUGH_REPLICAS,
                     c => c,
                 };
                 out.insert(tp, code);
@@ -200,13 +242,26 @@ pub async fn handle(
             "Produce request with null records".into(),
         ));
     }
+    // The topic each entry names: by id from v13 (empty if unknown), else by name.
+    let topic_name = |t: &produce_request::TopicProduceData| -> String {
+        if version >= 13 {
+            shard
+                .meta()
+                .topic_by_id(&t.topic_id)
+                .map(|m| m.name.to_string())
+                .unwrap_or_default()
+        } else {
+            t.name.0.to_string()
+        }
+    };
     let txn_batches: Vec<(String, i32, (i64, i16))> = req
         .topic_data
         .iter()
         .flat_map(|t| {
+            let name = topic_name(t);
             t.partition_data.iter().filter_map(move |p| {
                 let producer = transactional_producer(p.records.as_deref()?)?;
-                Some((t.name.0.to_string(), p.index, producer))
+                Some((name.clone(), p.index, producer))
             })
         })
         .collect();
@@ -248,12 +303,12 @@ pub async fn handle(
                     errors::UNKNOWN_TOPIC_OR_PARTITION,
                     None,
                 )),
-                Some(_)
+                Some(m)
                     if !not_in_txn.is_empty()
-                        && not_in_txn.contains_key(&(t.name.0.to_string(), p.index)) =>
+                        && not_in_txn.contains_key(&(m.name.to_string(), p.index)) =>
                 {
                     Err(PartitionOutcome::error(
-                        not_in_txn[&(t.name.0.to_string(), p.index)],
+                        not_in_txn[&(m.name.to_string(), p.index)],
                         None,
                     ))
                 }

@@ -20,6 +20,7 @@ use kafka_protocol::protocol::StrBytes;
 use crate::group::coordinator::{CommitIdentity, CommitPartition};
 use crate::protocol::errors;
 use crate::shard::Shard;
+use crate::txn::state::{TV_0, TV_2};
 use crate::txn::{self, TXN_TOPIC};
 
 /// The id's partition and the core that owns it.
@@ -93,7 +94,9 @@ fn exists(shard: &Rc<Shard>, topic: &str, partition: i32) -> bool {
         .is_some_and(|t| partition >= 0 && partition < t.partitions)
 }
 
-/// Adds (or with `verify_only` checks) partitions of one transaction; one code per partition, in order.
+/// Adds (or with `verify_only` checks) partitions of one transaction, an add recorded with the client's
+/// transaction version `client_tv`; one code per partition, in order.
+#[allow(clippy::too_many_arguments)]
 async fn add_or_verify(
     shard: &Rc<Shard>,
     id: String,
@@ -102,6 +105,7 @@ async fn add_or_verify(
     partitions: Vec<(String, i32)>,
     verify_only: bool,
     missing: i16,
+    client_tv: i16,
 ) -> Vec<i16> {
     if id.is_empty() {
         return vec![errors::INVALID_REQUEST; partitions.len()];
@@ -151,6 +155,7 @@ async fn add_or_verify(
                     producer_id,
                     epoch,
                     partitions,
+                    client_tv,
                 )
                 .await;
                 vec![code; n]
@@ -212,6 +217,7 @@ pub async fn handle_add_partitions(
             parts,
             false,
             errors::INVALID_TXN_STATE,
+            TV_0,
         )
         .await;
         let codes: Vec<i16> = codes
@@ -235,6 +241,9 @@ pub async fn handle_add_partitions(
             flatten(&t.topics),
             t.verify_only,
             missing,
+            // Versions 4+ come from brokers (Kafka's `transactionVersionForAddPartitionsToTxn`): the
+            // implicit add of a transactional produce of transaction version 2.
+            TV_2,
         )
         .await;
         let mut r = AddPartitionsToTxnResult::default();
@@ -272,6 +281,7 @@ pub async fn handle_add_offsets(
         vec![(crate::group::OFFSETS_TOPIC.to_string(), group_partition)],
         false,
         errors::INVALID_TXN_STATE,
+        TV_0,
     )
     .await;
     resp.error_code = fenced_for(version, 2, codes.first().copied().unwrap_or(errors::NONE));
@@ -288,26 +298,33 @@ pub async fn handle_end_txn(
     resp.producer_id = ProducerId(-1);
     resp.producer_epoch = -1;
     let id = req.transactional_id.0.to_string();
-    let code = if id.is_empty() {
-        errors::INVALID_REQUEST
+    // Kafka's `transactionVersionForEndTxn`: v5+ is a client of transaction version 2.
+    let client_tv = if version >= 5 { TV_2 } else { TV_0 };
+    let result = if id.is_empty() {
+        Err(errors::INVALID_REQUEST)
     } else {
         match locate(shard, &id) {
-            Err(code) => code,
+            Err(code) => Err(code),
             Ok((owner, partition)) => {
                 let (pid, epoch, commit) = (req.producer_id.0, req.producer_epoch, req.committed);
                 // Cross-core hop to the core coordinating the id.
                 shard
                     .invoke_on(owner, move |s| {
-                        txn::coordinator::end_txn(s, partition, id, pid, epoch, commit)
+                        txn::coordinator::end_txn(s, partition, id, pid, epoch, commit, client_tv)
                     })
                     .await
             }
         }
     };
-    resp.error_code = fenced_for(version, 2, code);
-    if version >= 5 && code == errors::NONE {
-        resp.producer_id = req.producer_id;
-        resp.producer_epoch = req.producer_epoch;
+    match result {
+        Ok((pid, epoch)) => {
+            if version >= 5 {
+                // The producer id and epoch the client continues with (bumped by this EndTxn).
+                resp.producer_id = ProducerId(pid);
+                resp.producer_epoch = epoch;
+            }
+        }
+        Err(code) => resp.error_code = fenced_for(version, 2, code),
     }
     Some(resp)
 }
@@ -331,6 +348,46 @@ pub async fn verify_partitions(
         partitions,
         true,
         missing,
+        TV_0,
+    )
+    .await
+}
+
+/// The implicit AddPartitionsToTxn of transaction version 2 (KIP-890 part 2): a transactional Produce
+/// v12+ and a TxnOffsetCommit v5+ add their partitions to the producer's transaction themselves, where
+/// older clients sent AddPartitionsToTxn / AddOffsetsToTxn first. With `skip_ongoing` (Produce) partitions
+/// already in the ongoing transaction are not asked for again. One code per partition.
+pub async fn add_partitions_implicitly(
+    shard: &Rc<Shard>,
+    id: &str,
+    producer_id: i64,
+    epoch: i16,
+    partitions: Vec<(String, i32)>,
+    skip_ongoing: bool,
+) -> Vec<i16> {
+    if skip_ongoing && !id.is_empty() {
+        if let Ok((owner, _)) = locate(shard, id) {
+            let (id, parts) = (id.to_string(), partitions.clone());
+            // Cross-core hop to the core coordinating the id.
+            let present = shard
+                .invoke_on(owner, move |s| async move {
+                    txn::coordinator::in_ongoing_txn(&s, &id, producer_id, epoch, &parts)
+                })
+                .await;
+            if present {
+                return vec![errors::NONE; partitions.len()];
+            }
+        }
+    }
+    add_or_verify(
+        shard,
+        id.to_string(),
+        producer_id,
+        epoch,
+        partitions,
+        false,
+        errors::NONE,
+        TV_2,
     )
     .await
 }
@@ -395,21 +452,36 @@ pub async fn handle_txn_offset_commit(
         return Some(answer(all(errors::NOT_COORDINATOR)));
     };
     let partition = crate::group::coordinator_partition(&group_id, offsets.partitions);
-    // The group's partition must be in the transaction (AddOffsetsToTxn came first).
-    let missing = if version >= 4 {
-        errors::TRANSACTION_ABORTABLE
+    // The group's partition must be in the transaction: v5+ (transaction version 2) adds it, as Kafka's
+    // `txnOffsetCommitRequestVersionToTransactionSupportedOperation`; before, AddOffsetsToTxn came first
+    // and it is only verified.
+    let group_partition = vec![(crate::group::OFFSETS_TOPIC.to_string(), partition)];
+    let verified = if version >= 5 {
+        add_partitions_implicitly(
+            shard,
+            &req.transactional_id.0,
+            req.producer_id.0,
+            req.producer_epoch,
+            group_partition,
+            false,
+        )
+        .await
     } else {
-        errors::INVALID_TXN_STATE
+        let missing = if version >= 4 {
+            errors::TRANSACTION_ABORTABLE
+        } else {
+            errors::INVALID_TXN_STATE
+        };
+        verify_partitions(
+            shard,
+            &req.transactional_id.0,
+            req.producer_id.0,
+            req.producer_epoch,
+            group_partition,
+            missing,
+        )
+        .await
     };
-    let verified = verify_partitions(
-        shard,
-        &req.transactional_id.0,
-        req.producer_id.0,
-        req.producer_epoch,
-        vec![(crate::group::OFFSETS_TOPIC.to_string(), partition)],
-        missing,
-    )
-    .await;
     let code = verified.first().copied().unwrap_or(errors::NONE);
     if code != errors::NONE {
         return Some(answer(all(code)));
@@ -565,6 +637,8 @@ pub async fn handle_write_txn_markers(
             m.transaction_result,
             m.coordinator_epoch,
         );
+        // v2+ (KIP-1228): the transaction version of the marker, 2 for the strict epoch rule.
+        let transaction_version = i16::from(m.transaction_version);
         let mut result = WritableTxnMarkerResult::default();
         result.producer_id = m.producer_id;
         for t in m.topics {
@@ -580,18 +654,17 @@ pub async fn handle_write_txn_markers(
                     // Cross-core hop to the partition's owner, which appends the marker.
                     shard
                         .invoke_on(owner, move |s| async move {
-                            txn::coordinator::write_marker(
-                                s,
-                                name,
-                                p,
-                                pid,
+                            let marker = txn::coordinator::Marker {
+                                producer_id: pid,
                                 epoch,
                                 coordinator_epoch,
                                 commit,
-                            )
-                            .await
-                            .err()
-                            .unwrap_or(errors::NONE)
+                                transaction_version,
+                            };
+                            txn::coordinator::write_marker(s, name, p, marker)
+                                .await
+                                .err()
+                                .unwrap_or(errors::NONE)
                         })
                         .await
                 }

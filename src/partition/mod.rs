@@ -484,8 +484,9 @@ impl Partition {
     }
 
     /// Appends a COMMIT (`commit`) or ABORT control batch for `producer_id` (Kafka's WriteTxnMarkers on the
-    /// partition leader, `ProducerAppendInfo.appendEndTxnMarker` with a legacy transaction version): a
-    /// marker whose epoch is older than the producer's is INVALID_PRODUCER_EPOCH; a coordinator epoch
+    /// partition leader, `ProducerAppendInfo.appendEndTxnMarker`): a marker whose epoch is older than the
+    /// producer's (with `transaction_version` 2: not newer, unless it repeats a marker already written) is
+    /// INVALID_PRODUCER_EPOCH; a coordinator epoch
     /// older than the one last seen for the producer is TRANSACTION_COORDINATOR_FENCED. Ends the
     /// producer's ongoing transaction on this partition; an ABORT records an aborted-transaction entry in
     /// the `.txnindex` of the segment the marker lands in. Synchronous like [`Partition::append`]: follow
@@ -496,6 +497,7 @@ impl Partition {
         producer_epoch: i16,
         coordinator_epoch: i32,
         commit: bool,
+        transaction_version: i16,
     ) -> Result<AppendResult, PartitionError> {
         let marker = EndTxnMarker {
             commit,
@@ -507,7 +509,14 @@ impl Partition {
         let offset = self.log.log_end_offset();
         let mut overlay = self.producers.borrow().subset(std::iter::once(producer_id));
         let completed = overlay
-            .end_txn(producer_id, producer_epoch, marker, offset, now_ms)
+            .end_txn(
+                producer_id,
+                producer_epoch,
+                marker,
+                offset,
+                now_ms,
+                transaction_version,
+            )
             .map_err(|code| {
                 PartitionError::new(
                     code,
@@ -1086,12 +1095,12 @@ mod tests {
             assert_eq!(p.append(plain).unwrap_err().code, INVALID_TXN_STATE);
             // Fencing: an older producer epoch, then an older coordinator epoch.
             assert_eq!(
-                p.append_marker(7, -1, 0, false).unwrap_err().code,
+                p.append_marker(7, -1, 0, false, 0).unwrap_err().code,
                 INVALID_PRODUCER_EPOCH
             );
-            let m = p.append_marker(7, 0, 3, false).unwrap(); // ABORT at 4
+            let m = p.append_marker(7, 0, 3, false, 0).unwrap(); // ABORT at 4
             assert_eq!((m.base_offset, m.last_offset), (4, 4));
-            assert_eq!(p.append_marker(7, 0, 2, true).unwrap_err().code, FENCED);
+            assert_eq!(p.append_marker(7, 0, 2, true, 0).unwrap_err().code, FENCED);
             // Until the marker is durable the aborted transaction still holds the LSO.
             assert!(p.last_stable_offset() <= 2);
             p.wait_durable(m.last_offset).await.unwrap();
@@ -1102,7 +1111,7 @@ mod tests {
             assert_eq!(p.aborted_transactions(5, 6), vec![]);
             // A read_committed long poll wakes once the commit is durable.
             let waiting = glommio::spawn_local(p.wait_for_stable(2));
-            let commit = p.append_marker(8, 0, 3, true).unwrap(); // COMMIT at 5
+            let commit = p.append_marker(8, 0, 3, true, 0).unwrap(); // COMMIT at 5
             waiting.await;
             assert_eq!(p.last_stable_offset(), 6);
             p.wait_durable(commit.last_offset).await.unwrap();
@@ -1143,7 +1152,7 @@ mod tests {
             assert_eq!(p.ongoing_transactions(), vec![(7, 0, 6)]);
             assert_eq!(p.last_stable_offset(), 6);
             assert_eq!(p.aborted_transactions(0, 7), vec![(7, 0)]);
-            assert_eq!(p.append_marker(7, 0, 2, true).unwrap_err().code, FENCED);
+            assert_eq!(p.append_marker(7, 0, 2, true, 0).unwrap_err().code, FENCED);
             p.close().await.unwrap();
         });
     }
@@ -1159,12 +1168,12 @@ mod tests {
             });
             p.append_produce(txn(1, 0, 0, 1)).unwrap(); // 0
             p.append_produce(txn(2, 0, 0, 1)).unwrap(); // 1
-            p.append_marker(1, 0, 0, false).unwrap(); // 2 ABORT
+            p.append_marker(1, 0, 0, false, 0).unwrap(); // 2 ABORT
             let r = p.append_produce(txn(3, 0, 0, 1)).unwrap(); // 3
             p.wait_durable(r.last_offset).await.unwrap();
             // The checkpoint writes the snapshot and the active segment's .txnindex.
             p.checkpoint().await.unwrap();
-            p.append_marker(2, 0, 0, false).unwrap(); // 4 ABORT, past the checkpoint
+            p.append_marker(2, 0, 0, false, 0).unwrap(); // 4 ABORT, past the checkpoint
             let r = p.append_produce(txn(4, 0, 0, 1)).unwrap(); // 5
             p.wait_durable(r.last_offset).await.unwrap();
             assert!(
@@ -1216,7 +1225,7 @@ mod tests {
                 ..p.log_config()
             });
             p.append_produce(txn(1, 0, 0, 1)).unwrap(); // 0
-            p.append_marker(1, 0, 0, false).unwrap(); // 1 ABORT
+            p.append_marker(1, 0, 0, false, 0).unwrap(); // 1 ABORT
             for i in 0..4 {
                 p.append(idem(i, 1, 0)).unwrap();
             }
@@ -1253,8 +1262,8 @@ mod tests {
             });
             p.append_produce(keyed(1, 0, "a", true)).unwrap(); // 0..=1, aborted
             p.append_produce(keyed(2, 0, "b", true)).unwrap(); // 2..=3, committed
-            p.append_marker(1, 0, 0, false).unwrap(); // 4
-            p.append_marker(2, 0, 0, true).unwrap(); // 5
+            p.append_marker(1, 0, 0, false, 0).unwrap(); // 4
+            p.append_marker(2, 0, 0, true, 0).unwrap(); // 5
             p.append_produce(keyed(1, 2, "c", false)).unwrap(); // 6..=7
             p.append_produce(keyed(3, 0, "d", true)).unwrap(); // 8..=9, ongoing
             for i in 0..4 {

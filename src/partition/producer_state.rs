@@ -17,7 +17,10 @@
 //! - a transactional batch from a producer without an ongoing transaction begins one on this partition,
 //!   at the batch's first offset; a non-transactional batch while one is ongoing is INVALID_TXN_STATE;
 //! - a COMMIT or ABORT marker ([`ProducerStateManager::end_txn`]) is refused with INVALID_PRODUCER_EPOCH
-//!   if its epoch is older than the producer's, with TRANSACTION_COORDINATOR_FENCED if its coordinator
+//!   if its epoch is older than the producer's (transaction version 2, where the coordinator bumps the
+//!   epoch for every marker: not newer than the producer's, except the same epoch with no transaction
+//!   ongoing, a marker written again after a coordinator restart or a lost answer), with
+//!   TRANSACTION_COORDINATOR_FENCED if its coordinator
 //!   epoch is older than the last one seen for the producer; it ends the ongoing transaction (if any) and
 //!   yields it as a [`CompletedTxn`];
 //! - a completed transaction holds the last stable offset at its first offset until the high watermark
@@ -333,9 +336,11 @@ impl ProducerStateManager {
         None
     }
 
-    /// Kafka's `appendEndTxnMarker` for a marker the coordinator asks for (legacy transaction versions:
-    /// a marker's epoch may equal the producer's): checks it, then ends the producer's ongoing
-    /// transaction at `offset` (the marker's). `Err` is the Kafka error code; nothing changes then.
+    /// Kafka's `appendEndTxnMarker` for a marker the coordinator asks for: checks it, then ends the
+    /// producer's ongoing transaction at `offset` (the marker's). With a legacy `transaction_version`
+    /// (below 2) the marker's epoch may equal the producer's; with 2 it must be newer (Kafka's KAFKA-19999
+    /// exception: the same epoch with no transaction ongoing is a repeated marker and is written).
+    /// `Err` is the Kafka error code; nothing changes then.
     pub fn end_txn(
         &mut self,
         producer_id: i64,
@@ -343,9 +348,15 @@ impl ProducerStateManager {
         marker: EndTxnMarker,
         offset: i64,
         timestamp: i64,
+        transaction_version: i16,
     ) -> Result<Option<CompletedTxn>, i16> {
         if let Some(e) = self.producers.get(&producer_id) {
-            if epoch < e.epoch {
+            let stale = if transaction_version >= 2 {
+                epoch < e.epoch || (epoch == e.epoch && e.current_txn_first_offset.is_some())
+            } else {
+                epoch < e.epoch
+            };
+            if stale {
                 return Err(INVALID_PRODUCER_EPOCH);
             }
             if e.coordinator_epoch > marker.coordinator_epoch {
@@ -865,7 +876,7 @@ mod tests {
         assert_eq!(s.check_txn(3, false), Ok(()));
         // Producer 1 aborts at 14: the index entry's LSO is producer 2's first offset.
         let t = s
-            .end_txn(1, 0, marker(false, 5), 14, 2_000)
+            .end_txn(1, 0, marker(false, 5), 14, 2_000, 0)
             .unwrap()
             .unwrap();
         assert_eq!(
@@ -886,7 +897,7 @@ mod tests {
         assert_eq!(s.last_stable_offset(14), 10);
         assert_eq!(s.last_stable_offset(15), 12);
         let t = s
-            .end_txn(2, 0, marker(true, 5), 15, 2_000)
+            .end_txn(2, 0, marker(true, 5), 15, 2_000, 0)
             .unwrap()
             .unwrap();
         assert_eq!(s.stable_offset_after(&t), 16);
@@ -894,7 +905,7 @@ mod tests {
         assert_eq!(s.last_stable_offset(16), 16);
         assert!(s.ongoing_transactions().is_empty());
         // A marker for a producer without an ongoing transaction completes nothing.
-        assert_eq!(s.end_txn(3, 0, marker(true, 5), 16, 2_000), Ok(None));
+        assert_eq!(s.end_txn(3, 0, marker(true, 5), 16, 2_000, 0), Ok(None));
         // A new transaction of producer 1 begins at its next transactional batch.
         s.record(1, 0, meta(3, 3, 17), true);
         assert_eq!(s.ongoing_transactions(), vec![(1, 0, 17)]);
@@ -905,25 +916,50 @@ mod tests {
         let mut s = ProducerStateManager::new();
         s.record(1, 3, meta(0, 0, 0), true);
         assert_eq!(
-            s.end_txn(1, 2, marker(true, 0), 1, 0),
+            s.end_txn(1, 2, marker(true, 0), 1, 0, 0),
             Err(INVALID_PRODUCER_EPOCH)
         );
-        s.end_txn(1, 3, marker(false, 4), 1, 0).unwrap();
+        s.end_txn(1, 3, marker(false, 4), 1, 0, 0).unwrap();
         assert_eq!(
-            s.end_txn(1, 3, marker(false, 3), 2, 0),
+            s.end_txn(1, 3, marker(false, 3), 2, 0, 0),
             Err(TRANSACTION_COORDINATOR_FENCED)
         );
         // A bumped epoch in a marker (the coordinator fencing the producer) clears its batches.
-        assert_eq!(s.end_txn(1, 4, marker(false, 4), 2, 0), Ok(None));
+        assert_eq!(s.end_txn(1, 4, marker(false, 4), 2, 0, 0), Ok(None));
         let e = s.entry(1).unwrap();
         assert_eq!((e.epoch, e.batches.len(), e.coordinator_epoch), (4, 0, 4));
         assert_eq!(s.check(1, 3, 1, 1), Err(INVALID_PRODUCER_EPOCH));
         // An unknown producer's marker is accepted and remembered (its epochs fence later ones).
-        assert_eq!(s.end_txn(9, 2, marker(true, 1), 3, 0), Ok(None));
+        assert_eq!(s.end_txn(9, 2, marker(true, 1), 3, 0, 0), Ok(None));
         assert_eq!(
-            s.end_txn(9, 2, marker(true, 0), 4, 0),
+            s.end_txn(9, 2, marker(true, 0), 4, 0, 0),
             Err(TRANSACTION_COORDINATOR_FENCED)
         );
+    }
+
+    /// Transaction version 2: the coordinator bumps the epoch for every marker, so a marker at the
+    /// producer's own epoch while its transaction is ongoing is stale; once the transaction has ended, the
+    /// same marker again (a coordinator restart, a lost answer) is written and completes nothing.
+    #[test]
+    fn markers_of_transaction_version_2_need_a_newer_epoch() {
+        let mut s = ProducerStateManager::new();
+        s.record(1, 3, meta(0, 0, 0), true);
+        assert_eq!(
+            s.end_txn(1, 3, marker(true, 0), 1, 0, 2),
+            Err(INVALID_PRODUCER_EPOCH)
+        );
+        assert_eq!(
+            s.end_txn(1, 2, marker(true, 0), 1, 0, 2),
+            Err(INVALID_PRODUCER_EPOCH)
+        );
+        // The legacy rule takes the same marker.
+        assert!(s.clone().end_txn(1, 3, marker(true, 0), 1, 0, 0).is_ok());
+        let t = s.end_txn(1, 4, marker(true, 0), 1, 0, 2).unwrap().unwrap();
+        assert_eq!((t.first_offset, t.last_offset, t.aborted), (0, 1, false));
+        assert_eq!(s.entry(1).unwrap().epoch, 4);
+        assert_eq!(s.end_txn(1, 4, marker(true, 0), 2, 0, 2), Ok(None));
+        // The next transaction runs at the bumped epoch from sequence 0.
+        assert_eq!(s.check(1, 4, 0, 0), Ok(SequenceCheck::Append));
     }
 
     #[test]
@@ -936,7 +972,7 @@ mod tests {
         s.expire_before(i64::MAX);
         assert!(s.entry(1).is_some());
         // Ended: the marker's timestamp ages it from then on.
-        s.end_txn(1, 0, marker(true, 0), 5, 5_000).unwrap();
+        s.end_txn(1, 0, marker(true, 0), 5, 5_000, 0).unwrap();
         assert_eq!(s.remove_expired(5_999, 1_000), 0);
         assert_eq!(s.remove_expired(6_000, 1_000), 1);
     }
@@ -947,7 +983,7 @@ mod tests {
         s.record(1, 2, meta_at(0, 1, 10, 1_000), true);
         s.record(1, 2, meta_at(2, 2, 12, 1_001), true);
         s.record(2, 0, meta_at(0, 0, 13, 1_002), true);
-        let t = s.end_txn(2, 1, marker(false, 6), 14, 1_500).unwrap();
+        let t = s.end_txn(2, 1, marker(false, 6), 14, 1_500, 0).unwrap();
         assert!(t.is_some());
         let back = ProducerStateManager::from_snapshot(&s.to_snapshot()).unwrap();
         assert_eq!(back.entry(1), s.entry(1));

@@ -460,6 +460,20 @@ mod tests {
         }
         let golden = "00000000030267004505676f6e650002680000000000";
         assert_eq!(check::<DeleteGroupsResponse>(golden, 3), g);
+
+        // WriteTxnMarkers v2 (KIP-1228): TransactionVersion after CoordinatorEpoch; v1 drops it.
+        let w: WriteTxnMarkersRequest = check(
+            "0200000000000000070003010202740300000000000000010000000005020000",
+            2,
+        );
+        assert_eq!(w.markers[0].transaction_version, 2);
+        assert_eq!(w.markers[0].coordinator_epoch, 5);
+        let w: WriteTxnMarkersRequest = check(
+            "02000000000000000700030102027403000000000000000100000000050000",
+            1,
+        );
+        assert_eq!(w.markers[0].transaction_version, 0);
+        let _: WriteTxnMarkersResponse = check("0200000000000000070202740200000001002f00000000", 2);
     }
 
     #[test]

@@ -133,10 +133,7 @@ impl crate::txn::coordinator::TxnHost for Shard {
         self: &Rc<Self>,
         topic: String,
         partition: i32,
-        producer_id: i64,
-        epoch: i16,
-        coordinator_epoch: i32,
-        commit: bool,
+        marker: crate::txn::coordinator::Marker,
     ) -> Result<(), i16> {
         let Some(meta) = self.topic(&topic) else {
             return Ok(()); // deleted: nothing to end
@@ -144,16 +141,7 @@ impl crate::txn::coordinator::TxnHost for Shard {
         let owner = self.owner_of(&meta, partition);
         // Cross-core hop to the partition's owner, which appends the marker.
         self.invoke_on(owner, move |s| async move {
-            crate::txn::coordinator::write_marker(
-                s,
-                topic,
-                partition,
-                producer_id,
-                epoch,
-                coordinator_epoch,
-                commit,
-            )
-            .await
+            crate::txn::coordinator::write_marker(s, topic, partition, marker).await
         })
         .await
     }

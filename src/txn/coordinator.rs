@@ -13,7 +13,12 @@
 //! CompleteAbort is written. EndTxn is answered after the complete record, so a client that commits and
 //! then reads with `read_committed` sees its records (Kafka answers after the prepare record and writes
 //! the markers afterwards). A restart finds a Prepare state in the log and writes the markers again
-//! (markers are idempotent for the partitions: the second one ends nothing).
+//! (markers are idempotent for the partitions: the second one ends nothing, and a marker of transaction
+//! version 2 at the producer's current epoch with no transaction ongoing is accepted as a repeat).
+//!
+//! Transaction versions (see [`super::state`]): EndTxn v5+, Produce v12+ (its implicit add),
+//! TxnOffsetCommit v5+ and AddPartitionsToTxn v4+ are transaction version 2, older versions 1; the
+//! version of the transaction's last transition travels with its markers, and is written to the log.
 //!
 //! Fault model: a failed write answers a retriable coordinator error and leaves the id as it was; a
 //! marker that cannot be written (I/O error) is retried every [`MARKER_RETRY_MS`] until it succeeds, the
@@ -27,7 +32,9 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::records::{self as recs, TxnValue};
-use super::state::{epoch_exhausted, TxnMetadata, TxnState};
+use super::state::{
+    epoch_exhausted, supports_epoch_bump, EndStep, TxnMetadata, TxnState, NO_PRODUCER_ID, TV_0,
+};
 use super::TXN_TOPIC;
 use crate::group::coordinator::GroupHost;
 use crate::group::now_ms;
@@ -54,11 +61,20 @@ pub trait TxnHost: GroupHost {
         self: &Rc<Self>,
         topic: String,
         partition: i32,
-        producer_id: i64,
-        epoch: i16,
-        coordinator_epoch: i32,
-        commit: bool,
+        marker: Marker,
     ) -> impl std::future::Future<Output = Result<(), i16>>;
+}
+
+/// A COMMIT/ABORT marker the coordinator asks a partition to append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Marker {
+    pub producer_id: i64,
+    pub epoch: i16,
+    pub coordinator_epoch: i32,
+    pub commit: bool,
+    /// The transaction version of the transaction it ends: with 2 the partition requires the marker's
+    /// epoch to be above the producer's (Kafka's `transactionVersion` of WriteTxnMarkers v2).
+    pub transaction_version: i16,
 }
 
 /// Transaction state of one core. Owned by that core (a field of its `Shard`).
@@ -217,7 +233,18 @@ pub async fn init_producer_id<H: TxnHost>(
             }
         },
         Step::Fence => {
-            let fenced = current.prepare_end(false, current.producer_epoch.wrapping_add(1), now);
+            let next_id = if epoch_exhausted(current.producer_epoch) {
+                match allocate_producer_id(&shard).await {
+                    Ok(pid) => pid,
+                    Err(code) => {
+                        unmark(&shard, &id);
+                        return Err(code);
+                    }
+                }
+            } else {
+                NO_PRODUCER_ID
+            };
+            let fenced = current.fence_and_abort(next_id, now);
             tracing::info!(transactional_id = %id, "fencing the ongoing transaction of a new producer instance");
             end_prepared(&shard, &part, fenced).await?;
             return Err(errors::CONCURRENT_TRANSACTIONS);
@@ -229,7 +256,10 @@ pub async fn init_producer_id<H: TxnHost>(
     Ok(answer)
 }
 
-/// AddPartitionsToTxn / AddOffsetsToTxn: the partitions join the ongoing transaction.
+/// AddPartitionsToTxn / AddOffsetsToTxn, and the implicit add of a transactional Produce v12+ or
+/// TxnOffsetCommit v5+: the partitions join the ongoing transaction, recorded with the client's
+/// transaction version `client_tv`.
+#[allow(clippy::too_many_arguments)]
 pub async fn add_partitions<H: TxnHost>(
     shard: Rc<H>,
     partition: i32,
@@ -237,6 +267,7 @@ pub async fn add_partitions<H: TxnHost>(
     producer_id: i64,
     epoch: i16,
     partitions: Vec<(String, i32)>,
+    client_tv: i16,
 ) -> i16 {
     let part = match partition_ready(&shard, partition) {
         Ok(p) => p,
@@ -245,7 +276,7 @@ pub async fn add_partitions<H: TxnHost>(
     let now = now_ms();
     let begun = begin(&shard, &id, |m| {
         match m.check_add(producer_id, epoch, &partitions)? {
-            true => Ok(m.add_partitions(&partitions, now)),
+            true => Ok(m.add_partitions(&partitions, client_tv, now)),
             false => Err(errors::NONE),
         }
     });
@@ -256,6 +287,25 @@ pub async fn add_partitions<H: TxnHost>(
             .unwrap_or(errors::NONE),
         Err(code) => code,
     }
+}
+
+/// Whether all `partitions` are already in the id's ongoing transaction of this producer id and epoch,
+/// whatever write of the id is pending. The implicit add of a transactional Produce v12+ asks this
+/// first: Kafka's partition leader skips the coordinator for a producer whose transaction is already
+/// ongoing on the partition (`hasOngoingTransaction`), so such a produce never waits for another add.
+pub fn in_ongoing_txn<H: TxnHost>(
+    shard: &Rc<H>,
+    id: &str,
+    producer_id: i64,
+    epoch: i16,
+    partitions: &[(String, i32)],
+) -> bool {
+    shard.txns().txns.borrow().get(id).is_some_and(|m| {
+        m.producer_id == producer_id
+            && m.producer_epoch == epoch
+            && m.state == TxnState::Ongoing
+            && partitions.iter().all(|p| m.partitions.contains(p))
+    })
 }
 
 /// The verify-only form (AddPartitionsToTxn v4+, and the Produce and TxnOffsetCommit checks of KIP-890
@@ -296,7 +346,11 @@ pub fn verify<H: TxnHost>(
         .collect()
 }
 
-/// EndTxn from a client (Kafka's `handleEndTransaction`).
+/// EndTxn from a client (Kafka's `handleEndTransaction`), of transaction version `client_tv` (2 for
+/// EndTxn v5+). `Ok` carries the producer id and epoch EndTxn v5 answers: with transaction version 2 those
+/// the transaction completed with (the epoch bumped, or a new producer id at epoch 0), for a retry the
+/// current ones.
+#[allow(clippy::too_many_arguments)]
 pub async fn end_txn<H: TxnHost>(
     shard: Rc<H>,
     partition: i32,
@@ -304,56 +358,112 @@ pub async fn end_txn<H: TxnHost>(
     producer_id: i64,
     epoch: i16,
     commit: bool,
-) -> i16 {
-    let part = match partition_ready(&shard, partition) {
-        Ok(p) => p,
-        Err(code) => return code,
+    client_tv: i16,
+) -> Result<(i64, i16), i16> {
+    let part = partition_ready(&shard, partition)?;
+    if !supports_epoch_bump(client_tv) {
+        let now = now_ms();
+        let begun = begin(&shard, &id, |m| {
+            match m.check_end(producer_id, epoch, commit, true)? {
+                true => Ok(m.prepare_end(commit, TV_0, NO_PRODUCER_ID, false, now)),
+                false => Err(errors::NONE),
+            }
+        });
+        return match begun {
+            Ok((_, prepared)) => end_prepared(&shard, &part, prepared)
+                .await
+                .map(|done| (done.producer_id, done.producer_epoch)),
+            Err(errors::NONE) => Ok((producer_id, epoch)),
+            Err(code) => Err(code),
+        };
+    }
+    // An exhausted epoch ends the transaction with a new producer id, allocated (on another core) before
+    // the checks; an id allocated for a request that then fails is simply never used.
+    let exhausted = shard
+        .txns()
+        .txns
+        .borrow()
+        .get(&id)
+        .is_some_and(|m| epoch_exhausted(m.producer_epoch));
+    let next_id = if exhausted {
+        allocate_producer_id(&shard).await?
+    } else {
+        NO_PRODUCER_ID
     };
     let now = now_ms();
     let begun = begin(&shard, &id, |m| {
-        match m.check_end(producer_id, epoch, commit, true)? {
-            true => Ok(m.prepare_end(commit, epoch, now)),
-            false => Err(errors::NONE),
+        match m.check_end_v2(producer_id, epoch, commit)? {
+            EndStep::Prepare { no_partition_added } => {
+                let next = if epoch_exhausted(m.producer_epoch) {
+                    if next_id == NO_PRODUCER_ID {
+                        // Exhausted since the look above: the client retries.
+                        return Err(errors::CONCURRENT_TRANSACTIONS);
+                    }
+                    next_id
+                } else {
+                    NO_PRODUCER_ID
+                };
+                Ok(Ok(m.prepare_end(
+                    commit,
+                    client_tv,
+                    next,
+                    no_partition_added,
+                    now,
+                )))
+            }
+            EndStep::Retry => Ok(Err((m.producer_id, m.producer_epoch))),
         }
     });
     match begun {
-        Ok((_, prepared)) => end_prepared(&shard, &part, prepared)
-            .await
-            .err()
-            .unwrap_or(errors::NONE),
-        Err(code) => code,
+        Ok((_, Ok(prepared))) => {
+            let done = end_prepared(&shard, &part, prepared).await?;
+            Ok((done.producer_id, done.producer_epoch))
+        }
+        Ok((_, Err(current))) => {
+            unmark(&shard, &id);
+            Ok(current)
+        }
+        Err(code) => Err(code),
     }
 }
 
-/// Writes a Prepare state (the id is pending), then the markers, then the Complete state.
+/// Writes a Prepare state (the id is pending), then the markers, then the Complete state, which it
+/// returns.
 async fn end_prepared<H: TxnHost>(
     shard: &Rc<H>,
     part: &Partition,
     prepared: TxnMetadata,
-) -> Result<(), i16> {
+) -> Result<TxnMetadata, i16> {
     write(shard, part, prepared.clone()).await?;
     complete(shard, part, prepared).await
 }
 
-/// Writes the markers of a prepared transaction and then its Complete state.
+/// Writes the markers of a prepared transaction and then its Complete state, which it returns.
 async fn complete<H: TxnHost>(
     shard: &Rc<H>,
     part: &Partition,
     prepared: TxnMetadata,
-) -> Result<(), i16> {
+) -> Result<TxnMetadata, i16> {
     let id = prepared.transactional_id.clone();
     if let Some(m) = shard.txns().txns.borrow_mut().get_mut(&id) {
         m.pending = true;
     }
     write_markers(shard, &prepared, part.leader_epoch()).await;
-    write(shard, part, prepared.complete(now_ms())).await
+    let done = prepared.complete(now_ms());
+    write(shard, part, done.clone()).await?;
+    Ok(done)
 }
 
 /// Appends the COMMIT/ABORT marker of `m` on every partition of its transaction, each on its owning
 /// core, and waits until each is durable. Partitions that no longer exist are skipped.
 async fn write_markers<H: TxnHost>(shard: &Rc<H>, m: &TxnMetadata, coordinator_epoch: i32) {
-    let commit = m.state == TxnState::PrepareCommit;
-    let (pid, epoch) = (m.producer_id, m.producer_epoch);
+    let marker = Marker {
+        producer_id: m.producer_id,
+        epoch: m.producer_epoch,
+        coordinator_epoch,
+        commit: m.state == TxnState::PrepareCommit,
+        transaction_version: m.client_tv,
+    };
     let writes = m.partitions.iter().map(|(topic, p)| {
         let (topic, p) = (topic.clone(), *p);
         async move {
@@ -362,9 +472,7 @@ async fn write_markers<H: TxnHost>(shard: &Rc<H>, m: &TxnMetadata, coordinator_e
                     return; // deleted: nothing to end
                 }
                 // Cross-core hop to the partition's owner, which appends the marker.
-                let result = shard
-                    .write_marker_at(topic.clone(), p, pid, epoch, coordinator_epoch, commit)
-                    .await;
+                let result = shard.write_marker_at(topic.clone(), p, marker).await;
                 match result {
                     Ok(()) => return,
                     Err(code) if shard.stopping() => {
@@ -388,10 +496,7 @@ pub async fn write_marker<H: TxnHost>(
     shard: Rc<H>,
     topic: String,
     partition: i32,
-    producer_id: i64,
-    epoch: i16,
-    coordinator_epoch: i32,
-    commit: bool,
+    marker: Marker,
 ) -> Result<(), i16> {
     let Some(part) = shard.partition(&topic, partition) else {
         // Gone since (deleted, or not open yet on a restart: then the topic check above retries).
@@ -405,13 +510,24 @@ pub async fn write_marker<H: TxnHost>(
         };
     };
     let appended = part
-        .append_marker(producer_id, epoch, coordinator_epoch, commit)
+        .append_marker(
+            marker.producer_id,
+            marker.epoch,
+            marker.coordinator_epoch,
+            marker.commit,
+            marker.transaction_version,
+        )
         .map_err(|e| e.code)?;
     part.wait_durable(appended.last_offset)
         .await
         .map_err(|e| e.code)?;
     if topic == crate::group::OFFSETS_TOPIC {
-        crate::group::coordinator::complete_txn(&shard, partition, producer_id, commit);
+        crate::group::coordinator::complete_txn(
+            &shard,
+            partition,
+            marker.producer_id,
+            marker.commit,
+        );
     }
     Ok(())
 }
@@ -553,9 +669,20 @@ fn abort_timed_out<H: TxnHost>(shard: &Rc<H>, now: i64) {
             continue;
         };
         tracing::info!(transactional_id = %id, "aborting a transaction past its timeout");
-        let fenced = current.prepare_end(false, current.producer_epoch.wrapping_add(1), now);
         let shard = shard.clone();
         H::spawn_detached(async move {
+            let next_id = if epoch_exhausted(current.producer_epoch) {
+                match allocate_producer_id(&shard).await {
+                    Ok(pid) => pid,
+                    Err(_) => {
+                        unmark(&shard, &id); // the next round tries again
+                        return;
+                    }
+                }
+            } else {
+                NO_PRODUCER_ID
+            };
+            let fenced = current.fence_and_abort(next_id, now);
             if let Err(code) = end_prepared(&shard, &part, fenced).await {
                 tracing::warn!(transactional_id = %id, code, "aborting a timed-out transaction failed");
             }

@@ -1,4 +1,6 @@
-//! The transaction coordinator: Kafka's transactions (KIP-98) with transaction version 1.
+//! The transaction coordinator: Kafka's transactions (KIP-98), transaction versions 1 and 2 (KIP-890:
+//! with version 2, which Ringtide finalizes as Kafka 4.4 does, every EndTxn bumps the producer epoch and
+//! a transactional Produce v12+ / TxnOffsetCommit v5+ adds its partitions itself).
 //!
 //! Placement: a transactional id lives on the core that owns partition [`partition_for`] of the internal
 //! topic `__transaction_state` (Kafka's hashing, `transaction.state.log.num.partitions` partitions), so

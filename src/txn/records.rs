@@ -8,20 +8,37 @@
 //!   TransactionPartitions (nullable array of topic + partition ids), TransactionLastUpdateTimestampMs i64,
 //!   TransactionStartTimestampMs i64. A null value is the tombstone of an expired transactional id.
 //!
-//! Ringtide writes value version 0, which Kafka writes while the cluster's `transaction.version` feature is
-//! below 2 (Ringtide advertises no finalized features, so clients use transaction version 1). It reads both.
+//! Ringtide writes value version 1 with the tagged fields PreviousProducerId, NextProducerId and
+//! ClientTransactionVersion (each only when it differs from its default: -1, -1, 0), as Kafka 4.4 writes it
+//! while the cluster's finalized `transaction.version` is 1 or more (Ringtide finalizes level 2). It reads
+//! both versions; a version 0 value has none of the tagged fields (their defaults).
 
 use std::collections::BTreeSet;
 
 use super::state::TxnState;
 pub use super::state::TxnValue;
-use crate::records::reader::Reader;
 
 /// A decoded `__transaction_state` record: the transactional id and its metadata (`None`: tombstone).
 #[derive(Debug, Clone, PartialEq)]
 pub struct TxnRecord {
     pub transactional_id: String,
     pub value: Option<TxnValue>,
+}
+
+/// The defaults of the tagged fields (and the values a version 0 record implies).
+const NO_ID: i64 = -1;
+
+fn put_uvarint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8 & 0x7f) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn put_compact_str(out: &mut Vec<u8>, s: &str) {
+    put_uvarint(out, s.len() as u64 + 1);
+    out.extend_from_slice(s.as_bytes());
 }
 
 fn put_str(out: &mut Vec<u8>, s: &str) {
@@ -37,29 +54,47 @@ pub fn key(transactional_id: &str) -> Vec<u8> {
     out
 }
 
-/// The record value (version 0). Kafka writes null partitions for the Empty state.
+/// The record value (version 1, flexible). Kafka writes null partitions for the Empty state.
 pub fn value(v: &TxnValue) -> Vec<u8> {
     let mut out = Vec::with_capacity(64);
-    out.extend_from_slice(&0i16.to_be_bytes());
+    out.extend_from_slice(&1i16.to_be_bytes());
     out.extend_from_slice(&v.producer_id.to_be_bytes());
     out.extend_from_slice(&v.producer_epoch.to_be_bytes());
     out.extend_from_slice(&v.timeout_ms.to_be_bytes());
     out.push(v.state as u8);
     if v.state == TxnState::Empty {
-        out.extend_from_slice(&(-1i32).to_be_bytes());
+        put_uvarint(&mut out, 0);
     } else {
         let by_topic = group_by_topic(&v.partitions);
-        out.extend_from_slice(&(by_topic.len() as i32).to_be_bytes());
+        put_uvarint(&mut out, by_topic.len() as u64 + 1);
         for (topic, ids) in by_topic {
-            put_str(&mut out, topic);
-            out.extend_from_slice(&(ids.len() as i32).to_be_bytes());
+            put_compact_str(&mut out, topic);
+            put_uvarint(&mut out, ids.len() as u64 + 1);
             for id in ids {
                 out.extend_from_slice(&id.to_be_bytes());
             }
+            put_uvarint(&mut out, 0); // no tagged fields
         }
     }
     out.extend_from_slice(&v.last_update_ms.to_be_bytes());
     out.extend_from_slice(&v.start_ms.to_be_bytes());
+    // Tagged fields in tag order, each only when not its default.
+    let mut tags: Vec<(u64, Vec<u8>)> = Vec::new();
+    if v.prev_producer_id != NO_ID {
+        tags.push((0, v.prev_producer_id.to_be_bytes().to_vec()));
+    }
+    if v.next_producer_id != NO_ID {
+        tags.push((1, v.next_producer_id.to_be_bytes().to_vec()));
+    }
+    if v.client_tv != 0 {
+        tags.push((2, v.client_tv.to_be_bytes().to_vec()));
+    }
+    put_uvarint(&mut out, tags.len() as u64);
+    for (tag, data) in tags {
+        put_uvarint(&mut out, tag);
+        put_uvarint(&mut out, data.len() as u64);
+        out.extend_from_slice(&data);
+    }
     out
 }
 
@@ -75,21 +110,98 @@ pub fn group_by_topic(partitions: &BTreeSet<(String, i32)>) -> Vec<(&str, Vec<i3
     out
 }
 
+/// A bounds-checked reader over record bytes (they come from disk: never trusted).
+struct Reader<'a> {
+    buf: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.buf.len() < n {
+            return None;
+        }
+        let (head, rest) = self.buf.split_at(n);
+        self.buf = rest;
+        Some(head)
+    }
+    fn i8(&mut self) -> Option<i8> {
+        Some(self.take(1)?[0] as i8)
+    }
+    fn i16(&mut self) -> Option<i16> {
+        Some(i16::from_be_bytes(self.take(2)?.try_into().ok()?))
+    }
+    fn i32(&mut self) -> Option<i32> {
+        Some(i32::from_be_bytes(self.take(4)?.try_into().ok()?))
+    }
+    fn i64(&mut self) -> Option<i64> {
+        Some(i64::from_be_bytes(self.take(8)?.try_into().ok()?))
+    }
+    fn uvarint(&mut self) -> Option<u64> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let b = self.take(1)?[0];
+            v |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                return Some(v);
+            }
+        }
+        None
+    }
+    fn string(&mut self) -> Option<String> {
+        let n = self.i16()?;
+        let n = usize::try_from(n).ok()?;
+        String::from_utf8(self.take(n)?.to_vec()).ok()
+    }
+    fn compact_string(&mut self) -> Option<String> {
+        let n = usize::try_from(self.uvarint()?.checked_sub(1)?).ok()?;
+        String::from_utf8(self.take(n)?.to_vec()).ok()
+    }
+    /// Array length: classic i32 (-1 null) or compact unsigned varint (0 null).
+    fn array_len(&mut self, flexible: bool) -> Option<Option<usize>> {
+        if flexible {
+            let n = self.uvarint()?;
+            if n == 0 {
+                return Some(None);
+            }
+            Some(Some(usize::try_from(n - 1).ok()?))
+        } else {
+            let n = self.i32()?;
+            if n < 0 {
+                return Some(None);
+            }
+            Some(Some(n as usize))
+        }
+    }
+    fn skip_tags(&mut self) -> Option<()> {
+        self.tags(|_, _| Some(()))
+    }
+    /// Reads a tagged-field section, handing each (tag, bytes) to `f`.
+    fn tags(&mut self, mut f: impl FnMut(u64, &'a [u8]) -> Option<()>) -> Option<()> {
+        let n = self.uvarint()?;
+        for _ in 0..n {
+            let tag = self.uvarint()?;
+            let len = usize::try_from(self.uvarint()?).ok()?;
+            f(tag, self.take(len)?)?;
+        }
+        Some(())
+    }
+}
+
 /// Decodes a record of `__transaction_state`; `None` if the key is not a transaction log key Ringtide
 /// knows or the value is malformed (such records are skipped, and logged by the caller).
 pub fn decode(key: &[u8], value: Option<&[u8]>) -> Option<TxnRecord> {
-    let mut k = Reader::new(key);
+    let mut k = Reader { buf: key };
     if k.i16()? != 0 {
         return None;
     }
-    let transactional_id = k.str(false)?;
+    let transactional_id = k.string()?;
     let Some(value) = value else {
         return Some(TxnRecord {
             transactional_id,
             value: None,
         });
     };
-    let mut r = Reader::new(value);
+    let mut r = Reader { buf: value };
     let version = r.i16()?;
     let flexible = match version {
         0 => false,
@@ -103,18 +215,34 @@ pub fn decode(key: &[u8], value: Option<&[u8]>) -> Option<TxnRecord> {
     let mut partitions = BTreeSet::new();
     if let Some(n) = r.array_len(flexible)? {
         for _ in 0..n {
-            let topic = r.str(flexible)?;
+            let topic = if flexible {
+                r.compact_string()?
+            } else {
+                r.string()?
+            };
             let ids = r.array_len(flexible)?.unwrap_or(0);
             for _ in 0..ids {
                 partitions.insert((topic.clone(), r.i32()?));
             }
             if flexible {
-                r.skip_tagged()?;
+                r.skip_tags()?;
             }
         }
     }
     let last_update_ms = r.i64()?;
     let start_ms = r.i64()?;
+    let (mut prev_producer_id, mut next_producer_id, mut client_tv) = (NO_ID, NO_ID, 0i16);
+    if flexible {
+        r.tags(|tag, data| {
+            match tag {
+                0 => prev_producer_id = i64::from_be_bytes(data.try_into().ok()?),
+                1 => next_producer_id = i64::from_be_bytes(data.try_into().ok()?),
+                2 => client_tv = i16::from_be_bytes(data.try_into().ok()?),
+                _ => {} // NextProducerEpoch (3) and later tags: not used
+            }
+            Some(())
+        })?;
+    }
     Some(TxnRecord {
         transactional_id,
         value: Some(TxnValue {
@@ -125,6 +253,9 @@ pub fn decode(key: &[u8], value: Option<&[u8]>) -> Option<TxnRecord> {
             partitions,
             last_update_ms,
             start_ms,
+            prev_producer_id,
+            next_producer_id,
+            client_tv,
         }),
     })
 }
@@ -148,6 +279,13 @@ mod tests {
             partitions,
             last_update_ms: 1_700_000_000_123,
             start_ms: 1_700_000_000_000,
+            prev_producer_id: 3999,
+            next_producer_id: if state == TxnState::PrepareCommit {
+                4001
+            } else {
+                -1
+            },
+            client_tv: 2,
         }
     }
 
@@ -168,8 +306,9 @@ mod tests {
         assert_eq!(tomb.value, None);
     }
 
-    /// The bytes Kafka 4.4 writes for a TransactionLogValue (version 0, Ongoing, one topic "t" with
-    /// partitions 0 and 1), laid out field by field from the schema.
+    /// The bytes Kafka 4.4 writes for a TransactionLogValue (version 1, Ongoing, one topic "t" with
+    /// partitions 0 and 1, previous producer id 1, client transaction version 2), laid out field by field
+    /// from the schema.
     #[test]
     fn matches_kafka_layout() {
         let mut partitions = BTreeSet::new();
@@ -183,21 +322,67 @@ mod tests {
             partitions,
             last_update_ms: 4,
             start_ms: 5,
+            prev_producer_id: 1,
+            next_producer_id: -1,
+            client_tv: 2,
         };
-        let mut want = vec![0, 0];
+        let mut want = vec![0, 1];
         want.extend_from_slice(&1i64.to_be_bytes());
         want.extend_from_slice(&2i16.to_be_bytes());
         want.extend_from_slice(&3i32.to_be_bytes());
         want.push(1);
-        want.extend_from_slice(&1i32.to_be_bytes());
-        want.extend_from_slice(&[0, 1, b't']);
-        want.extend_from_slice(&2i32.to_be_bytes());
+        want.push(2); // one topic (compact: n + 1)
+        want.extend_from_slice(&[2, b't']);
+        want.push(3); // two partitions
         want.extend_from_slice(&0i32.to_be_bytes());
         want.extend_from_slice(&1i32.to_be_bytes());
+        want.push(0); // the topic's tagged fields
         want.extend_from_slice(&4i64.to_be_bytes());
         want.extend_from_slice(&5i64.to_be_bytes());
+        want.push(2); // two tagged fields: PreviousProducerId, ClientTransactionVersion
+        want.extend_from_slice(&[0, 8]);
+        want.extend_from_slice(&1i64.to_be_bytes());
+        want.extend_from_slice(&[2, 2, 0, 2]);
         assert_eq!(value(&v), want);
         assert_eq!(key("ab"), vec![0, 0, 0, 2, b'a', b'b']);
+        // The Empty state: null partitions, no tagged fields at their defaults.
+        let empty = TxnValue {
+            state: TxnState::Empty,
+            partitions: BTreeSet::new(),
+            prev_producer_id: -1,
+            client_tv: 0,
+            ..v
+        };
+        let bytes = value(&empty);
+        assert_eq!(bytes[17], 0);
+        assert_eq!(*bytes.last().unwrap(), 0);
+        assert_eq!(
+            decode(&key("x"), Some(&bytes)).unwrap().value.unwrap(),
+            empty
+        );
+    }
+
+    /// Version 0 (classic encoding), as Kafka writes it while `transaction.version` is 0: still read, with
+    /// the tagged fields at their defaults.
+    #[test]
+    fn reads_version_0() {
+        let mut b = vec![0, 0];
+        b.extend_from_slice(&9i64.to_be_bytes());
+        b.extend_from_slice(&1i16.to_be_bytes());
+        b.extend_from_slice(&100i32.to_be_bytes());
+        b.push(1); // Ongoing
+        b.extend_from_slice(&1i32.to_be_bytes());
+        b.extend_from_slice(&[0, 1, b'x']);
+        b.extend_from_slice(&1i32.to_be_bytes());
+        b.extend_from_slice(&3i32.to_be_bytes());
+        b.extend_from_slice(&7i64.to_be_bytes());
+        b.extend_from_slice(&8i64.to_be_bytes());
+        let got = decode(&key("t"), Some(&b)).unwrap().value.unwrap();
+        assert!(got.partitions.contains(&("x".to_string(), 3)));
+        assert_eq!(
+            (got.prev_producer_id, got.next_producer_id, got.client_tv),
+            (-1, -1, 0)
+        );
     }
 
     /// Version 1 (flexible), as Kafka writes with transaction version 2: compact strings and arrays and
@@ -221,6 +406,7 @@ mod tests {
         assert_eq!(got.state, TxnState::CompleteCommit);
         assert!(got.partitions.contains(&("x".to_string(), 3)));
         assert_eq!((got.last_update_ms, got.start_ms), (7, 8));
+        assert_eq!(got.client_tv, 2);
     }
 
     #[test]
