@@ -85,6 +85,16 @@ impl<'a> Reader<'a> {
         }
         Some(Some(usize::try_from(len).ok()?))
     }
+    /// Reads a tagged-field section, handing each (tag, bytes) to `f`.
+    pub fn tags(&mut self, mut f: impl FnMut(u64, &'a [u8]) -> Option<()>) -> Option<()> {
+        let n = self.uvarint()?;
+        for _ in 0..n {
+            let tag = self.uvarint()?;
+            let len = usize::try_from(self.uvarint()?).ok()?;
+            f(tag, self.take(len)?)?;
+        }
+        Some(())
+    }
     pub fn skip_tagged(&mut self) -> Option<()> {
         let n = self.uvarint()?;
         for _ in 0..n {

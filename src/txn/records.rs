@@ -17,6 +17,7 @@ use std::collections::BTreeSet;
 
 use super::state::TxnState;
 pub use super::state::TxnValue;
+use crate::records::reader::Reader;
 
 /// A decoded `__transaction_state` record: the transactional id and its metadata (`None`: tombstone).
 #[derive(Debug, Clone, PartialEq)]
@@ -110,98 +111,21 @@ pub fn group_by_topic(partitions: &BTreeSet<(String, i32)>) -> Vec<(&str, Vec<i3
     out
 }
 
-/// A bounds-checked reader over record bytes (they come from disk: never trusted).
-struct Reader<'a> {
-    buf: &'a [u8],
-}
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        if self.buf.len() < n {
-            return None;
-        }
-        let (head, rest) = self.buf.split_at(n);
-        self.buf = rest;
-        Some(head)
-    }
-    fn i8(&mut self) -> Option<i8> {
-        Some(self.take(1)?[0] as i8)
-    }
-    fn i16(&mut self) -> Option<i16> {
-        Some(i16::from_be_bytes(self.take(2)?.try_into().ok()?))
-    }
-    fn i32(&mut self) -> Option<i32> {
-        Some(i32::from_be_bytes(self.take(4)?.try_into().ok()?))
-    }
-    fn i64(&mut self) -> Option<i64> {
-        Some(i64::from_be_bytes(self.take(8)?.try_into().ok()?))
-    }
-    fn uvarint(&mut self) -> Option<u64> {
-        let mut v = 0u64;
-        for shift in (0..64).step_by(7) {
-            let b = self.take(1)?[0];
-            v |= u64::from(b & 0x7f) << shift;
-            if b & 0x80 == 0 {
-                return Some(v);
-            }
-        }
-        None
-    }
-    fn string(&mut self) -> Option<String> {
-        let n = self.i16()?;
-        let n = usize::try_from(n).ok()?;
-        String::from_utf8(self.take(n)?.to_vec()).ok()
-    }
-    fn compact_string(&mut self) -> Option<String> {
-        let n = usize::try_from(self.uvarint()?.checked_sub(1)?).ok()?;
-        String::from_utf8(self.take(n)?.to_vec()).ok()
-    }
-    /// Array length: classic i32 (-1 null) or compact unsigned varint (0 null).
-    fn array_len(&mut self, flexible: bool) -> Option<Option<usize>> {
-        if flexible {
-            let n = self.uvarint()?;
-            if n == 0 {
-                return Some(None);
-            }
-            Some(Some(usize::try_from(n - 1).ok()?))
-        } else {
-            let n = self.i32()?;
-            if n < 0 {
-                return Some(None);
-            }
-            Some(Some(n as usize))
-        }
-    }
-    fn skip_tags(&mut self) -> Option<()> {
-        self.tags(|_, _| Some(()))
-    }
-    /// Reads a tagged-field section, handing each (tag, bytes) to `f`.
-    fn tags(&mut self, mut f: impl FnMut(u64, &'a [u8]) -> Option<()>) -> Option<()> {
-        let n = self.uvarint()?;
-        for _ in 0..n {
-            let tag = self.uvarint()?;
-            let len = usize::try_from(self.uvarint()?).ok()?;
-            f(tag, self.take(len)?)?;
-        }
-        Some(())
-    }
-}
-
 /// Decodes a record of `__transaction_state`; `None` if the key is not a transaction log key Ringtide
 /// knows or the value is malformed (such records are skipped, and logged by the caller).
 pub fn decode(key: &[u8], value: Option<&[u8]>) -> Option<TxnRecord> {
-    let mut k = Reader { buf: key };
+    let mut k = Reader::new(key);
     if k.i16()? != 0 {
         return None;
     }
-    let transactional_id = k.string()?;
+    let transactional_id = k.str(false)?;
     let Some(value) = value else {
         return Some(TxnRecord {
             transactional_id,
             value: None,
         });
     };
-    let mut r = Reader { buf: value };
+    let mut r = Reader::new(value);
     let version = r.i16()?;
     let flexible = match version {
         0 => false,
@@ -215,17 +139,13 @@ pub fn decode(key: &[u8], value: Option<&[u8]>) -> Option<TxnRecord> {
     let mut partitions = BTreeSet::new();
     if let Some(n) = r.array_len(flexible)? {
         for _ in 0..n {
-            let topic = if flexible {
-                r.compact_string()?
-            } else {
-                r.string()?
-            };
+            let topic = r.str(flexible)?;
             let ids = r.array_len(flexible)?.unwrap_or(0);
             for _ in 0..ids {
                 partitions.insert((topic.clone(), r.i32()?));
             }
             if flexible {
-                r.skip_tags()?;
+                r.skip_tagged()?;
             }
         }
     }
