@@ -5,6 +5,7 @@
 //! cross-core mesh), `partition` (a log and its producer state), `storage` (segments, indexes, recovery),
 //! `records` (record batch validation), `metadata`, `config`.
 
+pub mod cluster;
 pub mod config;
 pub mod dispatch;
 pub mod fetch_session;

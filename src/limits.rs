@@ -149,3 +149,8 @@ pub const ADD_PARTITIONS_TO_TXN_RETRY_BACKOFF_MS: u64 = 20;
 pub const ADD_PARTITIONS_TO_TXN_RETRY_BACKOFF_MAX_MS: u64 = 100;
 const _: () =
     assert!(ADD_PARTITIONS_TO_TXN_RETRY_BACKOFF_MS <= ADD_PARTITIONS_TO_TXN_RETRY_BACKOFF_MAX_MS);
+
+/// Cluster mode: how long an admin change (CreateTopics, DeleteTopics, configs...) written to ZooKeeper
+/// waits for the broker's own view to show it (the controller elected the new partitions' leaders, the
+/// deletion went through) before the request is answered with an error.
+pub const CLUSTER_ADMIN_WAIT_MS: u64 = 30_000;

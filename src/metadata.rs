@@ -29,6 +29,57 @@ pub struct TopicMeta {
     pub leader_epoch: i32,
     #[serde(default)]
     pub internal: bool,
+    /// Cluster mode only (empty on a single broker, which leads every partition itself): each
+    /// partition's replicas and leadership as ZooKeeper holds them, indexed by partition.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub assignment: Vec<PartitionMeta>,
+}
+
+/// One partition's replicas and leadership in cluster mode (`/brokers/topics/<t>` and
+/// `/brokers/topics/<t>/partitions/<p>/state`).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct PartitionMeta {
+    pub replicas: Vec<i32>,
+    /// -1 while the partition has no leader (offline, or its state is not written yet).
+    pub leader: i32,
+    pub leader_epoch: i32,
+    pub isr: Vec<i32>,
+}
+
+/// A live broker of the cluster (`/brokers/ids/<id>`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct BrokerMeta {
+    pub id: i32,
+    pub host: String,
+    pub port: i32,
+    pub rack: Option<String>,
+}
+
+impl TopicMeta {
+    /// The leader of `partition`: in cluster mode the one ZooKeeper names (-1: none), otherwise `self_id`.
+    pub fn leader(&self, partition: i32, self_id: i32) -> i32 {
+        if self.assignment.is_empty() {
+            return self_id;
+        }
+        self.assignment
+            .get(partition as usize)
+            .map_or(-1, |a| a.leader)
+    }
+
+    /// The leader epoch of `partition`.
+    pub fn partition_leader_epoch(&self, partition: i32) -> i32 {
+        self.assignment
+            .get(partition as usize)
+            .map_or(self.leader_epoch, |a| a.leader_epoch)
+    }
+
+    /// The replicas and the in-sync replicas of `partition`.
+    pub fn replicas_isr(&self, partition: i32, self_id: i32) -> (Vec<i32>, Vec<i32>) {
+        match self.assignment.get(partition as usize) {
+            Some(a) => (a.replicas.clone(), a.isr.clone()),
+            None => (vec![self_id], vec![self_id]),
+        }
+    }
 }
 
 /// The whole model. Owned by core 0 (single writer); every core holds an immutable `Arc` copy.
@@ -47,6 +98,11 @@ pub struct ClusterMeta {
     /// The cluster-wide dynamic default of broker configs (AlterConfigs on resource `""`).
     #[serde(default)]
     pub default_broker_configs: BTreeMap<String, String>,
+    /// Cluster mode only: the live brokers (empty on a single broker) and the controller's id.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub brokers: BTreeMap<i32, BrokerMeta>,
+    #[serde(default)]
+    pub controller_id: Option<i32>,
 }
 
 /// The core that owns partition `partition` of `topic`: spread a topic's partitions round-robin over the
@@ -95,6 +151,8 @@ impl ClusterMeta {
                 .into_iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            brokers: BTreeMap::new(),
+            controller_id: None,
         }
     }
 
@@ -147,7 +205,7 @@ impl ClusterMeta {
 }
 
 /// Kafka cluster ids are 16 random bytes in URL-safe base64 without padding (22 chars).
-fn cluster_id_string(id: Uuid) -> String {
+pub fn cluster_id_string(id: Uuid) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let bytes = id.as_bytes();
     let mut out = String::with_capacity(22);
@@ -208,6 +266,7 @@ mod tests {
                 configs: BTreeMap::new(),
                 leader_epoch: 0,
                 internal: false,
+                assignment: Vec::new(),
             }),
         );
         m.persist(dir.path()).unwrap();

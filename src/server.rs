@@ -1,6 +1,7 @@
 //! Start-up and shutdown: one pinned glommio executor per core, each with its own listener on the same
 //! port, its share of the partitions, and its ends of the cross-core mesh.
 
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -36,6 +37,11 @@ pub enum ServerError {
         found: i32,
         configured: i32,
     },
+    #[error(
+        "data directory {dir} holds topics of a single broker ({topics}); cluster mode (zookeeper.connect) \
+         cannot adopt them yet: start without zookeeper.connect, or point log.dirs at a new directory"
+    )]
+    SingleBrokerDataDir { dir: String, topics: String },
     #[error("cannot start executors: {0}")]
     Runtime(String),
 }
@@ -91,6 +97,21 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         "start-up phase: data directory checked, metadata loaded"
     );
     check_meta_properties(&dir, &config, &meta)?;
+    if config.zookeeper.is_some() {
+        // Never delete what a single broker wrote because ZooKeeper does not know it.
+        let single: Vec<&str> = meta
+            .topics
+            .values()
+            .filter(|t| t.assignment.is_empty())
+            .map(|t| t.name.as_str())
+            .collect();
+        if !single.is_empty() {
+            return Err(ServerError::SingleBrokerDataDir {
+                dir: dir.display().to_string(),
+                topics: single.join(", "),
+            });
+        }
+    }
     crate::net::check_port_free(&config.listener.host, config.listener.port).map_err(|source| {
         ServerError::PortInUse {
             host: config.listener.host.clone(),
@@ -224,6 +245,37 @@ fn check_meta_properties(
     }
 }
 
+/// Cluster mode: opens the ZooKeeper session on this core, registers the broker and installs the
+/// cluster's metadata before any core accepts a client. A broker that cannot reach ZooKeeper within
+/// `zookeeper.connection.timeout.ms` says so and exits, as Kafka does.
+async fn start_cluster_session(shard: &Rc<Shard>, zk: &crate::config::ZookeeperConfig) {
+    let link = crate::cluster::session::ZkLink::new(crate::cluster::ZkConfig {
+        connect: zk.connect.clone(),
+        session_timeout_ms: zk.session_timeout_ms,
+        connection_timeout_ms: zk.connection_timeout_ms,
+        node_id: shard.config.node_id,
+        rack: shard.config.rack.clone(),
+        listener_name: shard.config.listener.name.clone(),
+        host: shard.config.advertised.host.clone(),
+        port: shard.config.advertised.port,
+    });
+    *shard.controller.zk.borrow_mut() = Some(link.clone());
+    let (tx, rx) = futures::channel::oneshot::channel();
+    glommio::spawn_local(link.run(shard.clone(), tx)).detach();
+    tracing::info!(zookeeper = %zk.connect, "connecting to ZooKeeper");
+    match rx.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            tracing::error!(zookeeper = %zk.connect, error = %e, "cannot join the cluster: ZooKeeper unreachable or refused the registration; exiting");
+            std::process::exit(1);
+        }
+        Err(_) => {
+            tracing::error!(zookeeper = %zk.connect, "the ZooKeeper session task ended before registering; exiting");
+            std::process::exit(1);
+        }
+    }
+}
+
 async fn run_shard(
     config: Arc<Config>,
     meta: Arc<ClusterMeta>,
@@ -243,6 +295,11 @@ async fn run_shard(
     shard.serve_mesh(receivers);
     let t = Instant::now();
     shard.install_snapshot(meta).await;
+    if id == crate::cluster::CLUSTER_CORE {
+        if let Some(zk) = &config.zookeeper {
+            start_cluster_session(&shard, zk).await;
+        }
+    }
     let r = crate::storage::take_recovery_totals();
     tracing::info!(
         core = id,

@@ -105,8 +105,23 @@ pub struct Config {
     pub log_cleanup_policy: String,
     /// The log cleaner's settings (`log.cleaner.*`).
     pub log_cleaner: CleanerConfig,
+    /// Cluster mode: `zookeeper.connect` and its timeouts (`None`: a single broker, no ZooKeeper).
+    pub zookeeper: Option<ZookeeperConfig>,
+    /// `broker.rack`.
+    pub rack: Option<String>,
     /// Every key with its effective value and source, for DescribeConfigs and `--print-config`.
     pub entries: BTreeMap<String, (String, Source)>,
+}
+
+/// `zookeeper.connect` and the session settings Kafka 2.x reads with it.
+#[derive(Debug, Clone)]
+pub struct ZookeeperConfig {
+    /// `host:port[,host:port...][/chroot]`.
+    pub connect: String,
+    /// `zookeeper.session.timeout.ms` (Kafka's default 18000).
+    pub session_timeout_ms: u64,
+    /// `zookeeper.connection.timeout.ms` (defaults to the session timeout, as in Kafka).
+    pub connection_timeout_ms: u64,
 }
 
 /// Keys Kafka brokers accept that Ringtide reads. Anything else warns.
@@ -148,6 +163,10 @@ const KNOWN_KEYS: &[&str] = &[
     "ringtide.io.memory.bytes",
     "ringtide.tail.cache.bytes",
     "ringtide.admin.listener",
+    "zookeeper.connect",
+    "zookeeper.session.timeout.ms",
+    "zookeeper.connection.timeout.ms",
+    "broker.rack",
     "offsets.topic.num.partitions",
     "offsets.topic.segment.bytes",
     "offsets.retention.minutes",
@@ -858,7 +877,31 @@ impl Config {
                 ))
             }
         };
+        let zookeeper = match explicit(&entries, "zookeeper.connect") {
+            Some(connect) if !connect.trim().is_empty() => {
+                let session_timeout_ms = match get(&entries, "zookeeper.session.timeout.ms") {
+                    Some(v) => parse_num("zookeeper.session.timeout.ms", &v, 1u64, 3_600_000)?,
+                    None => 18_000,
+                };
+                let connection_timeout_ms =
+                    match explicit(&entries, "zookeeper.connection.timeout.ms") {
+                        Some(v) => {
+                            parse_num("zookeeper.connection.timeout.ms", &v, 1u64, 3_600_000)?
+                        }
+                        None => session_timeout_ms,
+                    };
+                Some(ZookeeperConfig {
+                    connect: connect.trim().to_string(),
+                    session_timeout_ms,
+                    connection_timeout_ms,
+                })
+            }
+            _ => None,
+        };
+        let rack = explicit(&entries, "broker.rack").filter(|r| !r.is_empty());
         Ok(Config {
+            zookeeper,
+            rack,
             node_id,
             listener,
             advertised,

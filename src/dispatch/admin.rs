@@ -79,6 +79,7 @@ pub async fn create_topics(
                                 configs: t.configs,
                                 leader_epoch: 0,
                                 internal: t.name.starts_with("__"),
+                                assignment: Vec::new(),
                             });
                             if !validate_only {
                                 meta.topics.insert(t.name, topic.clone());

@@ -909,6 +909,7 @@ mod tests {
             configs: BTreeMap::new(),
             leader_epoch: 0,
             internal: false,
+            assignment: Vec::new(),
         };
         assert_eq!(
             log_config(&config, &BrokerLayers::NONE, &topic).segment_bytes,

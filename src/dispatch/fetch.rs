@@ -994,7 +994,7 @@ pub async fn handle_list_offsets(
                         // Kafka answers the epoch of the leader (LATEST) or of the batch that holds the
                         // record, which it stamps at append: the partition's one epoch here.
                         if code == errors::NONE && offset >= 0 && version >= 4 {
-                            pr.leader_epoch = m.leader_epoch;
+                            pr.leader_epoch = m.partition_leader_epoch(index);
                         }
                     }
                     _ => pr.error_code = errors::UNKNOWN_TOPIC_OR_PARTITION,

@@ -43,6 +43,10 @@ fn locate(shard: &Rc<Shard>, group_id: &str) -> Result<(usize, i32), i16> {
         .topic(OFFSETS_TOPIC)
         .ok_or(errors::COORDINATOR_NOT_AVAILABLE)?;
     let partition = coordinator_partition(group_id, topic.partitions);
+    // Cluster mode: the coordinator is the broker leading the group's partition.
+    if topic.leader(partition, shard.config.node_id) != shard.config.node_id {
+        return Err(errors::NOT_COORDINATOR);
+    }
     Ok((shard.owner_of(&topic, partition), partition))
 }
 
@@ -57,35 +61,52 @@ pub async fn handle_find_coordinator(
     } else {
         vec![req.key.clone()]
     };
-    let answer = match req.key_type {
-        0 => super::internal_topics::ensure_offsets_topic(shard)
-            .await
-            .map(|_| ())
-            .err()
-            .unwrap_or(errors::NONE),
-        1 => super::internal_topics::ensure_txn_topic(shard)
-            .await
-            .map(|_| ())
-            .err()
-            .unwrap_or(errors::NONE),
+    let topic = match req.key_type {
+        0 => super::internal_topics::ensure_offsets_topic(shard).await,
+        1 => super::internal_topics::ensure_txn_topic(shard).await,
         // Share groups (2) have no coordinator yet.
-        _ => errors::COORDINATOR_NOT_AVAILABLE,
+        _ => Err(errors::COORDINATOR_NOT_AVAILABLE),
     };
-    let node = &shard.config.advertised;
+    let self_id = shard.config.node_id;
+    let meta = shard.meta();
     let coordinators: Vec<Coordinator> = keys
         .into_iter()
         .map(|key| {
             let mut c = Coordinator::default();
+            // The coordinator is the leader of the key's partition of the internal topic: this broker,
+            // or in cluster mode whichever broker ZooKeeper names.
+            let found = topic.as_ref().map_err(|e| *e).and_then(|t| {
+                let partition = if req.key_type == 0 {
+                    coordinator_partition(key.as_str(), t.partitions)
+                } else {
+                    crate::txn::partition_for(shard, key.as_str())
+                };
+                match t.leader(partition, self_id) {
+                    l if l == self_id => Ok((
+                        self_id,
+                        shard.config.advertised.host.clone(),
+                        shard.config.advertised.port as i32,
+                    )),
+                    l => meta
+                        .brokers
+                        .get(&l)
+                        .map(|b| (b.id, b.host.clone(), b.port))
+                        .ok_or(errors::COORDINATOR_NOT_AVAILABLE),
+                }
+            });
             c.key = key;
-            c.error_code = answer;
-            if answer == errors::NONE {
-                c.node_id = BrokerId(shard.config.node_id);
-                c.host = s(&node.host);
-                c.port = node.port as i32;
-            } else {
-                c.node_id = BrokerId(-1);
-                c.port = -1;
-                c.error_message = Some(s("The coordinator is not available."));
+            match found {
+                Ok((id, host, port)) => {
+                    c.node_id = BrokerId(id);
+                    c.host = s(&host);
+                    c.port = port;
+                }
+                Err(code) => {
+                    c.error_code = code;
+                    c.node_id = BrokerId(-1);
+                    c.port = -1;
+                    c.error_message = Some(s("The coordinator is not available."));
+                }
             }
             c
         })

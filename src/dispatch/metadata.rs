@@ -16,16 +16,42 @@ use crate::protocol::acl::{self, ResourceType};
 use crate::protocol::errors;
 use crate::shard::Shard;
 
-fn broker(shard: &Shard) -> MetadataResponseBroker {
-    let mut b = MetadataResponseBroker::default();
-    b.node_id = BrokerId(shard.config.node_id);
-    b.host = StrBytes::from_string(shard.config.advertised.host.clone());
-    b.port = shard.config.advertised.port as i32;
-    b
+/// The brokers a client is told of: every live broker in cluster mode, otherwise this one.
+fn brokers(shard: &Shard) -> Vec<MetadataResponseBroker> {
+    let meta = shard.meta();
+    if meta.brokers.is_empty() {
+        let mut b = MetadataResponseBroker::default();
+        b.node_id = BrokerId(shard.config.node_id);
+        b.host = StrBytes::from_string(shard.config.advertised.host.clone());
+        b.port = shard.config.advertised.port as i32;
+        return vec![b];
+    }
+    meta.brokers
+        .values()
+        .map(|m| {
+            let mut b = MetadataResponseBroker::default();
+            b.node_id = BrokerId(m.id);
+            b.host = StrBytes::from_string(m.host.clone());
+            b.port = m.port;
+            b.rack = m.rack.clone().map(StrBytes::from_string);
+            b
+        })
+        .collect()
+}
+
+/// The controller a client is told of: in cluster mode the broker holding `/controller` (-1: none).
+pub fn controller_id(shard: &Shard) -> i32 {
+    let meta = shard.meta();
+    if meta.brokers.is_empty() {
+        shard.config.node_id
+    } else {
+        meta.controller_id.unwrap_or(-1)
+    }
 }
 
 pub fn topic_entry(shard: &Shard, t: &TopicMeta, version: i16) -> MetadataResponseTopic {
-    let node = BrokerId(shard.config.node_id);
+    let node = shard.config.node_id;
+    let meta = shard.meta();
     let mut topic = MetadataResponseTopic::default();
     topic.name = Some(TopicName(StrBytes::from_string(t.name.clone())));
     // Fields a version lacks must stay at their defaults or the codec refuses to encode.
@@ -39,12 +65,25 @@ pub fn topic_entry(shard: &Shard, t: &TopicMeta, version: i16) -> MetadataRespon
         .map(|p| {
             let mut part = MetadataResponsePartition::default();
             part.partition_index = p;
-            part.leader_id = node;
-            if version >= 7 {
-                part.leader_epoch = t.leader_epoch;
+            let leader = t.leader(p, node);
+            let (replicas, isr) = t.replicas_isr(p, node);
+            part.leader_id = BrokerId(leader);
+            if leader < 0 {
+                // No live leader: Kafka answers LEADER_NOT_AVAILABLE for the partition.
+                part.error_code = errors::LEADER_NOT_AVAILABLE;
             }
-            part.replica_nodes = vec![node];
-            part.isr_nodes = vec![node];
+            if version >= 7 {
+                part.leader_epoch = t.partition_leader_epoch(p);
+            }
+            if version >= 5 && !meta.brokers.is_empty() {
+                part.offline_replicas = replicas
+                    .iter()
+                    .filter(|r| !meta.brokers.contains_key(r))
+                    .map(|r| BrokerId(*r))
+                    .collect();
+            }
+            part.replica_nodes = replicas.into_iter().map(BrokerId).collect();
+            part.isr_nodes = isr.into_iter().map(BrokerId).collect();
             part
         })
         .collect();
@@ -66,12 +105,12 @@ pub async fn handle(
     version: i16,
 ) -> Option<MetadataResponse> {
     let mut resp = MetadataResponse::default();
-    resp.brokers = vec![broker(shard)];
+    resp.brokers = brokers(shard);
     if version >= 2 {
         resp.cluster_id = Some(StrBytes::from_string(shard.meta().cluster_id.clone()));
     }
     if version >= 1 {
-        resp.controller_id = BrokerId(shard.config.node_id);
+        resp.controller_id = BrokerId(controller_id(shard));
     }
 
     let meta = shard.meta();
@@ -140,7 +179,11 @@ pub async fn handle(
                 let results = admin::create_topics(shard, new, false).await;
                 for (name, result) in to_create.into_iter().zip(results) {
                     match result {
-                        Ok(topic) => resp.topics.push(topic_entry(shard, &topic, version)),
+                        // In cluster mode the installed topic carries the leaders ZooKeeper assigned.
+                        Ok(topic) => {
+                            let topic = shard.topic(&name).unwrap_or(topic);
+                            resp.topics.push(topic_entry(shard, &topic, version))
+                        }
                         // Created concurrently by someone else: answer with what exists now.
                         Err((errors::TOPIC_ALREADY_EXISTS, _)) => match shard.topic(&name) {
                             Some(topic) => resp.topics.push(topic_entry(shard, &topic, version)),
@@ -216,11 +259,17 @@ pub async fn handle_describe_cluster(
         ResourceType::Cluster,
     );
     resp.cluster_id = StrBytes::from_string(shard.meta().cluster_id.clone());
-    resp.controller_id = BrokerId(shard.config.node_id);
-    let mut b = DescribeClusterBroker::default();
-    b.broker_id = BrokerId(shard.config.node_id);
-    b.host = StrBytes::from_string(shard.config.advertised.host.clone());
-    b.port = shard.config.advertised.port as i32;
-    resp.brokers = vec![b];
+    resp.controller_id = BrokerId(controller_id(shard));
+    resp.brokers = brokers(shard)
+        .into_iter()
+        .map(|m| {
+            let mut b = DescribeClusterBroker::default();
+            b.broker_id = m.node_id;
+            b.host = m.host;
+            b.port = m.port;
+            b.rack = m.rack;
+            b
+        })
+        .collect();
     Some(resp)
 }

@@ -27,6 +27,10 @@ use crate::txn::{self, TXN_TOPIC};
 fn locate(shard: &Rc<Shard>, id: &str) -> Result<(usize, i32), i16> {
     let topic = shard.topic(TXN_TOPIC).ok_or(errors::NOT_COORDINATOR)?;
     let partition = txn::partition_for(shard, id);
+    // Cluster mode: the coordinator is the broker leading the id's partition.
+    if topic.leader(partition, shard.config.node_id) != shard.config.node_id {
+        return Err(errors::NOT_COORDINATOR);
+    }
     Ok((shard.owner_of(&topic, partition), partition))
 }
 

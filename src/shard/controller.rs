@@ -4,7 +4,7 @@
 //! core 0 by their handlers. Core 0 applies them one at a time, persists the new model, and broadcasts the
 //! snapshot to every core before answering, so a client that got an answer sees the change on every core.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -23,6 +23,8 @@ pub struct ControllerState {
     admin: Semaphore,
     pid_next: Cell<i64>,
     pid_block_end: Cell<i64>,
+    /// Cluster mode: the ZooKeeper session (`None` on a single broker).
+    pub zk: RefCell<Option<Rc<crate::cluster::session::ZkLink>>>,
 }
 
 impl Default for ControllerState {
@@ -31,6 +33,7 @@ impl Default for ControllerState {
             admin: Semaphore::new(1),
             pid_next: Cell::new(0),
             pid_block_end: Cell::new(0),
+            zk: RefCell::new(None),
         }
     }
 }
@@ -50,12 +53,29 @@ impl Shard {
             .acquire_permit(1)
             .await
             .map_err(|e| std::io::Error::other(e.to_string()))?;
-        let mut next = (*self.meta()).clone();
+        let current = self.meta();
+        let mut next = (*current).clone();
         let (changed, answer) = change(&mut next);
         if !changed {
             return Ok(answer);
         }
-        next.version += 1;
+        let zk = self.controller.zk.borrow().clone();
+        match zk {
+            // Cluster mode: ZooKeeper holds the metadata; the change is written there and comes back
+            // through the session's watch, as every broker's does.
+            Some(zk) => zk
+                .publish(self, &current, &next)
+                .await
+                .map_err(|e| std::io::Error::other(e.to_string()))?,
+            None => self.publish_snapshot(next).await?,
+        }
+        Ok(answer)
+    }
+
+    /// Persists `next` (its version one past the current one) and installs it on every core. Core 0.
+    pub async fn publish_snapshot(self: &Rc<Self>, mut next: ClusterMeta) -> std::io::Result<()> {
+        assert_eq!(self.id, 0, "metadata changes run on core 0 only");
+        next.version = self.meta().version + 1;
         let snapshot = Arc::new(next);
         // Durable before any core sees it; written and fsynced on the blocking pool, so core 0's
         // connections are not stalled by the fsyncs.
@@ -69,12 +89,25 @@ impl Shard {
                 .push(self.invoke_on(core, move |s| async move { s.install_snapshot(snap).await }));
         }
         futures::future::join_all(installs).await;
-        Ok(answer)
+        Ok(())
     }
 
     /// Hands out a new producer id. Must run on core 0.
     pub async fn controller_allocate_producer_id(self: &Rc<Self>) -> Result<i64, std::io::Error> {
         assert_eq!(self.id, 0, "producer ids are allocated on core 0 only");
+        let zk = self.controller.zk.borrow().clone();
+        if let (Some(zk), true) = (
+            zk,
+            self.controller.pid_next.get() >= self.controller.pid_block_end.get(),
+        ) {
+            // Cluster mode: blocks come from ZooKeeper's `/latest_producer_id_block`, shared by all brokers.
+            let (first, last) = zk
+                .allocate_producer_id_block()
+                .await
+                .map_err(|e| std::io::Error::other(e.to_string()))?;
+            self.controller.pid_next.set(first);
+            self.controller.pid_block_end.set(last + 1);
+        }
         if self.controller.pid_next.get() >= self.controller.pid_block_end.get() {
             let start = self
                 .controller_mutate(|m| {
@@ -89,5 +122,19 @@ impl Shard {
         let id = self.controller.pid_next.get();
         self.controller.pid_next.set(id + 1);
         Ok(id)
+    }
+}
+
+/// The ZooKeeper session installs what it reads through core 0's shard.
+impl crate::cluster::MetaHost for Shard {
+    fn current_meta(&self) -> Arc<ClusterMeta> {
+        self.meta()
+    }
+
+    async fn install_meta(self: &Rc<Self>, meta: ClusterMeta) {
+        // No admin permit: an admin change holds it while it waits for this very install.
+        if let Err(e) = self.publish_snapshot(meta).await {
+            tracing::error!(error = %e, "persisting the cluster metadata failed");
+        }
     }
 }

@@ -365,14 +365,20 @@ impl Shard {
             }
         }
 
-        // Partitions to drop: topic gone, or recreated with another id, or partition beyond count.
+        let node = self.config.node_id;
+        // Partitions to drop: topic gone, or recreated with another id, or partition beyond count, or (in
+        // cluster mode) no longer assigned to this broker.
         let stale: Vec<(TopicPartition, Rc<Partition>)> = self
             .partitions
             .borrow()
             .iter()
             .filter(|(tp, p)| match snapshot.topics.get(&*tp.topic) {
                 None => true,
-                Some(t) => t.id != p.topic_id() || tp.partition >= t.partitions,
+                Some(t) => {
+                    t.id != p.topic_id()
+                        || tp.partition >= t.partitions
+                        || !t.replicas_isr(tp.partition, node).0.contains(&node)
+                }
             })
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
@@ -384,9 +390,30 @@ impl Shard {
         }
 
         let layers = snapshot.broker_layers(self.config.node_id);
+        // Cluster mode: a partition another broker leads now (or none does) is closed, not deleted.
+        let not_led: Vec<(TopicPartition, Rc<Partition>)> = self
+            .partitions
+            .borrow()
+            .iter()
+            .filter(|(tp, _)| {
+                snapshot
+                    .topics
+                    .get(&*tp.topic)
+                    .is_some_and(|t| t.leader(tp.partition, node) != node)
+            })
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        for (tp, p) in not_led {
+            self.partitions.borrow_mut().remove(&tp);
+            tracing::info!(topic = %tp.topic, partition = tp.partition, "no longer the leader: partition closed");
+            if let Err(e) = p.close().await {
+                tracing::error!(topic = %tp.topic, partition = tp.partition, error = %e, "closing partition failed");
+            }
+        }
+
         for topic in snapshot.topics.values() {
             for p in 0..topic.partitions {
-                if self.owner_of(topic, p) != self.id {
+                if self.owner_of(topic, p) != self.id || topic.leader(p, node) != node {
                     continue;
                 }
                 let key = TopicPartition {
@@ -396,6 +423,7 @@ impl Shard {
                 let existing = self.partitions.borrow().get(&key).cloned();
                 match existing {
                     Some(part) => {
+                        part.set_leader_epoch(topic.partition_leader_epoch(p));
                         part.set_log_config(crate::config::log_config(&self.config, &layers, topic))
                     }
                     None => {
@@ -406,7 +434,7 @@ impl Shard {
                             p,
                             topic.id,
                             self.config.node_id,
-                            topic.leader_epoch,
+                            topic.partition_leader_epoch(p),
                             cfg,
                         )
                         .await
