@@ -154,3 +154,20 @@ const _: () =
 /// waits for the broker's own view to show it (the controller elected the new partitions' leaders, the
 /// deletion went through) before the request is answered with an error.
 pub const CLUSTER_ADMIN_WAIT_MS: u64 = 30_000;
+
+/// Cluster mode, requests to other brokers ([`crate::net::peer`]): connecting, writing the request and
+/// reading the answer each give up after this long (Kafka's inter-broker `request.timeout.ms` default).
+pub const PEER_REQUEST_TIMEOUT_MS: u64 = 30_000;
+/// The largest response frame accepted from another broker (a WriteTxnMarkers answer is a few bytes per
+/// partition of the transaction).
+pub const PEER_RESPONSE_MAX_BYTES: usize = 16 * 1024 * 1024;
+/// Idle connections a core keeps open per other broker for its next requests.
+pub const PEER_IDLE_CONNECTIONS_MAX: usize = 4;
+const _: () = assert!(PEER_RESPONSE_MAX_BYTES <= SOCKET_REQUEST_MAX_BYTES_DEFAULT);
+
+/// Cluster mode: ZooKeeper watch events applied together before the view is rebuilt (a topic's
+/// creation is one event per partition).
+pub const ZK_EVENT_BATCH_MAX: usize = 10_000;
+/// Cluster mode, clean shutdown: how long the broker waits for ZooKeeper to acknowledge the end of its
+/// session (then it stops anyway; the session then expires after `zookeeper.session.timeout.ms`).
+pub const ZK_CLOSE_WAIT_MS: u64 = 2_000;

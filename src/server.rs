@@ -248,7 +248,10 @@ fn check_meta_properties(
 /// Cluster mode: opens the ZooKeeper session on this core, registers the broker and installs the
 /// cluster's metadata before any core accepts a client. A broker that cannot reach ZooKeeper within
 /// `zookeeper.connection.timeout.ms` says so and exits, as Kafka does.
-async fn start_cluster_session(shard: &Rc<Shard>, zk: &crate::config::ZookeeperConfig) {
+async fn start_cluster_session(
+    shard: &Rc<Shard>,
+    zk: &crate::config::ZookeeperConfig,
+) -> glommio::Task<()> {
     let link = crate::cluster::session::ZkLink::new(crate::cluster::ZkConfig {
         connect: zk.connect.clone(),
         session_timeout_ms: zk.session_timeout_ms,
@@ -261,10 +264,10 @@ async fn start_cluster_session(shard: &Rc<Shard>, zk: &crate::config::ZookeeperC
     });
     *shard.controller.zk.borrow_mut() = Some(link.clone());
     let (tx, rx) = futures::channel::oneshot::channel();
-    glommio::spawn_local(link.run(shard.clone(), tx)).detach();
+    let task = glommio::spawn_local(link.run(shard.clone(), tx));
     tracing::info!(zookeeper = %zk.connect, "connecting to ZooKeeper");
     match rx.await {
-        Ok(Ok(())) => {}
+        Ok(Ok(())) => task,
         Ok(Err(e)) => {
             tracing::error!(zookeeper = %zk.connect, error = %e, "cannot join the cluster: ZooKeeper unreachable or refused the registration; exiting");
             std::process::exit(1);
@@ -293,11 +296,15 @@ async fn run_shard(
         .map_err(|e| format!("core {id}: preparing storage failed: {e}"))?;
     let shard = Shard::new(id, config.clone(), meta.clone(), senders);
     shard.serve_mesh(receivers);
+    if config.zookeeper.is_some() {
+        shard.set_peers(Rc::new(crate::net::peer::Peers::new(config.node_id)));
+    }
     let t = Instant::now();
     shard.install_snapshot(meta).await;
+    let mut cluster_session = None;
     if id == crate::cluster::CLUSTER_CORE {
         if let Some(zk) = &config.zookeeper {
-            start_cluster_session(&shard, zk).await;
+            cluster_session = Some(start_cluster_session(&shard, zk).await);
         }
     }
     let r = crate::storage::take_recovery_totals();
@@ -407,6 +414,15 @@ async fn run_shard(
             connections = left,
             "connections still busy at the drain deadline were closed"
         );
+    }
+    if let Some(task) = cluster_session {
+        // Cluster mode: end the ZooKeeper session, so that the controller sees this broker gone at once
+        // (not after the session timeout) and a restart can register again without waiting.
+        task.cancel().await;
+        let link = shard.controller.zk.borrow_mut().take();
+        if let Some(link) = link {
+            link.close().await;
+        }
     }
     tracing::info!(core = id, "core stopped");
     Ok(())

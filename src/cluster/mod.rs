@@ -50,3 +50,18 @@ pub trait MetaHost {
     fn current_meta(&self) -> Arc<ClusterMeta>;
     fn install_meta(self: &Rc<Self>, meta: ClusterMeta) -> impl std::future::Future<Output = ()>;
 }
+
+/// Requests to another broker of the cluster (Kafka's inter-broker channel), implemented by
+/// `net::peer::Peers` on every core: `body` is the request body encoded at `api_version`, the answer
+/// the response body (headers are the link's). `flexible`: the version uses Kafka's flexible headers.
+pub trait PeerLink {
+    fn call<'a>(
+        &'a self,
+        host: &'a str,
+        port: u16,
+        api_key: i16,
+        api_version: i16,
+        flexible: bool,
+        body: bytes::Bytes,
+    ) -> futures::future::LocalBoxFuture<'a, std::io::Result<bytes::Bytes>>;
+}

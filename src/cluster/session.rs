@@ -13,6 +13,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use futures::future::{select, Either};
+use futures::FutureExt;
 use uuid::Uuid;
 use zookeeper_client as zk;
 
@@ -61,6 +62,9 @@ pub struct ZkLink {
 pub enum ZkError {
     #[error("ZooKeeper at {0}: {1}")]
     Zk(String, zk::Error),
+    /// A topic to create exists already (created meanwhile through another broker).
+    #[error("Topic '{0}' already exists.")]
+    TopicExists(String),
     #[error("{0}")]
     Other(String),
 }
@@ -389,9 +393,41 @@ impl ZkLink {
                 }) => {}
                 Err(e) => return Err(ZkError::Other(format!("controller write failed: {e}"))),
             }
-            if let Action::DeleteTopic { topic, partitions } = &action {
-                self.delete_topic_znodes(client, topic, *partitions).await?;
-                tracing::info!(topic, "controller deleted topic");
+            // Write-through: the view shows the controller's own writes before their watch events
+            // come back, so the next plan does not write them again.
+            match &action {
+                Action::WriteState {
+                    topic,
+                    partition,
+                    state,
+                    ..
+                } => {
+                    self.znodes.borrow_mut().insert(
+                        layout::state_path(topic, *partition),
+                        layout::partition_state(state),
+                    );
+                }
+                Action::SetTopicId {
+                    topic,
+                    id,
+                    replicas,
+                } => {
+                    self.znodes.borrow_mut().insert(
+                        layout::topic_path(topic),
+                        layout::topic_assignment(*id, replicas),
+                    );
+                }
+                Action::DeleteTopic { topic, partitions } => {
+                    self.delete_topic_znodes(client, topic, *partitions).await?;
+                    let prefix = format!("{}/", layout::topic_path(topic));
+                    self.znodes.borrow_mut().retain(|p, _| {
+                        p != &layout::topic_path(topic)
+                            && !p.starts_with(&prefix)
+                            && p != &layout::topic_config_path(topic)
+                            && p != &layout::delete_topic_path(topic)
+                    });
+                    tracing::info!(topic, "controller deleted topic");
+                }
             }
         }
         Ok(())
@@ -438,11 +474,14 @@ impl ZkLink {
         let current = host.current_meta();
         let next = model.to_meta(&current);
         if !same_view(&current, &next) {
+            tracing::debug!(version = current.version + 1, "installing a new view");
             host.install_meta(next).await;
+            tracing::debug!("view installed");
         }
         if let Some((epoch, _)) = self.controller_epoch.get() {
             let actions = controller::plan(&model, epoch, Uuid::new_v4);
             if !actions.is_empty() {
+                tracing::debug!(actions = actions.len(), "controller writes");
                 self.execute(client, actions).await?;
             }
         }
@@ -481,64 +520,98 @@ impl ZkLink {
         }
         let mut resync = false;
         loop {
-            let event = {
+            let first = {
                 let a = Box::pin(watcher.changed());
                 let b = Box::pin(states.changed());
                 match select(a, b).await {
-                    Either::Left((ev, _)) => Either::Left(ev),
+                    Either::Left((ev, _)) => session_or_node(ev),
                     Either::Right((st, _)) => Either::Right(st),
                 }
             };
-            let event = match event {
-                // The client tells watchers of session changes too, and drops them after a terminal
-                // state: such an event is handled as a state change, and the watcher is never polled
-                // after a terminal one (polling a dropped watcher panics inside zookeeper-client).
-                Either::Left(ev) if ev.event_type == zk::EventType::Session => {
-                    Either::Right(ev.session_state)
-                }
-                other => other,
-            };
-            match event {
-                Either::Left(ev) => {
-                    self.apply_event(&client, &ev).await?;
-                }
-                Either::Right(zk::SessionState::Expired) => {
-                    self.connected.set(false);
-                    self.resign("ZooKeeper session expired");
-                    tracing::error!(
-                        zookeeper = %self.cfg.connect,
-                        "ZooKeeper session expired: opening a new one (serving from the last view meanwhile)"
-                    );
-                    return Ok(());
-                }
-                Either::Right(zk::SessionState::Disconnected) => {
-                    self.connected.set(false);
-                    tracing::warn!(
-                        zookeeper = %self.cfg.connect,
-                        "lost the connection to ZooKeeper: serving from the last view while reconnecting"
-                    );
-                    resync = true;
-                    continue;
-                }
-                Either::Right(zk::SessionState::SyncConnected) => {
-                    self.connected.set(true);
-                    tracing::info!(zookeeper = %self.cfg.connect, "reconnected to ZooKeeper");
-                    if resync {
-                        // Changes made while disconnected may not all come as events: read again.
-                        *self.znodes.borrow_mut() = self.read_all(&client).await?;
-                        resync = false;
-                    }
-                }
-                Either::Right(other) => {
-                    if other.is_terminated() {
-                        self.connected.set(false);
-                        self.resign("ZooKeeper session ended");
-                        return Err(ZkError::Other(format!("ZooKeeper session ended: {other}")));
-                    }
-                    continue;
+            // Changes come one znode at a time (a topic is one per partition): take every event that
+            // is already there before rebuilding the view, up to the first session change (after a
+            // terminal one the watcher must not be polled again: zookeeper-client panics).
+            let mut batch = vec![first];
+            while matches!(batch.last(), Some(Either::Left(_)))
+                && batch.len() < crate::limits::ZK_EVENT_BATCH_MAX
+            {
+                match watcher.changed().now_or_never() {
+                    Some(ev) => batch.push(session_or_node(ev)),
+                    None => break,
                 }
             }
-            self.converge(host, &client).await?;
+            let mut changed = false;
+            for event in batch {
+                match event {
+                    Either::Left(ev) => {
+                        tracing::debug!(path = %ev.path, kind = ?ev.event_type, "ZooKeeper event");
+                        self.apply_event(&client, &ev).await?;
+                        changed = true;
+                    }
+                    Either::Right(zk::SessionState::Expired) => {
+                        self.connected.set(false);
+                        self.resign("ZooKeeper session expired");
+                        tracing::error!(
+                            zookeeper = %self.cfg.connect,
+                            "ZooKeeper session expired: opening a new one (serving from the last view meanwhile)"
+                        );
+                        return Ok(());
+                    }
+                    Either::Right(zk::SessionState::Disconnected) => {
+                        if self.connected.replace(false) {
+                            tracing::warn!(
+                                zookeeper = %self.cfg.connect,
+                                "lost the connection to ZooKeeper: serving from the last view while reconnecting"
+                            );
+                        }
+                        resync = true;
+                    }
+                    Either::Right(zk::SessionState::SyncConnected) => {
+                        if !self.connected.replace(true) {
+                            tracing::info!(zookeeper = %self.cfg.connect, "reconnected to ZooKeeper");
+                        }
+                        if resync {
+                            // Changes made while disconnected may not all come as events: read again.
+                            *self.znodes.borrow_mut() = self.read_all(&client).await?;
+                            resync = false;
+                        }
+                        changed = true;
+                    }
+                    Either::Right(other) => {
+                        if other.is_terminated() {
+                            self.connected.set(false);
+                            self.resign("ZooKeeper session ended");
+                            return Err(ZkError::Other(format!(
+                                "ZooKeeper session ended: {other}"
+                            )));
+                        }
+                    }
+                }
+            }
+            if changed {
+                self.converge(host, &client).await?;
+            }
+        }
+    }
+
+    /// Ends the session (clean shutdown): ZooKeeper deletes this broker's ephemeral znodes at once.
+    /// Waits for the close to be acknowledged, at most [`limits::ZK_CLOSE_WAIT_MS`]. The session task
+    /// must have been stopped first (it holds the client too).
+    pub async fn close(&self) {
+        let Some(client) = self.client.borrow_mut().take() else {
+            return;
+        };
+        self.connected.set(false);
+        let mut states = client.state_watcher();
+        drop(client);
+        let closed = Box::pin(async move { while !states.changed().await.is_terminated() {} });
+        let timeout = Box::pin(glommio::timer::sleep(Duration::from_millis(
+            crate::limits::ZK_CLOSE_WAIT_MS,
+        )));
+        if let Either::Right(_) = select(closed, timeout).await {
+            tracing::warn!(zookeeper = %self.cfg.connect, "ZooKeeper did not acknowledge the session close in time");
+        } else {
+            tracing::info!(zookeeper = %self.cfg.connect, "ZooKeeper session closed");
         }
     }
 
@@ -600,7 +673,7 @@ impl ZkLink {
                     {
                         Ok(_) => {}
                         Err(zk::Error::NodeExists) => {
-                            return Err(ZkError::Other(format!("Topic '{name}' already exists.")))
+                            return Err(ZkError::TopicExists(name.clone()))
                         }
                         Err(e) => return Err(self.err(e)),
                     }
@@ -748,6 +821,15 @@ impl ZkLink {
 }
 
 /// Whether two snapshots describe the same cluster (the version aside).
+/// A watch event: a znode's (left), or the session's, which the client also tells every watcher (right).
+fn session_or_node(ev: zk::WatchedEvent) -> Either<zk::WatchedEvent, zk::SessionState> {
+    if ev.event_type == zk::EventType::Session {
+        Either::Right(ev.session_state)
+    } else {
+        Either::Left(ev)
+    }
+}
+
 fn same_view(a: &ClusterMeta, b: &ClusterMeta) -> bool {
     a.cluster_id == b.cluster_id
         && a.controller_id == b.controller_id

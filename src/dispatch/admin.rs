@@ -37,6 +37,7 @@ pub async fn create_topics(
     topics: Vec<NewTopic>,
     validate_only: bool,
 ) -> Vec<AdminResult<Arc<TopicMeta>>> {
+    let n = topics.len();
     // Cross-core hop: core 0 is the single writer of the metadata.
     shard
         .invoke_on(0, move |s| async move {
@@ -93,9 +94,13 @@ pub async fn create_topics(
                 .await;
             match outcome {
                 Ok(results) => results,
+                // Cluster mode: created meanwhile through another broker.
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    vec![Err((errors::TOPIC_ALREADY_EXISTS, e.to_string())); n]
+                }
                 Err(e) => {
                     tracing::error!(error = %e, "persisting metadata failed");
-                    vec![Err((errors::KAFKA_STORAGE_ERROR, e.to_string()))]
+                    vec![Err((errors::KAFKA_STORAGE_ERROR, e.to_string())); n]
                 }
             }
         })

@@ -34,6 +34,43 @@ fn locate(shard: &Rc<Shard>, id: &str) -> Result<(usize, i32), i16> {
     Ok((shard.owner_of(&topic, partition), partition))
 }
 
+/// Cluster mode: the broker coordinating `id` when it is another one (the leader of the id's
+/// `__transaction_state` partition; -1 while it has none).
+fn coordinator_elsewhere(shard: &Rc<Shard>, id: &str) -> Option<i32> {
+    let topic = shard.topic(TXN_TOPIC)?;
+    let leader = topic.leader(txn::partition_for(shard, id), shard.config.node_id);
+    (leader != shard.config.node_id).then_some(leader)
+}
+
+/// Asks the coordinator on broker `coordinator` to verify or add the request's partitions (an
+/// inter-broker AddPartitionsToTxn, as Kafka's `AddPartitionsToTxnManager` sends it): one code per
+/// partition.
+async fn add_or_verify_remote(
+    shard: &Rc<Shard>,
+    coordinator: i32,
+    req: crate::protocol::inter_broker::AddPartitionsRequest<'_>,
+) -> Vec<i16> {
+    let (key, version, flexible, body) = req.encode();
+    match shard
+        .call_peer(coordinator, key, version, flexible, body)
+        .await
+    {
+        Ok(resp) => req.results(resp),
+        // Retriable for the producer (mapped by the caller as Kafka's ReplicaManager maps them).
+        Err(_) => vec![errors::COORDINATOR_NOT_AVAILABLE; req.partitions.len()],
+    }
+}
+
+/// The inter-broker AddPartitionsToTxn version: 5 (missing partitions answer TRANSACTION_ABORTABLE,
+/// and the implicit add of transaction version 2), else 4.
+fn add_partitions_version(verify_only: bool, missing: i16) -> i16 {
+    if missing == errors::TRANSACTION_ABORTABLE || !verify_only {
+        5
+    } else {
+        4
+    }
+}
+
 /// Kafka answers PRODUCER_FENCED as INVALID_PRODUCER_EPOCH to versions that predate it.
 fn fenced_for(version: i16, since: i16, code: i16) -> i16 {
     if code == errors::PRODUCER_FENCED && version < since {
@@ -344,6 +381,17 @@ pub async fn verify_partitions(
     partitions: Vec<(String, i32)>,
     missing: i16,
 ) -> Vec<i16> {
+    if let Some(coordinator) = coordinator_elsewhere(shard, id) {
+        let req = crate::protocol::inter_broker::AddPartitionsRequest {
+            transactional_id: id,
+            producer_id,
+            producer_epoch: epoch,
+            partitions: &partitions,
+            verify_only: true,
+            version: add_partitions_version(true, missing),
+        };
+        return add_or_verify_remote(shard, coordinator, req).await;
+    }
     add_or_verify(
         shard,
         id.to_string(),
@@ -369,6 +417,17 @@ pub async fn add_partitions_implicitly(
     partitions: Vec<(String, i32)>,
     skip_ongoing: bool,
 ) -> Vec<i16> {
+    if let Some(coordinator) = coordinator_elsewhere(shard, id).filter(|_| !id.is_empty()) {
+        let req = crate::protocol::inter_broker::AddPartitionsRequest {
+            transactional_id: id,
+            producer_id,
+            producer_epoch: epoch,
+            partitions: &partitions,
+            verify_only: false,
+            version: add_partitions_version(false, errors::NONE),
+        };
+        return add_or_verify_remote(shard, coordinator, req).await;
+    }
     if skip_ongoing && !id.is_empty() {
         if let Ok((owner, _)) = locate(shard, id) {
             let (id, parts) = (id.to_string(), partitions.clone());

@@ -17,6 +17,7 @@
 //! connection only.
 
 pub mod admin_http;
+pub mod peer;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::io;

@@ -9,6 +9,8 @@ pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
 pub const LEADER_NOT_AVAILABLE: i16 = 5;
 pub const NOT_LEADER_OR_FOLLOWER: i16 = 6;
 pub const REQUEST_TIMED_OUT: i16 = 7;
+/// The connection to another broker failed (inter-broker requests; retriable).
+pub const NETWORK_EXCEPTION: i16 = 13;
 pub const MESSAGE_TOO_LARGE: i16 = 10;
 pub const COORDINATOR_NOT_AVAILABLE: i16 = 15;
 pub const INVALID_TOPIC_EXCEPTION: i16 = 17;

@@ -8,6 +8,7 @@ pub mod acl;
 pub mod errors;
 pub mod fetch_response;
 pub mod fuzz;
+pub mod inter_broker;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader};

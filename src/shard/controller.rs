@@ -66,7 +66,12 @@ impl Shard {
             Some(zk) => zk
                 .publish(self, &current, &next)
                 .await
-                .map_err(|e| std::io::Error::other(e.to_string()))?,
+                .map_err(|e| match e {
+                    crate::cluster::session::ZkError::TopicExists(_) => {
+                        std::io::Error::new(std::io::ErrorKind::AlreadyExists, e.to_string())
+                    }
+                    e => std::io::Error::other(e.to_string()),
+                })?,
             None => self.publish_snapshot(next).await?,
         }
         Ok(answer)

@@ -23,6 +23,7 @@ use crate::config::Config;
 use crate::fetch_session::{self, CacheConfig, FetchSessionCache};
 use crate::metadata::{owner_core, ClusterMeta, TopicMeta};
 use crate::partition::Partition;
+use crate::protocol::errors;
 
 /// Sleeps on this core's timer (the runtime stays behind this module).
 pub async fn sleep(d: std::time::Duration) {
@@ -77,6 +78,8 @@ pub struct Shard {
     /// The fetch sessions (KIP-227) of the connections this core accepted: its share of
     /// `max.incremental.fetch.session.cache.slots`, with session ids from its own range.
     pub fetch_sessions: RefCell<FetchSessionCache>,
+    /// Cluster mode: this core's requests to other brokers (set once at start; `net::peer::Peers`).
+    peers: std::cell::OnceCell<Rc<dyn crate::cluster::PeerLink>>,
 }
 
 /// The group coordinator runs on the shard that owns the group's `__consumer_offsets` partition.
@@ -138,6 +141,12 @@ impl crate::txn::coordinator::TxnHost for Shard {
         let Some(meta) = self.topic(&topic) else {
             return Ok(()); // deleted: nothing to end
         };
+        let leader = meta.leader(partition, self.config.node_id);
+        if leader != self.config.node_id {
+            return self
+                .write_marker_remote(leader, &topic, partition, marker)
+                .await;
+        }
         let owner = self.owner_of(&meta, partition);
         // Cross-core hop to the partition's owner, which appends the marker.
         self.invoke_on(owner, move |s| async move {
@@ -148,6 +157,64 @@ impl crate::txn::coordinator::TxnHost for Shard {
 }
 
 impl Shard {
+    /// Cluster mode: the partition is led by broker `leader`: the marker goes there as a WriteTxnMarkers
+    /// request (Kafka's coordinator-to-leader request). Errors are retriable for the caller: no leader
+    /// (-1, offline) or an unknown broker is NOT_LEADER_OR_FOLLOWER, a failed connection
+    /// NETWORK_EXCEPTION, otherwise the leader's code.
+    async fn write_marker_remote(
+        &self,
+        leader: i32,
+        topic: &str,
+        partition: i32,
+        marker: crate::txn::coordinator::Marker,
+    ) -> Result<(), i16> {
+        let req = crate::protocol::inter_broker::MarkerRequest {
+            topic,
+            partition,
+            producer_id: marker.producer_id,
+            producer_epoch: marker.epoch,
+            coordinator_epoch: marker.coordinator_epoch,
+            commit: marker.commit,
+            transaction_version: marker.transaction_version,
+        };
+        let (key, version, flexible, body) = req.encode();
+        let resp = self.call_peer(leader, key, version, flexible, body).await?;
+        match req.result(resp) {
+            errors::NONE => Ok(()),
+            code => Err(code),
+        }
+    }
+
+    /// Cluster mode: sends a request (its encoded body) to broker `broker` and returns the answer's
+    /// body. Errors are retriable codes: an unknown or offline broker (-1) is NOT_LEADER_OR_FOLLOWER, a
+    /// failed exchange NETWORK_EXCEPTION (logged).
+    pub async fn call_peer(
+        &self,
+        broker: i32,
+        api_key: i16,
+        api_version: i16,
+        flexible: bool,
+        body: bytes::Bytes,
+    ) -> Result<bytes::Bytes, i16> {
+        let meta = self.meta();
+        let (Some(b), Some(peers)) = (meta.brokers.get(&broker), self.peers.get()) else {
+            return Err(errors::NOT_LEADER_OR_FOLLOWER);
+        };
+        let port = u16::try_from(b.port).map_err(|_| errors::NOT_LEADER_OR_FOLLOWER)?;
+        peers
+            .call(&b.host, port, api_key, api_version, flexible, body)
+            .await
+            .map_err(|e| {
+                tracing::warn!(broker, api_key, error = %e, "request to another broker failed");
+                errors::NETWORK_EXCEPTION
+            })
+    }
+
+    /// Cluster mode: installs this core's link to the other brokers (once, at start).
+    pub fn set_peers(&self, peers: Rc<dyn crate::cluster::PeerLink>) {
+        let _ = self.peers.set(peers);
+    }
+
     pub fn new(
         id: usize,
         config: Arc<Config>,
@@ -179,6 +246,7 @@ impl Shard {
             groups: Default::default(),
             txns: Default::default(),
             fetch_sessions: RefCell::new(fetch_sessions),
+            peers: std::cell::OnceCell::new(),
         })
     }
 
