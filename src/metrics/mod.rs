@@ -794,3 +794,59 @@ mod tests {
         assert!(text.contains("kafka_server_brokertopicmetrics_bytesin_total{topic=\"deleted\"} 3"));
     }
 }
+
+/// The cluster as this broker sees it (cluster mode only), for `/metrics` and `/v1/status`.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ClusterStats {
+    pub zookeeper_connected: bool,
+    pub is_controller: bool,
+    pub controller_id: Option<i32>,
+    pub brokers: Vec<i32>,
+    pub topics: usize,
+    pub partitions: usize,
+    /// Partitions without a leader (their leader's broker is down).
+    pub offline_partitions: usize,
+}
+
+impl ClusterStats {
+    /// Gauges under Kafka's controller metric names (`kafka.controller:type=KafkaController,...`):
+    /// as in Kafka, the active controller reports the controller-wide counts and the other brokers 0.
+    pub fn render(&self, out: &mut String) {
+        let on_controller = |n: usize| if self.is_controller { n } else { 0 };
+        let gauges: [(&str, &str, usize); 6] = [
+            (
+                "kafka_controller_kafkacontroller_activecontrollercount",
+                "1 on the broker that is the controller, else 0.",
+                usize::from(self.is_controller),
+            ),
+            (
+                "kafka_controller_kafkacontroller_activebrokercount",
+                "Live brokers registered in ZooKeeper (reported by the controller).",
+                on_controller(self.brokers.len()),
+            ),
+            (
+                "kafka_controller_kafkacontroller_offlinepartitionscount",
+                "Partitions without a leader (reported by the controller).",
+                on_controller(self.offline_partitions),
+            ),
+            (
+                "kafka_controller_kafkacontroller_globaltopiccount",
+                "Topics in the cluster (reported by the controller).",
+                on_controller(self.topics),
+            ),
+            (
+                "kafka_controller_kafkacontroller_globalpartitioncount",
+                "Partitions in the cluster (reported by the controller).",
+                on_controller(self.partitions),
+            ),
+            (
+                "ringtide_zookeeper_connected",
+                "1 while this broker's ZooKeeper session is connected.",
+                usize::from(self.zookeeper_connected),
+            ),
+        ];
+        for (name, help, v) in gauges {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+        }
+    }
+}

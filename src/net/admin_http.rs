@@ -38,7 +38,31 @@ pub async fn scrape(shard: &Rc<Shard>) -> String {
             .await;
         snapshots.push(snap);
     }
-    crate::metrics::render(&snapshots)
+    let mut out = crate::metrics::render(&snapshots);
+    if let Some(stats) = cluster_stats(shard) {
+        stats.render(&mut out);
+    }
+    out
+}
+
+/// Cluster mode: the cluster as this broker's view and ZooKeeper session show it (core 0 holds both).
+fn cluster_stats(shard: &Rc<Shard>) -> Option<crate::metrics::ClusterStats> {
+    let zk = shard.controller.zk.borrow().clone()?;
+    let meta = shard.meta();
+    let node = shard.config.node_id;
+    Some(crate::metrics::ClusterStats {
+        zookeeper_connected: zk.connected(),
+        is_controller: zk.is_controller(),
+        controller_id: meta.controller_id,
+        brokers: meta.brokers.keys().copied().collect(),
+        topics: meta.topics.len(),
+        partitions: meta.topics.values().map(|t| t.partitions as usize).sum(),
+        offline_partitions: meta
+            .topics
+            .values()
+            .map(|t| (0..t.partitions).filter(|&p| t.leader(p, node) < 0).count())
+            .sum(),
+    })
 }
 
 async fn status(shard: &Rc<Shard>, started: Instant) -> String {
@@ -57,6 +81,8 @@ async fn status(shard: &Rc<Shard>, started: Instant) -> String {
         "cores": shard.cores,
         "partitions": partitions,
         "topics": shard.meta().topics.len(),
+        // Cluster mode: ZooKeeper session, controller, live brokers, offline partitions; else null.
+        "cluster": cluster_stats(shard),
     })
     .to_string()
 }
