@@ -657,7 +657,12 @@ impl ZkLink {
             match old.topics.get(name) {
                 None => {
                     let start = (Uuid::new_v4().as_u128() % 1024) as usize;
-                    let replicas = controller::assign(&old.brokers, 0, t.partitions, 1, start);
+                    // CreateTopics' manual assignment, else spread over the live brokers.
+                    let replicas = if t.assignment.is_empty() {
+                        controller::assign(&old.brokers, 0, t.partitions, 1, start)
+                    } else {
+                        t.assignment.iter().map(|a| a.replicas.clone()).collect()
+                    };
                     if replicas.is_empty() {
                         return Err(ZkError::Other("no live brokers".into()));
                     }

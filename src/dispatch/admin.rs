@@ -27,6 +27,9 @@ pub struct NewTopic {
     pub name: String,
     pub partitions: i32,
     pub configs: BTreeMap<String, String>,
+    /// Cluster mode: the broker of each partition, as CreateTopics' manual assignment names it (empty:
+    /// the controller assigns).
+    pub assignment: Vec<i32>,
 }
 
 type AdminResult<T> = Result<T, (i16, String)>;
@@ -80,7 +83,17 @@ pub async fn create_topics(
                                 configs: t.configs,
                                 leader_epoch: 0,
                                 internal: t.name.starts_with("__"),
-                                assignment: Vec::new(),
+                                // A manual assignment: the replicas only, leaders come from the controller.
+                                assignment: t
+                                    .assignment
+                                    .iter()
+                                    .map(|&b| crate::metadata::PartitionMeta {
+                                        replicas: vec![b],
+                                        leader: -1,
+                                        leader_epoch: 0,
+                                        isr: vec![b],
+                                    })
+                                    .collect(),
                             });
                             if !validate_only {
                                 meta.topics.insert(t.name, topic.clone());
@@ -126,26 +139,60 @@ pub async fn handle_create_topics(
         } else {
             t.replication_factor
         };
+        let meta = shard.meta();
+        // Cluster mode: the live brokers (a single broker is a cluster of itself).
+        let live = if meta.brokers.is_empty() {
+            1
+        } else {
+            meta.brokers.len()
+        };
         if rf != 1 {
             result.error_code = errors::INVALID_REPLICATION_FACTOR;
-            result.error_message = Some(StrBytes::from_string(format!(
-                "Replication factor: {rf} larger than available brokers: 1."
-            )));
+            result.error_message = Some(StrBytes::from_string(if rf < 1 || rf as usize > live {
+                format!("Replication factor: {rf} larger than available brokers: {live}.")
+            } else {
+                format!("Replication factor: {rf} is not supported: Ringtide does not replicate partitions yet (replication factor 1 only).")
+            }));
             slots.push(Ok(result));
             continue;
         }
-        if !t.assignments.is_empty()
-            && t.assignments
-                .iter()
-                .any(|a| a.broker_ids.len() != 1 || a.broker_ids[0].0 != shard.config.node_id)
+        // A manual assignment: one replica per partition, on a live broker (this one on a single broker).
+        let known = |b: i32| {
+            if meta.brokers.is_empty() {
+                b == shard.config.node_id
+            } else {
+                meta.brokers.contains_key(&b)
+            }
+        };
+        if let Some(bad) = t
+            .assignments
+            .iter()
+            .find(|a| a.broker_ids.len() != 1 || !known(a.broker_ids[0].0))
         {
-            result.error_code = errors::INVALID_REPLICA_ASSIGNMENT;
-            result.error_message = Some(StrBytes::from_static_str(
-                "Replicas can only be on this broker.",
-            ));
+            result.error_code = if bad.broker_ids.len() != 1 {
+                errors::INVALID_REPLICATION_FACTOR
+            } else {
+                errors::INVALID_REPLICA_ASSIGNMENT
+            };
+            result.error_message = Some(StrBytes::from_string(if bad.broker_ids.len() != 1 {
+                format!(
+                    "Replication factor: {} is not supported: Ringtide does not replicate partitions yet (replication factor 1 only).",
+                    bad.broker_ids.len()
+                )
+            } else {
+                format!(
+                    "The manual partition assignment includes broker {}, but no such broker is registered.",
+                    bad.broker_ids[0].0
+                )
+            }));
             slots.push(Ok(result));
             continue;
         }
+        let assignment: Vec<i32> = if meta.brokers.is_empty() {
+            Vec::new()
+        } else {
+            t.assignments.iter().map(|a| a.broker_ids[0].0).collect()
+        };
         let partitions = if !t.assignments.is_empty() {
             t.assignments.len() as i32
         } else if t.num_partitions == -1 {
@@ -163,6 +210,7 @@ pub async fn handle_create_topics(
             name,
             partitions,
             configs: cfg,
+            assignment,
         });
         slots.push(Err(t.name));
     }

@@ -28,6 +28,7 @@ pub async fn ensure_offsets_topic(shard: &Rc<Shard>) -> Result<Arc<TopicMeta>, i
         name: OFFSETS_TOPIC.to_string(),
         partitions: shard.config.group.offsets_topic_partitions,
         configs,
+        assignment: Vec::new(),
     };
     for r in create_topics(shard, vec![topic], false).await {
         if let Err((code, msg)) = r {
@@ -57,6 +58,7 @@ pub async fn ensure_txn_topic(shard: &Rc<Shard>) -> Result<Arc<TopicMeta>, i16> 
         name: TXN_TOPIC.to_string(),
         partitions: shard.config.txn.state_topic_partitions,
         configs,
+        assignment: Vec::new(),
     };
     for r in create_topics(shard, vec![topic], false).await {
         if let Err((code, msg)) = r {

@@ -39,7 +39,16 @@ fn brokers(shard: &Shard) -> Vec<MetadataResponseBroker> {
         .collect()
 }
 
-/// The controller a client is told of: in cluster mode the broker holding `/controller` (-1: none).
+/// The controller Metadata names: the broker a client sends admin requests to. Every Ringtide broker
+/// takes them (in cluster mode it writes them to ZooKeeper), so this is the answering broker itself, as
+/// Kafka 4.4 (KRaft) names a live broker that forwards them, never a broker that may be dead: a client
+/// keeps sending admin requests to the broker it was told of until its next metadata refresh.
+fn admin_target(shard: &Shard) -> i32 {
+    shard.config.node_id
+}
+
+/// The controller DescribeCluster names: in cluster mode the broker holding `/controller` (-1: none),
+/// as Kafka 2.x named it (operators and failover tests look for it there).
 pub fn controller_id(shard: &Shard) -> i32 {
     let meta = shard.meta();
     if meta.brokers.is_empty() {
@@ -110,7 +119,7 @@ pub async fn handle(
         resp.cluster_id = Some(StrBytes::from_string(shard.meta().cluster_id.clone()));
     }
     if version >= 1 {
-        resp.controller_id = BrokerId(controller_id(shard));
+        resp.controller_id = BrokerId(admin_target(shard));
     }
 
     let meta = shard.meta();
@@ -174,6 +183,7 @@ pub async fn handle(
                         name: n.clone(),
                         partitions: shard.config.num_partitions,
                         configs: Default::default(),
+                        assignment: Vec::new(),
                     })
                     .collect();
                 let results = admin::create_topics(shard, new, false).await;
