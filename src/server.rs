@@ -29,6 +29,11 @@ pub enum ServerError {
         source: std::io::Error,
     },
     #[error(
+        "Failed to acquire lock on file .lock in {dir}: another broker process uses this data directory \
+         (stop it, or point log.dirs at another directory)"
+    )]
+    DataDirLocked { dir: String },
+    #[error(
         "data directory {dir} belongs to node.id {found} (its meta.properties says so), but this broker is \
          node.id {configured}: set node.id={found}, or point log.dirs at this broker's own directory"
     )]
@@ -64,6 +69,23 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         dir: dir.display().to_string(),
         source,
     };
+    // One broker per data directory: `<log.dirs>/.lock`, held (flock) for the life of the process, as
+    // Kafka holds it. Taken before anything in the directory is read or changed.
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join(".lock"))
+        .map_err(data_dir_error)?;
+    match lock.try_lock() {
+        Ok(()) => std::mem::forget(lock),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            return Err(ServerError::DataDirLocked {
+                dir: dir.display().to_string(),
+            })
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(data_dir_error(e)),
+    }
     // Writable? Find out now, with a message that says what to do, rather than at the first produce.
     let probe = dir.join(".ringtide-write-check");
     std::fs::write(&probe, b"ok").map_err(data_dir_error)?;
@@ -245,6 +267,12 @@ fn check_meta_properties(
     }
 }
 
+/// Cluster mode: the cluster the data directory belongs to, when it holds any topic (a directory
+/// without data may join any cluster).
+fn expected_cluster_id(meta: &ClusterMeta) -> Option<String> {
+    (!meta.topics.is_empty()).then(|| meta.cluster_id.clone())
+}
+
 /// Cluster mode: opens the ZooKeeper session on this core, registers the broker and installs the
 /// cluster's metadata before any core accepts a client. A broker that cannot reach ZooKeeper within
 /// `zookeeper.connection.timeout.ms` says so and exits, as Kafka does.
@@ -261,13 +289,27 @@ async fn start_cluster_session(
         listener_name: shard.config.listener.name.clone(),
         host: shard.config.advertised.host.clone(),
         port: shard.config.advertised.port,
+        expected_cluster_id: expected_cluster_id(&shard.meta()),
     });
     *shard.controller.zk.borrow_mut() = Some(link.clone());
     let (tx, rx) = futures::channel::oneshot::channel();
     let task = glommio::spawn_local(link.run(shard.clone(), tx));
     tracing::info!(zookeeper = %zk.connect, "connecting to ZooKeeper");
     match rx.await {
-        Ok(Ok(())) => task,
+        Ok(Ok(())) => {
+            // The data directory now belongs to the ZooKeeper cluster: meta.properties in the form Kafka's
+            // ZooKeeper-mode brokers write (once, at start-up, before any client is served).
+            let dir = &shard.config.log_dirs;
+            let text = format!(
+                "#\n#Written by ringtide\nversion=0\nbroker.id={}\ncluster.id={}\n",
+                shard.config.node_id,
+                shard.meta().cluster_id
+            );
+            if let Err(e) = std::fs::write(dir.join("meta.properties"), text) {
+                tracing::error!(error = %e, "writing meta.properties failed");
+            }
+            task
+        }
         Ok(Err(e)) => {
             tracing::error!(zookeeper = %zk.connect, error = %e, "cannot join the cluster: ZooKeeper unreachable or refused the registration; exiting");
             std::process::exit(1);

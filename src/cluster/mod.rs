@@ -42,6 +42,10 @@ pub struct ZkConfig {
     pub listener_name: String,
     pub host: String,
     pub port: u16,
+    /// The cluster this broker's data belongs to (its persisted view's cluster id when it holds topics):
+    /// a ZooKeeper whose `/cluster/id` differs is another cluster, and joining it would delete that data
+    /// as stale, so the broker refuses it (Kafka's InconsistentClusterIdException).
+    pub expected_cluster_id: Option<String>,
 }
 
 /// What the session needs from the broker: the snapshot every core serves from, and installing a new

@@ -62,6 +62,12 @@ pub struct ZkLink {
 pub enum ZkError {
     #[error("ZooKeeper at {0}: {1}")]
     Zk(String, zk::Error),
+    /// ZooKeeper holds another cluster than the one this broker's data belongs to.
+    #[error(
+        "the cluster ID {found} in ZooKeeper doesn't match the cluster ID {expected} of this broker's data: \
+         the broker is trying to join the wrong cluster (check zookeeper.connect and its chroot)"
+    )]
+    WrongCluster { found: String, expected: String },
     /// A topic to create exists already (created meanwhile through another broker).
     #[error("Topic '{0}' already exists.")]
     TopicExists(String),
@@ -496,6 +502,14 @@ impl ZkLink {
     ) -> Result<(), ZkError> {
         let client = self.open_session().await?;
         let cluster_id = self.ensure_cluster_id(&client).await?;
+        if let Some(expected) = self.cfg.expected_cluster_id.as_deref() {
+            if expected != cluster_id {
+                return Err(ZkError::WrongCluster {
+                    found: cluster_id,
+                    expected: expected.to_string(),
+                });
+            }
+        }
         // Watch before reading, so that no change between the read and the watch is missed.
         let mut watcher = client
             .watch("/", zk::AddWatchMode::PersistentRecursive)

@@ -140,6 +140,30 @@ def run_bin(*args, timeout=20):
 
 
 @ringtide_only
+def test_second_broker_on_the_same_data_dir_is_refused(broker, topic_name):
+    """Kafka's `.lock`: a second broker process pointed at a live broker's log.dirs exits with a message
+    naming the lock, and touches nothing (the first broker keeps its clean-shutdown state and data)."""
+    create_topic(broker.bootstrap, topic_name)
+    p = Producer({"bootstrap.servers": broker.bootstrap})
+    p.produce(topic_name, b"before")
+    assert p.flush(30) == 0
+    port = free_port()
+    q = run_bin("--override", f"log.dirs={broker.data_dir}",
+                "--override", f"listeners=PLAINTEXT://127.0.0.1:{port}",
+                "--override", f"advertised.listeners=PLAINTEXT://127.0.0.1:{port}",
+                "--override", f"ringtide.admin.listener=127.0.0.1:{free_port()}")
+    assert q.returncode != 0, q.stdout + q.stderr
+    assert "lock" in q.stderr and str(broker.data_dir) in q.stderr, q.stderr
+    assert broker.alive()
+    p.produce(topic_name, b"after")
+    assert p.flush(30) == 0
+    broker.restart()  # a clean stop and start: the data of both records is intact
+    from conftest import consume_all
+    got = consume_all(broker.bootstrap, topic_name, 1, expected_counts={0: 2})
+    assert [m.value() for m in got[0]] == [b"before", b"after"]
+
+
+@ringtide_only
 def test_cli_help_version_print_config():
     p = run_bin("--help")
     assert p.returncode == 0 and "--override" in p.stdout and "--config" in p.stdout
