@@ -297,6 +297,7 @@ async fn start_cluster_session(
     tracing::info!(zookeeper = %zk.connect, "connecting to ZooKeeper");
     match rx.await {
         Ok(Ok(())) => {
+            shard.prefetch_producer_id_block();
             // The data directory now belongs to the ZooKeeper cluster: meta.properties in the form Kafka's
             // ZooKeeper-mode brokers write (once, at start-up, before any client is served).
             let dir = &shard.config.log_dirs;

@@ -23,6 +23,10 @@ pub struct ControllerState {
     admin: Semaphore,
     pid_next: Cell<i64>,
     pid_block_end: Cell<i64>,
+    /// Cluster mode: the next block, taken from ZooKeeper ahead of need (at registration and when the
+    /// current block is 90% used), so producers get ids while ZooKeeper is unreachable for a while.
+    pid_prefetched: Cell<Option<(i64, i64)>>,
+    pid_prefetching: Cell<bool>,
     /// Cluster mode: the ZooKeeper session (`None` on a single broker).
     pub zk: RefCell<Option<Rc<crate::cluster::session::ZkLink>>>,
 }
@@ -33,6 +37,8 @@ impl Default for ControllerState {
             admin: Semaphore::new(1),
             pid_next: Cell::new(0),
             pid_block_end: Cell::new(0),
+            pid_prefetched: Cell::new(None),
+            pid_prefetching: Cell::new(false),
             zk: RefCell::new(None),
         }
     }
@@ -106,12 +112,18 @@ impl Shard {
             self.controller.pid_next.get() >= self.controller.pid_block_end.get(),
         ) {
             // Cluster mode: blocks come from ZooKeeper's `/latest_producer_id_block`, shared by all brokers.
-            let (first, last) = zk
-                .allocate_producer_id_block()
-                .await
-                .map_err(|e| std::io::Error::other(e.to_string()))?;
+            let (first, end) = match self.controller.pid_prefetched.take() {
+                Some(block) => block,
+                None => {
+                    let (first, last) = zk
+                        .allocate_producer_id_block()
+                        .await
+                        .map_err(|e| std::io::Error::other(e.to_string()))?;
+                    (first, last + 1)
+                }
+            };
             self.controller.pid_next.set(first);
-            self.controller.pid_block_end.set(last + 1);
+            self.controller.pid_block_end.set(end);
         }
         if self.controller.pid_next.get() >= self.controller.pid_block_end.get() {
             let start = self
@@ -126,7 +138,35 @@ impl Shard {
         }
         let id = self.controller.pid_next.get();
         self.controller.pid_next.set(id + 1);
+        if self.controller.pid_block_end.get() - self.controller.pid_next.get()
+            < PRODUCER_ID_BLOCK / 10
+        {
+            self.prefetch_producer_id_block();
+        }
         Ok(id)
+    }
+
+    /// Cluster mode: takes the next producer id block from ZooKeeper in the background, unless one is
+    /// already held or on its way (Kafka's brokers take a block at start-up too). Core 0.
+    pub fn prefetch_producer_id_block(self: &Rc<Self>) {
+        assert_eq!(self.id, 0, "producer ids are allocated on core 0 only");
+        let Some(zk) = self.controller.zk.borrow().clone() else {
+            return;
+        };
+        if self.controller.pid_prefetched.get().is_some() || self.controller.pid_prefetching.get() {
+            return;
+        }
+        self.controller.pid_prefetching.set(true);
+        let shard = self.clone();
+        super::spawn_detached(async move {
+            match zk.allocate_producer_id_block().await {
+                Ok((first, last)) => shard.controller.pid_prefetched.set(Some((first, last + 1))),
+                Err(e) => {
+                    tracing::warn!(error = %e, "taking a producer id block ahead of need failed")
+                }
+            }
+            shard.controller.pid_prefetching.set(false);
+        });
     }
 }
 
