@@ -76,6 +76,15 @@ def kafka_home():
     return home
 
 
+def kafka_cluster_id():
+    """A cluster id like Kafka's Uuid.randomUuid(): base64url, never starting with '-' (the storage
+    tool's argument parser would take that for an option)."""
+    cluster_id = "-"
+    while cluster_id.startswith("-"):
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    return cluster_id
+
+
 def wait_for(cond, timeout, interval=0.05, what="condition"):
     """Poll cond() until truthy; return its value or raise TimeoutError."""
     deadline = time.monotonic() + timeout
@@ -199,15 +208,20 @@ class Broker:
 
     _seq = 0
 
-    def __init__(self, name, kind=None, port=None, config=None):
+    def __init__(self, name, kind=None, port=None, config=None, controller_port=None,
+                 cluster_id=None):
         """kind: "ringtide" or "kafka" (default: the test target); port: the client port (default: a
-        free one); config: broker config keys (Kafka's names) set at start on either kind."""
+        free one); config: broker config keys (Kafka's names) set at start on either kind;
+        controller_port: Kafka's KRaft controller port (default: a free one). A Kafka config with
+        `controller.quorum.voters` is a member of a static multi-node quorum, formatted with
+        cluster_id (all members of one quorum share it; see test_cluster.py)."""
         Broker._seq += 1
         self.config = dict(config or {})
         self.name = name
         self.kind = kind or TARGET
         self.port = port or free_port()
-        self.controller_port = free_port() if self.kind == "kafka" else None
+        self.controller_port = (controller_port or free_port()) if self.kind == "kafka" else None
+        self.cluster_id = cluster_id
         # ringtide's admin HTTP listener (/metrics, /v1/status); its own port so brokers never clash
         self.admin_port = free_port() if self.kind != "kafka" else None
         self.tmp = Path(tempfile.mkdtemp(prefix=f"ringtide-it-{name}-"))
@@ -258,16 +272,15 @@ class Broker:
             "auto.create.topics.enable": "true",
             **self.config,
         }
+        static_quorum = "controller.quorum.voters" in props
+        if static_quorum:
+            del props["controller.quorum.bootstrap.servers"]
         self.config_path = self.tmp / "server.properties"
         self.config_path.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
-        # like Kafka's Uuid.randomUuid(): base64url, never starting with '-'
-        # (the tool's argument parser would take that for an option)
-        cluster_id = "-"
-        while cluster_id.startswith("-"):
-            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        cluster_id = self.cluster_id or kafka_cluster_id()
         p = subprocess.run(
             [str(KAFKA_RUN), "kafka.tools.StorageTool", "format", "-t", cluster_id,
-             "-c", str(self.config_path), "--standalone"],
+             "-c", str(self.config_path), *([] if static_quorum else ["--standalone"])],
             capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
             env={**os.environ, "KAFKA_HOME": str(home)},
         )
@@ -300,6 +313,12 @@ class Broker:
 
     # -- lifecycle ---------------------------------------------------------
     def start(self):
+        self.spawn()
+        return self.wait_ready(time.monotonic() + START_TIMEOUT)
+
+    def spawn(self):
+        """Start the process without waiting for it to serve (a KRaft quorum member cannot serve
+        before a majority of its quorum runs); wait_ready() waits."""
         assert self.proc is None or self.proc.poll() is not None, "already running"
         self.starts += 1
         cmd = self._command()
@@ -308,12 +327,14 @@ class Broker:
         env = {**os.environ, "NO_COLOR": "1", "RUST_BACKTRACE": os.environ.get("RUST_BACKTRACE", "1")}
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=env,
                                      stdin=subprocess.DEVNULL, start_new_session=True)
-        deadline = time.monotonic() + START_TIMEOUT
+        return self
+
+    def wait_ready(self, deadline):
         while not port_open(self.port):
             if self.proc.poll() is not None:
                 self._fail(f"broker exited with code {self.proc.returncode} during startup")
             if time.monotonic() > deadline:
-                self._fail(f"broker did not accept connections on {self.bootstrap} within {START_TIMEOUT}s")
+                self._fail(f"broker did not accept connections on {self.bootstrap} in time")
             time.sleep(0.05)
         if self.kind == "kafka":
             self._wait_kafka_ready(deadline)
@@ -452,6 +473,9 @@ def pytest_runtest_makereport(item, call):
                 b = item.funcargs.get(fixname) if hasattr(item, "funcargs") else None
                 if isinstance(b, Broker):
                     brokers.append(b)
+        c = item.funcargs.get("cluster") if hasattr(item, "funcargs") else None
+        for n, b in getattr(c, "brokers", {}).items():  # test_cluster.py's brokers
+            brokers.append(b)
         for b in brokers:
             state = "running" if b.alive() else f"NOT running (exit code {b.proc.returncode if b.proc else None})"
             rep.sections.append((f"broker log {b.log_path} [{state}]", b.log_tail(120)))
