@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import signal
+import struct
 import subprocess
 import tempfile
 import time
@@ -219,12 +220,14 @@ def metric(b, name):
     return float(m.group(1))
 
 
-def java_hash(s):
-    """Java's String.hashCode, as Kafka picks a group's __consumer_offsets partition."""
+def coordinator_partition(group, partitions):
+    """Kafka's partitionFor: Utils.abs(groupId.hashCode()) % partitions (Java's String.hashCode; abs of
+    Integer.MIN_VALUE is 0)."""
     h = 0
-    for ch in s.encode("utf-16-be").decode("utf-16-be"):
-        h = (31 * h + ord(ch)) & 0xFFFFFFFF
-    return h
+    for unit in struct.unpack(f">{len(group.encode('utf-16-be')) // 2}H", group.encode("utf-16-be")):
+        h = (31 * h + unit) & 0xFFFFFFFF
+    h = h - (1 << 32) if h >= 1 << 31 else h
+    return (0 if h == -(1 << 31) else abs(h)) % partitions
 
 
 def group_on_another_broker(c, prefix, not_on):
@@ -236,7 +239,7 @@ def group_on_another_broker(c, prefix, not_on):
                        what="__consumer_offsets")
     for i in range(1000):
         g = f"{prefix}-{i}"
-        if offsets[(java_hash(g) & 0x7FFFFFFF) % len(offsets)] != not_on:
+        if offsets[coordinator_partition(g, len(offsets))] != not_on:
             return g
     raise AssertionError("no group id found")
 
