@@ -71,6 +71,10 @@ pub enum ZkError {
     /// A topic to create exists already (created meanwhile through another broker).
     #[error("Topic '{0}' already exists.")]
     TopicExists(String),
+    /// The change is written but the broker's view did not show it applied (the controller elected the
+    /// leaders, the deletion went through) within `CLUSTER_ADMIN_WAIT_MS`.
+    #[error("the change is in ZooKeeper but the controller has not applied it in time")]
+    NotAppliedInTime,
     #[error("{0}")]
     Other(String),
 }
@@ -781,10 +785,7 @@ impl ZkLink {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                return Err(ZkError::Other(
-                    "the change is in ZooKeeper but the controller has not acted on it in time"
-                        .into(),
-                ));
+                return Err(ZkError::NotAppliedInTime);
             }
             glommio::timer::sleep(Duration::from_millis(10)).await;
         }

@@ -113,7 +113,7 @@ pub async fn create_topics(
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "persisting metadata failed");
-                    vec![Err((errors::KAFKA_STORAGE_ERROR, e.to_string())); n]
+                    vec![Err((metadata_error_code(&e), e.to_string())); n]
                 }
             }
         })
@@ -286,6 +286,7 @@ pub async fn handle_delete_topics(
             .iter()
             .map(|t| (t.name.as_ref().map(|n| n.0.to_string()), t.topic_id)),
     );
+    let asked = wanted.clone();
     let answers = shard
         .invoke_on(0, move |s| async move {
             s.controller_mutate(|meta| {
@@ -313,12 +314,16 @@ pub async fn handle_delete_topics(
                 (changed, answers)
             })
             .await
-            .unwrap_or_else(|e| {
-                tracing::error!(error = %e, "persisting metadata failed");
-                Vec::new()
-            })
         })
-        .await;
+        .await
+        .unwrap_or_else(|e| {
+            tracing::error!(error = %e, "persisting metadata failed");
+            let code = metadata_error_code(&e);
+            asked
+                .into_iter()
+                .map(|(name, id)| (name, id, code))
+                .collect()
+        });
     let mut resp = DeleteTopicsResponse::default();
     // In request order (Kafka's order comes from a hash map: clients match answers by name).
     resp.responses = answers
@@ -451,4 +456,14 @@ pub async fn handle_init_producer_id(
         }
     }
     Some(resp)
+}
+
+/// The error code for a metadata change that failed: REQUEST_TIMED_OUT when it was written but not seen
+/// applied in time (cluster mode; Kafka answers a create or delete it could not complete within the
+/// request's timeout the same way), KAFKA_STORAGE_ERROR when it could not be persisted.
+pub(crate) fn metadata_error_code(e: &std::io::Error) -> i16 {
+    match e.kind() {
+        std::io::ErrorKind::TimedOut => errors::REQUEST_TIMED_OUT,
+        _ => errors::KAFKA_STORAGE_ERROR,
+    }
 }

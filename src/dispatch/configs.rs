@@ -700,7 +700,14 @@ async fn alter(
             .await
             .unwrap_or_else(|e| {
                 tracing::error!(error = %e, "persisting metadata failed");
+                let code = match crate::dispatch::admin::metadata_error_code(&e) {
+                    errors::REQUEST_TIMED_OUT => errors::REQUEST_TIMED_OUT,
+                    _ => errors::UNKNOWN_SERVER_ERROR,
+                };
                 fallback
+                    .into_iter()
+                    .map(|(t, n, _, m)| (t, n, code, m))
+                    .collect()
             })
         })
         .await

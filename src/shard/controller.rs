@@ -76,6 +76,9 @@ impl Shard {
                     crate::cluster::session::ZkError::TopicExists(_) => {
                         std::io::Error::new(std::io::ErrorKind::AlreadyExists, e.to_string())
                     }
+                    crate::cluster::session::ZkError::NotAppliedInTime => {
+                        std::io::Error::new(std::io::ErrorKind::TimedOut, e.to_string())
+                    }
                     e => std::io::Error::other(e.to_string()),
                 })?,
             None => self.publish_snapshot(next).await?,
