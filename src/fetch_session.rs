@@ -92,6 +92,9 @@ pub struct PartitionKey {
 pub struct FetchParams {
     pub fetch_offset: i64,
     pub max_bytes: i32,
+    /// The leader epoch the client believes current (Fetch v9+), -1 when not given: a stale one is
+    /// FENCED_LEADER_EPOCH, a newer one UNKNOWN_LEADER_EPOCH.
+    pub current_leader_epoch: i32,
 }
 
 /// One partition a fetch reads: its key, its topic's name when known, and what is asked of it.
@@ -571,6 +574,7 @@ mod tests {
             params: FetchParams {
                 fetch_offset,
                 max_bytes: 1 << 20,
+                current_leader_epoch: -1,
             },
         }
     }
@@ -761,6 +765,7 @@ mod tests {
             params: FetchParams {
                 fetch_offset: 0,
                 max_bytes: 100,
+                current_leader_epoch: -1,
             },
         };
         let id2 = c.create(0, false, true, vec![(by_id, ok(0, false))]);

@@ -62,6 +62,8 @@ struct ReadSpec {
     min_one: bool,
     /// read_committed (isolation level 1): only below the last stable offset.
     committed: bool,
+    /// The client's current leader epoch, -1 when not given.
+    leader_epoch: i32,
 }
 
 /// One partition's answer, sent back from its owner.
@@ -181,6 +183,11 @@ async fn read_now(shard: Rc<Shard>, specs: Vec<ReadSpec>) -> Vec<(usize, ReadOut
                 aborted: None,
             };
             if let Some(p) = shard.partition(&s.topic, s.partition) {
+                let fenced = p.check_leader_epoch(s.leader_epoch);
+                if fenced != errors::NONE {
+                    o.error_code = fenced;
+                    return (s.slot, o);
+                }
                 let hw = p.high_watermark();
                 o.high_watermark = hw;
                 o.last_stable_offset = p.last_stable_offset();
@@ -304,6 +311,10 @@ impl Slot {
         self.wanted.params.fetch_offset
     }
 
+    fn current_leader_epoch(&self) -> i32 {
+        self.wanted.params.current_leader_epoch
+    }
+
     fn partition_max_bytes(&self) -> i64 {
         self.wanted.params.max_bytes as i64
     }
@@ -401,6 +412,7 @@ fn request_partitions(
                 params: FetchParams {
                     fetch_offset: p.fetch_offset,
                     max_bytes: p.partition_max_bytes,
+                    current_leader_epoch: p.current_leader_epoch,
                 },
             };
             data.insert(key, wanted);
@@ -654,6 +666,7 @@ pub async fn handle(
                         max_offset: limits_[i].1,
                         min_one: true,
                         committed,
+                        leader_epoch: slots[i].current_leader_epoch(),
                     };
                     for (slot, o) in shard
                         .invoke_on(owner, move |s| read_local(s, vec![spec], None))
@@ -798,6 +811,7 @@ fn spec(
             max_offset,
             min_one,
             committed,
+            leader_epoch: s.current_leader_epoch(),
         },
     ))
 }
@@ -924,31 +938,54 @@ fn min_version_for(ts: i64) -> Option<i16> {
 /// (as Kafka does from version 1 on). With `committed` (isolation level 1) the last stable offset takes
 /// the high watermark's place: LATEST answers it and lookups find only records below it (Kafka's
 /// `Partition.fetchOffsetForTimestamp`).
+/// One partition's ListOffsets answer on its owner: `(error, timestamp, offset, leader epoch)`. The epoch
+/// is Kafka's: the leader's for LATEST, the first known epoch for EARLIEST when it covers the log start,
+/// otherwise that of the batch holding the offset found.
 async fn list_offset_local(
     shard: Rc<Shard>,
     topic: Arc<str>,
     partition: i32,
     ts: i64,
     committed: bool,
-) -> (i16, i64, i64) {
+    current_leader_epoch: i32,
+) -> (i16, i64, i64, i32) {
     let Some(p) = shard.partition(&topic, partition) else {
-        return (errors::NOT_LEADER_OR_FOLLOWER, -1, -1);
+        return (errors::NOT_LEADER_OR_FOLLOWER, -1, -1, -1);
     };
+    let fenced = p.check_leader_epoch(current_leader_epoch);
+    if fenced != errors::NONE {
+        return (fenced, -1, -1, -1);
+    }
     let lso = committed.then(|| p.last_stable_offset());
     let found = |r: Result<Option<TimestampOffset>, PartitionError>| match r {
-        Ok(Some(t)) if lso.is_none_or(|lso| t.offset < lso) => {
-            (errors::NONE, t.timestamp, t.offset)
-        }
-        Ok(_) => (errors::NONE, -1, -1),
-        Err(e) => (e.code, -1, -1),
+        Ok(Some(t)) if lso.is_none_or(|lso| t.offset < lso) => (
+            errors::NONE,
+            t.timestamp,
+            t.offset,
+            p.epoch_for_offset(t.offset).unwrap_or(-1),
+        ),
+        Ok(_) => (errors::NONE, -1, -1, -1),
+        Err(e) => (e.code, -1, -1, -1),
     };
     match ts {
-        LATEST => (errors::NONE, -1, lso.unwrap_or_else(|| p.high_watermark())),
+        LATEST => (
+            errors::NONE,
+            -1,
+            lso.unwrap_or_else(|| p.high_watermark()),
+            p.leader_epoch(),
+        ),
         // Without tiered storage the local log start is the log start.
-        EARLIEST | EARLIEST_LOCAL => (errors::NONE, -1, p.log_start_offset()),
+        EARLIEST | EARLIEST_LOCAL => {
+            let start = p.log_start_offset();
+            let epoch = p
+                .first_epoch()
+                .filter(|&(_, offset)| offset <= start)
+                .map_or(-1, |(epoch, _)| epoch);
+            (errors::NONE, -1, start, epoch)
+        }
         // Without tiered storage nothing is tiered and nothing waits for upload: Kafka answers both with
         // timestamp -1, offset -1, leader epoch -1 (`UnifiedLog.fetchOffsetByTimestamp`).
-        LATEST_TIERED | EARLIEST_PENDING_UPLOAD => (errors::NONE, -1, -1),
+        LATEST_TIERED | EARLIEST_PENDING_UPLOAD => (errors::NONE, -1, -1, -1),
         MAX_TIMESTAMP => found(p.max_timestamp_offset().await),
         ts => found(p.offset_for_timestamp(ts).await),
     }
@@ -968,6 +1005,12 @@ pub async fn handle_list_offsets(
         let futures = t.partitions.iter().map(|p| {
             let meta = meta.clone();
             let (index, ts) = (p.partition_index, p.timestamp);
+            // v4+: the client's leader epoch (-1 when not given).
+            let current_epoch = if version >= 4 {
+                p.current_leader_epoch
+            } else {
+                -1
+            };
             async move {
                 let mut pr = ListOffsetsPartitionResponse::default();
                 pr.partition_index = index;
@@ -983,18 +1026,16 @@ pub async fn handle_list_offsets(
                         let owner = shard.owner_of(&m, index);
                         let name: Arc<str> = Arc::from(m.name.as_str());
                         // Cross-core hop to the partition's owner.
-                        let (code, found_ts, offset) = shard
+                        let (code, found_ts, offset, epoch) = shard
                             .invoke_on(owner, move |s| {
-                                list_offset_local(s, name, index, ts, committed)
+                                list_offset_local(s, name, index, ts, committed, current_epoch)
                             })
                             .await;
                         pr.error_code = code;
                         pr.timestamp = found_ts;
                         pr.offset = offset;
-                        // Kafka answers the epoch of the leader (LATEST) or of the batch that holds the
-                        // record, which it stamps at append: the partition's one epoch here.
                         if code == errors::NONE && offset >= 0 && version >= 4 {
-                            pr.leader_epoch = m.partition_leader_epoch(index);
+                            pr.leader_epoch = epoch;
                         }
                     }
                     _ => pr.error_code = errors::UNKNOWN_TOPIC_OR_PARTITION,

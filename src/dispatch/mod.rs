@@ -9,6 +9,7 @@ pub mod configs;
 pub mod fetch;
 pub mod group;
 pub mod internal_topics;
+pub mod leader_epoch;
 pub mod metadata;
 pub mod ops;
 pub mod produce;
@@ -116,6 +117,7 @@ handlers! {
     ListTransactions: ListTransactionsRequest => txn::handle_list_transactions, kafka 0..=2;
     WriteTxnMarkers: WriteTxnMarkersRequest => txn::handle_write_txn_markers, kafka 1..=2;
     DescribeProducers: DescribeProducersRequest => txn::handle_describe_producers, kafka 0..=0;
+    OffsetForLeaderEpoch: OffsetForLeaderEpochRequest => leader_epoch::handle, kafka 2..=4;
 }
 
 /// The range advertised in ApiVersions. Produce is advertised from v0 as Kafka 4 does, because librdkafka

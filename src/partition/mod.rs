@@ -221,6 +221,8 @@ impl Partition {
             now_ms: crate::storage::now_ms(),
         };
         let log = PartitionLog::open(log_dir, topic, partition, config, &mut hooks).await?;
+        // Opened to lead it: the epoch starts at the log end unless the log is in it already.
+        log.assign_leader_epoch(leader_epoch);
         let producers = hooks.producers;
         Ok(Rc::new(Partition {
             topic: Rc::from(topic),
@@ -253,8 +255,40 @@ impl Partition {
         self.leader_epoch.get()
     }
 
+    /// Kafka's check of the leader epoch a client names (`current_leader_epoch`, -1 for none) against
+    /// this leader's: NONE, FENCED_LEADER_EPOCH (the client's is older) or UNKNOWN_LEADER_EPOCH (newer).
+    pub fn check_leader_epoch(&self, current: i32) -> i16 {
+        use crate::protocol::errors;
+        let local = self.leader_epoch.get();
+        if current < 0 || current == local {
+            errors::NONE
+        } else if current < local {
+            errors::FENCED_LEADER_EPOCH
+        } else {
+            errors::UNKNOWN_LEADER_EPOCH
+        }
+    }
+
+    /// Kafka's OffsetForLeaderEpoch answer: the largest epoch at or below `requested` and its end offset,
+    /// (-1, -1) when unknown.
+    pub fn end_offset_for_epoch(&self, requested: i32) -> (i32, i64) {
+        self.log.end_offset_for_epoch(requested)
+    }
+
+    /// The leader epoch of the batch holding `offset` (ListOffsets names it), if known.
+    pub fn epoch_for_offset(&self, offset: i64) -> Option<i32> {
+        self.log.epoch_for_offset(offset)
+    }
+
+    /// The first leader epoch of the log and its start offset, if any.
+    pub fn first_epoch(&self) -> Option<(i32, i64)> {
+        self.log.first_epoch()
+    }
+
+    /// This broker leads the partition in `epoch` now (a new election keeps it here).
     pub fn set_leader_epoch(&self, epoch: i32) {
         self.leader_epoch.set(epoch);
+        self.log.assign_leader_epoch(epoch);
     }
 
     pub fn log(&self) -> &PartitionLog {

@@ -44,6 +44,10 @@ pub const REBOOTSTRAP_REQUIRED: i16 = 129;
 pub const MISMATCHED_ENDPOINT_TYPE: i16 = 114;
 pub const UNSUPPORTED_ENDPOINT_TYPE: i16 = 115;
 
+// Leader epochs (KIP-320): the `current_leader_epoch` a client names is older / newer than the leader's.
+pub const FENCED_LEADER_EPOCH: i16 = 74;
+pub const UNKNOWN_LEADER_EPOCH: i16 = 75;
+
 // Fetch session errors (KIP-227), top-level codes of a Fetch response.
 pub const FETCH_SESSION_ID_NOT_FOUND: i16 = 70;
 pub const INVALID_FETCH_SESSION_EPOCH: i16 = 71;

@@ -1,16 +1,17 @@
 //! The storage layer's files outside the segments, and its process-wide start-up state: the clean-shutdown
 //! marker, leftovers of interrupted deletions, glommio's device probe, the DeleteRecords log-start file,
-//! small synced files (indexes, producer snapshots) and the blocking pool for calls that can block.
+//! the leader epoch checkpoint, small synced files (indexes, producer snapshots) and the blocking pool for calls that can block.
 
 use std::cell::RefCell;
 use std::collections::{HashSet, VecDeque};
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use glommio::io::DmaFile;
 
-use super::{fault_journal, segment, Shared, StorageError};
+use super::{epochs, fault_journal, segment, Shared, StorageError};
 use super::{CLEAN_SHUTDOWN_FILE_NAME, PROBE_FILE_BYTES, PROBE_FILE_NAME};
 
 /// Logs whose `close` failed since the process started: a clean-shutdown marker is written only if none.
@@ -143,21 +144,70 @@ pub(super) fn read_log_start(dir: &Path) -> Option<i64> {
         .ok()
 }
 
-/// Writes the log start offset durably (temp file, fsync, rename, fsync the directory). Blocking: call
-/// it through [`blocking`].
+/// Writes the log start offset durably. Blocking: call it through [`blocking`].
 pub(super) fn write_log_start(dir: &Path, offset: i64) -> Result<(), StorageError> {
+    replace_file(dir, LOG_START_FILE, offset.to_string().as_bytes())
+}
+
+/// Replaces the small file `name` in `dir` durably: temp file, fsync, rename, fsync the directory.
+/// Blocking: call it through [`blocking`].
+pub(super) fn replace_file(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), StorageError> {
     use std::io::Write as _;
-    let tmp = dir.join(format!("{LOG_START_FILE}.tmp"));
+    let tmp = dir.join(format!("{name}.tmp"));
     let result = (|| {
         let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(offset.to_string().as_bytes())?;
+        f.write_all(bytes)?;
         f.sync_all()?;
-        std::fs::rename(&tmp, dir.join(LOG_START_FILE))?;
+        std::fs::rename(&tmp, dir.join(name))?;
         sync_dir(dir)?;
-        fault_journal::file_synced(&dir.join(LOG_START_FILE), offset.to_string().as_bytes());
+        fault_journal::file_synced(&dir.join(name), bytes);
         Ok::<(), std::io::Error>(())
     })();
     result.map_err(|e| StorageError::io(dir, e))
+}
+
+/// Reads the partition's `leader-epoch-checkpoint`: `None` when there is none, `Some(Err)` when it
+/// cannot be used (the caller says so and starts from the log). Blocking: call it through [`blocking`].
+pub(super) fn read_epochs(dir: &Path) -> Option<Result<epochs::LeaderEpochCache, String>> {
+    match std::fs::read(dir.join(epochs::LEADER_EPOCH_CHECKPOINT)) {
+        Ok(bytes) => Some(epochs::LeaderEpochCache::parse(&bytes)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => Some(Err(e.to_string())),
+    }
+}
+
+/// Writes the partition's leader epochs to `leader-epoch-checkpoint` in the background, one write at a
+/// time per partition, each of the newest state (epochs change once per leader election).
+pub(super) fn schedule_epochs_write(shared: &Rc<Shared>) {
+    {
+        let mut st = shared.state.borrow_mut();
+        st.epochs_dirty = true;
+        if st.epochs_writing {
+            return;
+        }
+        st.epochs_writing = true;
+    }
+    let shared = shared.clone();
+    glommio::spawn_local(async move {
+        loop {
+            let bytes = {
+                let mut st = shared.state.borrow_mut();
+                if !st.epochs_dirty {
+                    st.epochs_writing = false;
+                    break;
+                }
+                st.epochs_dirty = false;
+                st.epochs.encode()
+            };
+            let dir = shared.dir.clone();
+            let written =
+                blocking(move || replace_file(&dir, epochs::LEADER_EPOCH_CHECKPOINT, &bytes)).await;
+            if let Err(e) = written {
+                tracing::warn!(dir = %shared.dir.display(), error = %e, "writing leader-epoch-checkpoint failed");
+            }
+        }
+    })
+    .detach();
 }
 
 /// Opens a segment file read+write for direct I/O (`DmaFile::create` would be write-only).

@@ -28,6 +28,7 @@
 
 pub mod checkpoint;
 pub mod cleaner;
+pub mod epochs;
 pub mod fault_journal;
 mod files;
 mod flusher;
@@ -55,7 +56,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
 
-use crate::records::{self, BatchHeader};
+use crate::records::{self, BatchHeader, EndTxnMarker};
 use files::*;
 pub use files::{
     blocking, close_failures, prepare_executor, remove_deleted_dirs, take_clean_shutdown_marker,
@@ -300,6 +301,11 @@ pub(crate) struct State {
     /// Segments the log cleaner has swapped so far: a disk read planned before a swap must not keep its
     /// block for read-ahead (the positions after it belong to the old file).
     pub swaps: u64,
+    /// Kafka's leader epoch cache (`leader-epoch-checkpoint`), and whether its file is behind it / being
+    /// written (see `files::schedule_epochs_write`).
+    pub epochs: epochs::LeaderEpochCache,
+    pub epochs_dirty: bool,
+    pub epochs_writing: bool,
 }
 
 impl State {
@@ -445,7 +451,13 @@ impl PartitionLog {
         };
         let clean = started_clean(log_dir);
         let recovery_point = checkpoint::get(log_dir, topic, partition);
-        let recovered = recovery::recover(&dir, &config, clean, recovery_point, hooks).await?;
+        let mut epoch_hooks = EpochHooks {
+            inner: hooks,
+            seen: Vec::new(),
+        };
+        let recovered =
+            recovery::recover(&dir, &config, clean, recovery_point, &mut epoch_hooks).await?;
+        let seen_epochs = epoch_hooks.seen;
         if created || recovered.created_first_segment {
             // A new partition (or one whose directory a crash left without a segment): make its first
             // segment's directory entry and the directory's own entry durable before it takes records (a
@@ -492,6 +504,11 @@ impl PartitionLog {
             batches_verified = recovered.stats.batches_verified,
             "partition recovered"
         );
+        let (epochs, epochs_changed) = {
+            let d = dir.clone();
+            let file = blocking(move || read_epochs(&d)).await;
+            recovered_epochs(&dir, file, &seen_epochs, log_start, leo)
+        };
         let recovery_point = recovery_point.filter(|&rp| rp <= leo).unwrap_or(-1);
         checkpoint::set(
             log_dir,
@@ -524,8 +541,14 @@ impl PartitionLog {
                 recovery_point,
                 snapshots,
                 swaps: 0,
+                epochs,
+                epochs_dirty: false,
+                epochs_writing: false,
             }),
         });
+        if epochs_changed {
+            schedule_epochs_write(&shared);
+        }
         prune_snapshots(&shared).await?;
         tail_cache::register(&shared);
         glommio::spawn_local(flusher::run(shared.clone(), recovered.tail_block)).detach();
@@ -535,6 +558,45 @@ impl PartitionLog {
     /// The partition's directory.
     pub fn dir(&self) -> &Path {
         &self.shared.dir
+    }
+
+    /// This broker leads the partition in `epoch` from the log end on (Kafka's leader takes its epoch's
+    /// start offset when it becomes leader, before any append).
+    pub fn assign_leader_epoch(&self, epoch: i32) {
+        let changed = {
+            let mut st = self.shared.state.borrow_mut();
+            let leo = st.log_end_offset;
+            st.epochs.assign(epoch, leo)
+        };
+        if changed {
+            schedule_epochs_write(&self.shared);
+        }
+    }
+
+    /// Kafka's OffsetForLeaderEpoch answer from this log: the largest epoch at or below `requested` and
+    /// where it ends ((-1, -1) if unknown).
+    pub fn end_offset_for_epoch(&self, requested: i32) -> (i32, i64) {
+        let st = self.shared.state.borrow();
+        st.epochs.end_offset_for(requested, st.log_end_offset)
+    }
+
+    /// The leader epoch of the batch holding `offset`, if known.
+    pub fn epoch_for_offset(&self, offset: i64) -> Option<i32> {
+        self.shared.state.borrow().epochs.epoch_for_offset(offset)
+    }
+
+    /// The first leader epoch of the log and its start offset, if any.
+    pub fn first_epoch(&self) -> Option<(i32, i64)> {
+        let st = self.shared.state.borrow();
+        st.epochs
+            .entries()
+            .first()
+            .map(|e| (e.epoch, e.start_offset))
+    }
+
+    /// The latest leader epoch of the log, if any.
+    pub fn latest_epoch(&self) -> Option<i32> {
+        self.shared.state.borrow().epochs.latest_epoch()
     }
 
     pub fn config(&self) -> LogConfig {
@@ -663,6 +725,8 @@ impl PartitionLog {
             });
         }
 
+        let new_epoch = st.epochs.assign(leader_epoch, leo);
+
         // The one copy: patch offsets, epoch and timestamps into it.
         let mut copy = BytesMut::from(batches);
         let mut final_headers = Vec::with_capacity(headers.len());
@@ -727,6 +791,11 @@ impl PartitionLog {
         });
         st.evict_cache(config.tail_cache_bytes);
         st.wake_flusher();
+        if new_epoch {
+            drop(st);
+            schedule_epochs_write(&self.shared);
+            st = self.shared.state.borrow_mut();
+        }
         if !config.fsync_before_ack() {
             // The high watermark moved: wake long-polling fetches.
             st.waiters.wake_all();
@@ -933,4 +1002,65 @@ impl PartitionLog {
         .await
         .map_err(|e| StorageError::io(&self.shared.dir, e))
     }
+}
+
+/// Forwards recovery's calls and notes the leader epoch of every batch it sees (batches the epoch file
+/// may not name yet: written after its last write).
+struct EpochHooks<'a> {
+    inner: &'a mut dyn RecoveryHooks,
+    seen: Vec<(i32, i64)>,
+}
+
+impl RecoveryHooks for EpochHooks<'_> {
+    fn load_snapshot(&mut self, offset: i64, bytes: &[u8]) -> Result<(), String> {
+        self.inner.load_snapshot(offset, bytes)
+    }
+
+    fn on_batch(&mut self, h: &BatchHeader, marker: Option<EndTxnMarker>) -> Option<AbortedTxn> {
+        if self
+            .seen
+            .last()
+            .is_none_or(|&(e, _)| e != h.partition_leader_epoch)
+        {
+            self.seen.push((h.partition_leader_epoch, h.base_offset));
+        }
+        self.inner.on_batch(h, marker)
+    }
+
+    fn discard_snapshot(&mut self) {
+        self.seen.clear();
+        self.inner.discard_snapshot();
+    }
+}
+
+/// The leader epochs of a recovered log: the checkpoint file cut to the log end, completed with the
+/// epochs of batches recovery saw past its newest entry. Without a usable file (logs written before
+/// Ringtide kept one) the log's first epoch is taken from the first batch seen, or 0 (every epoch was
+/// 0 on a single broker). Returns whether the file must be written again.
+fn recovered_epochs(
+    dir: &Path,
+    file: Option<Result<epochs::LeaderEpochCache, String>>,
+    seen: &[(i32, i64)],
+    log_start: i64,
+    leo: i64,
+) -> (epochs::LeaderEpochCache, bool) {
+    let (mut cache, mut changed) = match file {
+        Some(Ok(c)) => (c, false),
+        Some(Err(why)) => {
+            tracing::warn!(dir = %dir.display(), why, "leader-epoch-checkpoint unusable: rebuilt from the log");
+            (epochs::LeaderEpochCache::default(), true)
+        }
+        None => (epochs::LeaderEpochCache::default(), leo > log_start),
+    };
+    changed |= cache.truncate_from_end(leo);
+    if cache.entries().is_empty() && leo > log_start {
+        let first = seen.first().map_or(0, |&(e, _)| e.max(0));
+        changed |= cache.assign(first, log_start);
+    }
+    for &(epoch, offset) in seen {
+        if offset < leo && cache.latest_epoch().is_none_or(|latest| epoch > latest) {
+            changed |= cache.assign(epoch, offset);
+        }
+    }
+    (cache, changed)
 }

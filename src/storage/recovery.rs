@@ -483,8 +483,8 @@ fn list_dir(dir: &Path) -> std::io::Result<Listing> {
             listing.index_bases.insert((b, name));
         } else if let Some(o) = parse_file_name(&name, SNAPSHOT_EXT) {
             listing.snapshots.push(o);
-        } else if name == super::LOG_START_FILE {
-            // The DeleteRecords checkpoint; read by `PartitionLog::open`.
+        } else if name == super::LOG_START_FILE || name == super::epochs::LEADER_EPOCH_CHECKPOINT {
+            // The DeleteRecords checkpoint and the leader epochs; read by `PartitionLog::open`.
         } else {
             listing.stray.push(name);
         }

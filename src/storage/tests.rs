@@ -1159,3 +1159,41 @@ fn doomed_snapshots_follow_kafkas_rules() {
         Vec::<i64>::new()
     );
 }
+
+#[test]
+fn leader_epochs_at_open_come_from_the_file_and_the_batches_past_it() {
+    use super::epochs::LeaderEpochCache;
+    let dir = std::path::Path::new("/nonexistent");
+    let file = |entries: &[(i32, i64)]| {
+        let mut c = LeaderEpochCache::default();
+        for &(e, o) in entries {
+            c.assign(e, o);
+        }
+        c
+    };
+    let pairs = |c: &LeaderEpochCache| -> Vec<(i32, i64)> {
+        c.entries()
+            .iter()
+            .map(|e| (e.epoch, e.start_offset))
+            .collect()
+    };
+    // A new, empty log: nothing to write.
+    let (c, changed) = super::recovered_epochs(dir, None, &[], 0, 0);
+    assert!(c.entries().is_empty() && !changed);
+    // A log from before the file existed: its first epoch at the log start, then what recovery saw.
+    let (c, changed) = super::recovered_epochs(dir, None, &[(0, 10), (3, 50)], 0, 100);
+    assert_eq!((pairs(&c), changed), (vec![(0, 0), (3, 50)], true));
+    // The file is cut to the log end; batches replayed from an older snapshot do not rewrite history.
+    let (c, changed) =
+        super::recovered_epochs(dir, Some(Ok(file(&[(0, 0), (2, 40)]))), &[(0, 10)], 0, 30);
+    assert_eq!((pairs(&c), changed), (vec![(0, 0)], true));
+    // Epochs written after the file's last write are added from the batches.
+    let (c, changed) =
+        super::recovered_epochs(dir, Some(Ok(file(&[(0, 0)]))), &[(0, 5), (1, 20)], 0, 30);
+    assert_eq!((pairs(&c), changed), (vec![(0, 0), (1, 20)], true));
+    let (c, changed) = super::recovered_epochs(dir, Some(Ok(file(&[(0, 0), (1, 20)]))), &[], 0, 30);
+    assert_eq!((pairs(&c), changed), (vec![(0, 0), (1, 20)], false));
+    // An unusable file: rebuilt and written again.
+    let (c, changed) = super::recovered_epochs(dir, Some(Err("bad".into())), &[(4, 7)], 7, 9);
+    assert_eq!((pairs(&c), changed), (vec![(4, 7)], true));
+}

@@ -191,12 +191,12 @@ def _diff(who, got, want):
 # ---------------------------------------------------------------- raw ListOffsets
 
 
-def list_offsets_raw(broker, version, topic, timestamp, partition=0, correlation_id=7):
+def list_offsets_raw(broker, version, topic, timestamp, partition=0, correlation_id=7, current_leader_epoch=-1):
     """One ListOffsets request for one partition; returns (error, timestamp, offset, leader_epoch)."""
     flexible = version >= 6
     part = struct.pack(">i", partition)
     if version >= 4:
-        part += struct.pack(">i", -1)  # current leader epoch
+        part += struct.pack(">i", current_leader_epoch)
     part += struct.pack(">q", timestamp)
     body = struct.pack(">i", -1)  # replica id
     if version >= 2:
