@@ -892,6 +892,11 @@ impl PartitionLog {
             }
         })
         .await;
+        // A leader epoch file being written (a new epoch just began) reaches the disk before the log is
+        // called closed: a clean start trusts the file without scanning the batches.
+        while self.shared.state.borrow().epochs_writing {
+            glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
+        }
         if closed.is_err() {
             CLOSE_FAILURES.fetch_add(1, Ordering::Relaxed);
         }
