@@ -16,7 +16,7 @@ import struct
 import uuid
 from dataclasses import dataclass, field
 
-from test_protocol_errors import recv_exact, request
+from test_protocol_errors import connect, recv_exact, recv_frame, request
 
 FETCH = 1
 METADATA = 3
@@ -121,6 +121,19 @@ class Reader:
         for _ in range(self.uvarint()):
             self.uvarint()  # tag
             self.raw(self.uvarint())
+
+
+def round_trip(broker, api_key, version, flexible, correlation_id, body):
+    """Sends one request (header v2 when `flexible`, else v1) on a new connection and returns a Reader
+    past the response header (correlation id checked, tags skipped)."""
+    frame = (request_v2 if flexible else request)(api_key, version, correlation_id, body)
+    with connect(broker) as s:
+        s.sendall(frame)
+        r = Reader(recv_frame(s))
+    assert r.take(">i") == correlation_id
+    if flexible:
+        r.skip_tags()
+    return r
 
 
 # ---------------------------------------------------------------- Fetch request

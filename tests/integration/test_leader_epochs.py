@@ -9,9 +9,9 @@ import struct
 import pytest
 
 from conftest import TARGET, create_topic, wait_for
-from rawfetch import Part, Reader, compact_array, compact_str, fetch, request_v2, std_array, std_str
+from rawfetch import Part, compact_array, compact_str, fetch, round_trip, std_array, std_str
 from test_list_offsets_time import list_offsets_raw
-from test_protocol_errors import connect, recv_frame, request
+from test_protocol_errors import connect
 
 OFFSET_FOR_LEADER_EPOCH = 23
 NONE, UNKNOWN_TOPIC_OR_PARTITION, FENCED_LEADER_EPOCH, UNKNOWN_LEADER_EPOCH = 0, 3, 74, 75
@@ -27,16 +27,9 @@ def offset_for_leader_epoch(broker, version, topics, correlation_id=11):
         body += compact_array([
             compact_str(t) + compact_array([struct.pack(">iii", *p) + b"\x00" for p in ps]) + b"\x00"
             for t, ps in topics]) + b"\x00"
-        frame = request_v2(OFFSET_FOR_LEADER_EPOCH, version, correlation_id, body)
     else:
         body += std_array([std_str(t) + std_array([struct.pack(">iii", *p) for p in ps]) for t, ps in topics])
-        frame = request(OFFSET_FOR_LEADER_EPOCH, version, correlation_id, body)
-    with connect(broker) as s:
-        s.sendall(frame)
-        r = Reader(recv_frame(s))
-    assert r.take(">i") == correlation_id
-    if flexible:
-        r.skip_tags()
+    r = round_trip(broker, OFFSET_FOR_LEADER_EPOCH, version, flexible, correlation_id, body)
     r.take(">i")  # throttle
     out = {}
     for _ in range(r.compact_len() if flexible else r.take(">i")):

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from conftest import KAFKA_RUN, consume_all, create_topic
-from rawfetch import Part, Reader, compact_array, compact_str, fetch, request_v2, std_array, std_str
-from test_protocol_errors import connect, recv_frame, request
+from rawfetch import Part, compact_array, compact_str, fetch, round_trip, std_array, std_str
+from test_protocol_errors import connect
 
 HERE = Path(__file__).resolve().parent
 JAVA = HERE / "ListOffsetsTimes.java"
@@ -206,16 +206,9 @@ def list_offsets_raw(broker, version, topic, timestamp, partition=0, correlation
         if version >= 10:
             body += struct.pack(">i", 5000)
         body += b"\x00"
-        frame = request_v2(LIST_OFFSETS, version, correlation_id, body)
     else:
         body += std_array([std_str(topic) + std_array([part])])
-        frame = request(LIST_OFFSETS, version, correlation_id, body)
-    with connect(broker) as s:
-        s.sendall(frame)
-        r = Reader(recv_frame(s))
-    assert r.take(">i") == correlation_id
-    if flexible:
-        r.skip_tags()
+    r = round_trip(broker, LIST_OFFSETS, version, flexible, correlation_id, body)
     if version >= 2:
         r.take(">i")  # throttle
     n_topics = r.compact_len() if flexible else r.take(">i")
