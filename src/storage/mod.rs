@@ -594,11 +594,6 @@ impl PartitionLog {
             .map(|e| (e.epoch, e.start_offset))
     }
 
-    /// The latest leader epoch of the log, if any.
-    pub fn latest_epoch(&self) -> Option<i32> {
-        self.shared.state.borrow().epochs.latest_epoch()
-    }
-
     pub fn config(&self) -> LogConfig {
         self.shared.config.get()
     }
@@ -791,14 +786,13 @@ impl PartitionLog {
         });
         st.evict_cache(config.tail_cache_bytes);
         st.wake_flusher();
-        if new_epoch {
-            drop(st);
-            schedule_epochs_write(&self.shared);
-            st = self.shared.state.borrow_mut();
-        }
         if !config.fsync_before_ack() {
             // The high watermark moved: wake long-polling fetches.
             st.waiters.wake_all();
+        }
+        drop(st);
+        if new_epoch {
+            schedule_epochs_write(&self.shared);
         }
         Ok(AppendInfo {
             base_offset: leo,
